@@ -1,0 +1,90 @@
+"""The output tap: where the output error is read and projected.
+
+``tap(y, values)`` is the identity on ``y`` in the forward pass. In the
+backward pass it receives the output error ``e = dL/dy``, passes ``e`` on to
+``y`` unchanged (the segment after the last cut trains as with backprop) and
+hands each feedback value the cotangent ``projector(e, specs)[k]``. Since
+the values themselves are cut (stop-gradient) before flowing on, that
+cotangent back-propagates only through the segment that produced each value.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from dfax.core.points import PointSpec
+
+Projector = Callable[[jax.Array, Sequence[PointSpec]], Sequence[jax.Array]]
+
+
+def value_vma(x) -> frozenset:
+  return frozenset(getattr(jax.typeof(x), "vma", frozenset()))
+
+
+def _match_vma(c: jax.Array, vma: frozenset) -> jax.Array:
+  """Marks a cotangent as varying over the manual axes its primal varies over.
+
+  Under ``shard_map`` with its varying-axis checks, a cotangent must have the
+  same type as its primal: a value built only from replicated keys (e.g. a
+  projection that ignores the error) would otherwise be rejected.
+  """
+  missing = tuple(sorted(vma - value_vma(c)))
+  return jax.lax.pcast(c, missing, to="varying") if missing else c
+
+
+def check_cotangents(cotangents: Any, specs: Sequence[PointSpec]) -> list[jax.Array]:
+  """Validates a projector's output against the points it was asked for."""
+  if not isinstance(cotangents, (list, tuple)):
+    raise TypeError(
+        "dfax: a projector must return a list or tuple of arrays, one per "
+        f"feedback point; got {type(cotangents).__name__}.")
+  if len(cotangents) != len(specs):
+    raise ValueError(
+        f"dfax: the projector returned {len(cotangents)} cotangents for "
+        f"{len(specs)} feedback points ({[s.path for s in specs]}); return "
+        "exactly one array per point, in the order of `points`.")
+  out = []
+  for c, spec in zip(cotangents, specs):
+    if tuple(jnp.shape(c)) != tuple(spec.shape):
+      raise ValueError(
+          f"dfax: the projector returned shape {tuple(jnp.shape(c))} for "
+          f"feedback point {spec.path!r}, which has shape {spec.shape}; "
+          "each cotangent must have exactly its point's shape.")
+    out.append(jnp.asarray(c).astype(spec.dtype))
+  return out
+
+
+def make_tap(specs: Sequence[PointSpec], projector: Projector,
+             vmas: Sequence[frozenset] | None = None):
+  """Builds ``tap(y, values) -> y`` whose backward projects the output error.
+
+  Args:
+    specs: one ``PointSpec`` per feedback value, in forward order.
+    projector: ``projector(error, specs) -> cotangents``.
+    vmas: per value, the manual mesh axes it varies over (inside shard_map).
+
+  Returns:
+    A function ``tap(y, values)`` with a custom VJP.
+  """
+  specs = tuple(specs)
+  vmas = tuple(vmas) if vmas is not None else (frozenset(),) * len(specs)
+
+  @jax.custom_vjp
+  def tap(y, values):
+    del values
+    return y
+
+  def tap_fwd(y, values):
+    del values
+    return y, None
+
+  def tap_bwd(_, error):
+    cotangents = check_cotangents(projector(error, specs), specs)
+    cotangents = [_match_vma(c, vma) for c, vma in zip(cotangents, vmas)]
+    return error, tuple(cotangents)
+
+  tap.defvjp(tap_fwd, tap_bwd)
+  return tap

@@ -1,0 +1,132 @@
+"""Dense random projections, one independent matrix per feedback point.
+
+Each point ``k`` with per-example size ``d_k`` gets a matrix ``B_k`` of shape
+``(n_out, d_k)``, regenerated from ``path_key(key, path)`` on every call and
+never stored. ``B_k`` is defined column-tile by column-tile (``tile`` columns
+each, tile ``j`` drawn from ``fold_in(point_key, j)``), and a projection wider
+than one tile is computed tile by tile, so the full matrix never sits in
+memory at once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from dfax.core.points import PointSpec, check_lead_dims
+from dfax.projectors.keys import copy_keys, path_key
+
+DEFAULT_TILE = 4096
+
+
+def sample(key: jax.Array, shape: tuple[int, ...], distribution: str, dtype) -> jax.Array:
+  """Unit-scale samples: N(0, 1) for "gaussian", U(-1, 1) for "uniform"."""
+  if distribution == "gaussian":
+    return jax.random.normal(key, shape, dtype)
+  if distribution == "uniform":
+    return jax.random.uniform(key, shape, dtype, -1.0, 1.0)
+  raise ValueError(f"dfax: distribution must be 'gaussian' or 'uniform', got {distribution!r}.")
+
+
+def resolve_scale(scale: float | str, n_out: int, width: int) -> float:
+  """Scale of the matrix entries.
+
+  Args:
+    scale: a number, ``"error"`` (1/sqrt(n_out): keeps the error's norm),
+      or ``"point"`` (1/sqrt(width), Nøkland's ±1/sqrt(d) for uniform).
+    n_out: output error size.
+    width: per-example size of the point (or of the shared matrix).
+  """
+  if scale == "error":
+    return 1.0 / math.sqrt(n_out)
+  if scale == "point":
+    return 1.0 / math.sqrt(width)
+  if isinstance(scale, (int, float)):
+    return float(scale)
+  raise ValueError(f"dfax: scale must be a number, 'error' or 'point'; got {scale!r}.")
+
+
+def tiled_matmul(error2d: jax.Array, key: jax.Array, width: int, *, distribution: str,
+                 scale: float, tile: int) -> jax.Array:
+  """``error2d @ B`` for the keyed ``(n_out, width)`` matrix ``B``, tile by tile.
+
+  Args:
+    error2d: ``(N, n_out)``.
+    key: the matrix's key; tile ``j`` uses ``fold_in(key, j)``.
+    width: number of columns of ``B``.
+    distribution, scale: entries are ``scale * sample(distribution)``.
+    tile: columns per tile.
+
+  Returns:
+    ``(N, width)`` array.
+  """
+  n, n_out = error2d.shape
+  num_tiles = -(-width // tile)
+  cols = min(tile, width)
+
+  def one_tile(j):
+    b = sample(jax.random.fold_in(key, j), (n_out, cols), distribution, error2d.dtype)
+    return error2d @ (b * jnp.asarray(scale, error2d.dtype))
+
+  if num_tiles == 1:
+    return one_tile(0)
+  out = jax.lax.map(one_tile, jnp.arange(num_tiles))  # (tiles, N, tile)
+  return jnp.moveaxis(out, 0, 1).reshape(n, num_tiles * cols)[:, :width]
+
+
+def project_point(error: jax.Array, spec: PointSpec, key: jax.Array, *, distribution: str,
+                  scale: float | str, tile: int) -> jax.Array:
+  """Projects ``error`` to one (possibly stacked) point with its own matrix."""
+  n_lead = check_lead_dims(error.shape, spec)
+  n_out = error.shape[-1]
+  width = spec.feature_size(n_lead)
+  error2d = error.reshape(-1, n_out)
+  s = resolve_scale(scale, n_out, width)
+  project = lambda k: tiled_matmul(error2d, k, width, distribution=distribution,
+                                   scale=s, tile=tile)
+  pkey = path_key(key, spec.path)
+  if spec.stack_ndim == 0:
+    return project(pkey).reshape(spec.shape)
+  out = jax.vmap(project)(copy_keys(pkey, spec.num_copies))
+  return out.reshape(spec.shape)
+
+
+def dense(key: jax.Array, *, distribution: str = "gaussian", scale: float | str = "error",
+          tile: int = DEFAULT_TILE) -> Callable[[jax.Array, Sequence[PointSpec]], list]:
+  """A projector with an independent dense random matrix per point.
+
+  Args:
+    key: PRNG key; each point's matrix comes from ``fold_in(key, path)``.
+    distribution: ``"gaussian"`` or ``"uniform"``.
+    scale: entry scale, see ``resolve_scale``.
+    tile: columns generated at once (bounds memory for wide points).
+
+  Returns:
+    ``projector(error, points) -> list of cotangents``.
+
+  Example::
+
+    proj = dfax.projectors.dense(jax.random.key(1), distribution="uniform", scale="point")
+    grads = dfax.dfa_grad(loss_fn, projector=proj)(params, x, y)
+  """
+  sample(jax.random.key(0), (1,), distribution, jnp.float32)  # validate early
+  resolve_scale(scale, 1, 1)
+
+  def projector(error, points):
+    return [project_point(error, p, key, distribution=distribution, scale=scale, tile=tile)
+            for p in points]
+
+  return projector
+
+
+def gaussian(key: jax.Array, *, scale: float | str = "error", tile: int = DEFAULT_TILE):
+  """Independent Gaussian matrices, entries N(0, scale^2). See ``dense``."""
+  return dense(key, distribution="gaussian", scale=scale, tile=tile)
+
+
+def uniform(key: jax.Array, *, scale: float | str = "point", tile: int = DEFAULT_TILE):
+  """Independent uniform matrices, entries U(-scale, scale); default Nøkland's 1/sqrt(d)."""
+  return dense(key, distribution="uniform", scale=scale, tile=tile)

@@ -1,0 +1,26 @@
+"""Deterministic keys for feedback matrices: nothing stored, same everywhere."""
+
+from __future__ import annotations
+
+import zlib
+
+import jax
+import jax.numpy as jnp
+
+
+def path_key(key: jax.Array, path: str) -> jax.Array:
+  """Folds a stable 31-bit hash of ``path`` into ``key``.
+
+  ``zlib.crc32`` (unlike Python's ``hash``) is the same in every process, so
+  a point gets the same matrix on every device and after every restart.
+
+  Example::
+
+    >>> k = path_key(jax.random.key(0), "Dense_1/in")
+  """
+  return jax.random.fold_in(key, zlib.crc32(path.encode()) & 0x7FFFFFFF)
+
+
+def copy_keys(key: jax.Array, num_copies: int) -> jax.Array:
+  """One key per stacked copy of a point (e.g. per layer of an nn.scan)."""
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num_copies))
