@@ -107,40 +107,55 @@ class Recorder:
 
   # -- the interceptor -------------------------------------------------------
   def __call__(self, next_fun, args, kwargs, context):
+    """``flax.linen.intercept_methods`` entry point."""
     module, method = context.module, context.method_name
     if method in ("setup", "<lambda>"):  # Flax's own abstract checks
       return next_fun(*args, **kwargs)
+    return self.intercept(next_fun, args, kwargs, module, method, tuple(module.path),
+                          body_root=_is_body_root(module))
+
+  def intercept(self, next_fun, args, kwargs, module, method: str, path: tuple,
+                body_root: bool = False):
+    """Runs one module method call, cutting its inputs if it is selected.
+
+    Args:
+      next_fun: calls the method with (possibly cut) ``*args, **kwargs``.
+      module: the module instance (linen or nnx).
+      method: the method's name; only ``__call__`` can be selected.
+      path: the module's path, e.g. ``("block_0", "mlp")``.
+      body_root: whether this call runs the body of a lifted transform.
+    """
     name = type(module).__name__
     self.modules_seen[name] = self.modules_seen.get(name, 0) + 1
-    select = method == "__call__" and self.selector(module, tuple(module.path))
+    select = method == "__call__" and self.selector(module, path)
     if not self.frames:
-      return self._run_top(next_fun, module, args, kwargs, select)
-    if self.lifts and not self.lifts[-1].active and _is_body_root(module):
-      return self._run_lifted_body(next_fun, module, args, kwargs, select)
+      return self._run_top(next_fun, module, path, args, kwargs, select)
+    if self.lifts and not self.lifts[-1].active and body_root:
+      return self._run_lifted_body(next_fun, path, args, kwargs, select, module)
     if select:
-      args, kwargs = self._cut_inputs(module, args, kwargs)
+      args, kwargs = self._cut_inputs(path, module, args, kwargs)
     return next_fun(*args, **kwargs)
 
   # -- frames ----------------------------------------------------------------
-  def _run_top(self, next_fun, module, args, kwargs, select):
+  def _run_top(self, next_fun, module, path, args, kwargs, select):
     frame = _Frame()
     self.frames.append(frame)
     try:
       if select:
-        args, kwargs = self._cut_inputs(module, args, kwargs)
+        args, kwargs = self._cut_inputs(path, module, args, kwargs)
       out = next_fun(*args, **kwargs)
     finally:
       self.frames.pop()
     return self._tap(out, frame, module)
 
-  def _run_lifted_body(self, next_fun, module, args, kwargs, select):
+  def _run_lifted_body(self, next_fun, path, args, kwargs, select, module=None):
     lift = self.lifts[-1]
     frame = _Frame(lifted=True)
     lift.active = True
     self.frames.append(frame)
     try:
       if select:
-        args, kwargs = self._cut_inputs(module, args, kwargs)
+        args, kwargs = self._cut_inputs(path, module, args, kwargs)
       out = next_fun(*args, **kwargs)
     finally:
       self.frames.pop()
@@ -159,7 +174,7 @@ class Recorder:
       # This lifted call is itself the body of an enclosing lift
       # (nn.scan(nn.remat(Block))): open that body's frame around it.
       inner = lambda *a, **k: self._lifted_call(call, a, k, kind, out_axes)
-      return self._run_lifted_body(inner, None, args, kwargs, select=False)
+      return self._run_lifted_body(inner, (), args, kwargs, select=False)
     return self._lifted_call(call, args, kwargs, kind, out_axes)
 
   def _lifted_call(self, call, args, kwargs, kind: str, out_axes: Any):
@@ -196,10 +211,10 @@ class Recorder:
     return stripped
 
   # -- cuts ------------------------------------------------------------------
-  def _cut_inputs(self, module, args, kwargs):
+  def _cut_inputs(self, path, module, args, kwargs):
     self.num_selected += 1
     frame = self.frames[-1]
-    base = "/".join(module.path) or type(module).__name__
+    base = "/".join(str(p) for p in path) or type(module).__name__
     leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
     n_float = sum(_is_float_array(x) for x in leaves)
     new_leaves, k = [], 0

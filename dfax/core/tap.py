@@ -21,7 +21,12 @@ Projector = Callable[[jax.Array, Sequence[PointSpec]], Sequence[jax.Array]]
 
 
 def value_vma(x) -> frozenset:
-  return frozenset(getattr(jax.typeof(x), "vma", frozenset()))
+  """Manual mesh axes a value varies over (empty outside shard_map)."""
+  aval = jax.typeof(x)
+  axis_type = getattr(aval, "manual_axis_type", None)  # jax >= 0.9
+  if axis_type is not None:
+    return frozenset(axis_type.varying)
+  return frozenset(getattr(aval, "vma", frozenset()))  # older jax
 
 
 def _match_vma(c: jax.Array, vma: frozenset) -> jax.Array:

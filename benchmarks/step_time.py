@@ -1,0 +1,114 @@
+"""DFA vs backprop vs forward-only step time, in one process, interleaved, medians.
+
+Usage:
+  python benchmarks/step_time.py                 # 4x1024 tanh MLP at batch 512
+  python benchmarks/step_time.py --model transformer
+  python benchmarks/step_time.py --repeats 50 --json out.json
+
+A "step" is the jitted gradient computation plus an Adam update, the part of
+a training step that differs between methods. The printed DFA/BP ratio is the
+figure recorded in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+sys.path.insert(0, os.path.dirname(__file__))
+from timing import interleaved_medians  # noqa: E402
+
+import dfax  # noqa: E402
+
+
+class TanhMLP(nn.Module):
+  depth: int = 4
+  width: int = 1024
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x):
+    for _ in range(self.depth):
+      x = nn.tanh(nn.Dense(self.width)(x))
+    return nn.Dense(self.num_classes)(x)
+
+
+def mlp_setup(batch: int):
+  model = TanhMLP()
+  x = jax.random.normal(jax.random.key(0), (batch, 784))
+  y = jax.random.randint(jax.random.key(1), (batch,), 0, 10)
+  return model, model.init(jax.random.key(2), x), x, y, None
+
+
+def transformer_setup(batch: int):
+  from dfax.models.transformer import TransformerConfig, TransformerLM  # noqa: PLC0415
+  from dfax.models import presets  # noqa: PLC0415
+  cfg = TransformerConfig(vocab_size=96, d_model=256, num_heads=4, num_layers=4, d_ff=1024,
+                          max_len=128)
+  model = TransformerLM(cfg)
+  tokens = jax.random.randint(jax.random.key(0), (batch, 129), 0, 96)
+  x, y = tokens[:, :-1], tokens[:, 1:]
+  return model, model.init(jax.random.key(2), x), x, y, presets.macro(model)
+
+
+def make_steps(model, params, x, y, feedback):
+  def loss_fn(p, x, y):
+    return optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
+
+  opt = optax.adam(1e-3)
+  opt_state = opt.init(params)
+
+  def step_with(value_and_grad):
+    @jax.jit
+    def step(p, s, x, y):
+      loss, g = value_and_grad(loss_fn)(p, x, y)
+      updates, s = opt.update(g, s, p)
+      return optax.apply_updates(p, updates), s, loss
+    return lambda: step(params, opt_state, x, y)
+
+  forward = jax.jit(loss_fn)
+  dfa = lambda f: dfax.dfa_value_and_grad(f, feedback=feedback)
+  return {
+      "forward": lambda: forward(params, x, y),
+      "bp": step_with(jax.value_and_grad),
+      "dfa": step_with(dfa),
+  }
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--model", choices=["mlp", "transformer"], default="mlp")
+  parser.add_argument("--batch", type=int, default=None)
+  parser.add_argument("--repeats", type=int, default=30)
+  parser.add_argument("--json", default=None, help="also write the figures here")
+  args = parser.parse_args(argv)
+  setup = mlp_setup if args.model == "mlp" else transformer_setup
+  batch = args.batch or (512 if args.model == "mlp" else 16)
+  steps = make_steps(*setup(batch))
+  t = interleaved_medians(steps, repeats=args.repeats)
+  result = {
+      "model": args.model, "batch": batch, "backend": jax.default_backend(),
+      "device": str(jax.devices()[0].device_kind), "ms": {k: 1e3 * v for k, v in t.items()},
+      "dfa_over_bp": t["dfa"] / t["bp"], "dfa_over_forward": t["dfa"] / t["forward"],
+      "bp_over_forward": t["bp"] / t["forward"],
+  }
+  for name, ms in result["ms"].items():
+    print(f"{name:>8}: {ms:8.2f} ms (median of {args.repeats}, interleaved)")
+  print(f"DFA/BP = {result['dfa_over_bp']:.3f}   DFA/forward = {result['dfa_over_forward']:.2f}"
+        f"   BP/forward = {result['bp_over_forward']:.2f}   [{args.model}, batch {batch}, "
+        f"{result['backend']}]")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=2)
+  return result
+
+
+if __name__ == "__main__":
+  main()
