@@ -1,0 +1,213 @@
+"""MNIST from the four standard IDX files, or through tensorflow-datasets.
+
+The local files are the ones LeCun et al. distribute (and tfds downloads)::
+
+  train-images-idx3-ubyte.gz  train-labels-idx1-ubyte.gz
+  t10k-images-idx3-ubyte.gz   t10k-labels-idx1-ubyte.gz
+
+gzipped or not. They are looked up in ``data_dir``, else
+``$DFAX_DATA_DIR/mnist``, else ``<repo>/../shared/data/mnist``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pathlib
+
+import numpy as np
+
+from dfax.data.batching import Dataset
+
+MNIST_FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_SOURCES = ("auto", "local", "tfds")
+
+
+def parse_idx(data: bytes, what: str = "IDX data") -> np.ndarray:
+  """Parses the bytes of one (uncompressed) IDX file.
+
+  The header is two zero bytes, a type code, the number of dimensions, then
+  one big-endian uint32 per dimension; the values follow, big-endian.
+
+  Args:
+    data: the file's bytes.
+    what: name used in error messages (e.g. the file path).
+
+  Returns:
+    The array, in native byte order.
+
+  Raises:
+    ValueError: bad magic number or a size that does not match the header.
+
+  Example::
+
+    labels = parse_idx(gzip.open("train-labels-idx1-ubyte.gz").read())  # (60000,) uint8
+  """
+  if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+    raise ValueError(f"{what}: not an IDX file (bad magic number {data[:4]!r})")
+  ndim = data[3]
+  header = 4 + 4 * ndim
+  if len(data) < header:
+    raise ValueError(f"{what}: truncated IDX header")
+  shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
+  dtype = np.dtype(_IDX_DTYPES[data[2]])
+  expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+  if len(data) != expected:
+    raise ValueError(f"{what}: IDX header says shape {shape} ({expected} bytes) "
+                     f"but the file has {len(data)} bytes (truncated or corrupt)")
+  return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+  """Reads one IDX file, gunzipping it when its name ends in ``.gz``.
+
+  Args:
+    path: path to the file.
+
+  Returns:
+    The parsed array.
+
+  Example::
+
+    images = read_idx("mnist/t10k-images-idx3-ubyte.gz")  # (10000, 28, 28) uint8
+  """
+  path = pathlib.Path(path)
+  opener = gzip.open if path.suffix == ".gz" else open
+  try:
+    with opener(path, "rb") as f:
+      data = f.read()
+  except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+    raise ValueError(f"{path}: cannot read ({e})") from e
+  return parse_idx(data, str(path))
+
+
+def _repo_data_dir() -> pathlib.Path:
+  return pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def default_data_dir(name: str = "mnist") -> pathlib.Path | None:
+  """The local folder for data set ``name``, if one exists.
+
+  Args:
+    name: subfolder name, e.g. ``"mnist"`` or ``"shakespeare"``.
+
+  Returns:
+    ``$DFAX_DATA_DIR/<name>`` when the variable is set, else
+    ``<repo>/../shared/data/<name>`` when that exists, else None.
+
+  Example::
+
+    default_data_dir("mnist")  # PosixPath('/work/shared/data/mnist') in a checkout
+  """
+  env = os.environ.get("DFAX_DATA_DIR")
+  if env:
+    return pathlib.Path(env).expanduser() / name
+  candidate = _repo_data_dir() / name
+  return candidate if candidate.is_dir() else None
+
+
+def _find(folder: pathlib.Path, filename: str) -> pathlib.Path | None:
+  for candidate in (folder / filename, folder / filename[:-len(".gz")]):
+    if candidate.is_file():
+      return candidate
+  return None
+
+
+def _local_paths(data_dir: pathlib.Path) -> dict[str, pathlib.Path] | None:
+  """The four file paths in ``data_dir`` (or ``data_dir/mnist``), None if any is missing."""
+  for folder in (data_dir, data_dir / "mnist"):
+    paths = {k: _find(folder, f) for k, f in MNIST_FILES.items()}
+    if all(paths.values()):
+      return paths
+  return None
+
+
+def _missing_error(data_dir: pathlib.Path | None) -> FileNotFoundError:
+  names = ", ".join(MNIST_FILES.values())
+  where = f"in {data_dir}" if data_dir else "(no data_dir given, DFAX_DATA_DIR unset)"
+  return FileNotFoundError(
+      f"MNIST files not found {where}. Expected the four IDX files {names} "
+      "(gzipped or not). Pass data_dir=... (--config.data_dir), set DFAX_DATA_DIR to a folder "
+      "with an mnist/ subfolder, or use source='tfds'.")
+
+
+def load_mnist_local(data_dir: str | os.PathLike) -> Dataset:
+  """Loads MNIST from the four IDX files in ``data_dir`` (or ``data_dir/mnist``).
+
+  Args:
+    data_dir: folder holding the files.
+
+  Returns:
+    A ``Dataset``: float32 images in [0, 1] of shape ``(N, 28, 28, 1)``, int32 labels.
+
+  Raises:
+    FileNotFoundError: a file is missing (the message names all four).
+    ValueError: a file is not a valid IDX file or has unexpected shape.
+
+  Example::
+
+    ds = load_mnist_local("/data/mnist")
+  """
+  data_dir = pathlib.Path(data_dir).expanduser()
+  paths = _local_paths(data_dir)
+  if paths is None:
+    raise _missing_error(data_dir)
+  arrays = {k: read_idx(p) for k, p in paths.items()}
+  for split in ("train", "test"):
+    x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+    if x.ndim != 3 or x.shape[1:] != (28, 28) or y.ndim != 1 or len(x) != len(y):
+      raise ValueError(f"MNIST {split} files in {data_dir} have unexpected shapes "
+                       f"{x.shape} / {y.shape}: expected (N, 28, 28) images and (N,) labels")
+  return Dataset(
+      x_train=_to_float(arrays["x_train"][..., None]), y_train=arrays["y_train"].astype(np.int32),
+      x_test=_to_float(arrays["x_test"][..., None]), y_test=arrays["y_test"].astype(np.int32),
+      num_classes=10, name="mnist")
+
+
+def _to_float(images: np.ndarray) -> np.ndarray:
+  return images.astype(np.float32) / np.float32(255.0)
+
+
+def load_mnist(data_dir: str | os.PathLike | None = None, source: str = "auto") -> Dataset:
+  """Loads MNIST: 60000 train / 10000 test images of handwritten digits.
+
+  Args:
+    data_dir: folder with the IDX files (``source`` "local"/"auto"), or the
+      tfds data directory (``source="tfds"``). ``None``: see ``default_data_dir``.
+    source: "local" reads only local files; "tfds" only tensorflow-datasets;
+      "auto" reads local files when found, else tensorflow-datasets (an
+      explicit ``data_dir`` without the files is an error, not a fallback).
+
+  Returns:
+    A ``Dataset``: float32 images in [0, 1] of shape ``(N, 28, 28, 1)``,
+    int32 labels in 0..9, ``num_classes=10``.
+
+  Raises:
+    FileNotFoundError: local files missing (source "local", or "auto" with
+      an explicit ``data_dir``).
+    ValueError: a corrupt file, or an unknown ``source``.
+    DataUnavailableError: tfds has nothing prepared and cannot download.
+
+  Example::
+
+    ds = load_mnist()  # offline checkout: reads ../shared/data/mnist
+    ds.x_train.shape, ds.y_train[:3]  # (60000, 28, 28, 1), [5 0 4]
+  """
+  if source not in _SOURCES:
+    raise ValueError(f"source must be one of {_SOURCES}, got {source!r}")
+  if source != "tfds":
+    folder = pathlib.Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    if folder is not None and _local_paths(folder) is not None:
+      return load_mnist_local(folder)
+    if source == "local" or data_dir is not None:
+      raise _missing_error(folder)
+  from dfax.data.tfds_source import load_tfds  # pylint: disable=g-import-not-at-top
+  ds = load_tfds("mnist", data_dir=None if data_dir is None else str(data_dir))
+  return Dataset(_to_float(ds.x_train), ds.y_train, _to_float(ds.x_test), ds.y_test,
+                 num_classes=10, name="mnist")
