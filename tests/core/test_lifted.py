@@ -129,3 +129,25 @@ def test_builtin_projectors_give_each_stacked_copy_its_own_matrix():
     assert not np.allclose(c[0], c[1])
   g = dfax.dfa_grad(_loss(scanned, x), feedback=Block)(params)
   assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(g))
+
+
+class RematUnrolled(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    h = nn.Dense(WIDTH, name="embed")(x)
+    for i in range(LAYERS):
+      h, _ = nn.remat(Block)(name=f"b{i}")(h, None)
+    return nn.Dense(5, name="head")(h)
+
+
+def test_remat_blocks_give_the_same_grads_as_plain_blocks():
+  x = jax.random.normal(jax.random.key(0), (4, 7))
+  params = Unrolled().init(jax.random.key(1), x)
+  for select in (Block, nn.Dense):
+    proj = lambda e, pts: [e @ jax.random.normal(dfax.projectors.path_key(jax.random.key(0), p.path),
+                                                 (5, p.shape[-1])) for p in pts]
+    plain = dfax.dfa_grad(_loss(Unrolled(), x), feedback=select, projector=proj)(params)
+    remat = jax.jit(dfax.dfa_grad(_loss(RematUnrolled(), x), feedback=select,
+                                  projector=proj))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 plain, remat)

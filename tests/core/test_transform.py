@@ -213,3 +213,18 @@ def test_feedback_point_marker_and_predicate_selection():
   dfax.dfa_grad(loss, projector=projector, feedback=dfax.by_name("Dense_2"))(params)
   dfax.dfa_grad(loss, projector=projector)(params)
   assert paths == [["fb/in"], ["Dense_2/in"], ["fb/in", "Dense_2/in"]]
+
+
+def test_vmap_gives_per_example_dfa_grads():
+  model = MLP()
+  x, y = _data()
+  params = model.init(jax.random.key(1), x)
+  loss = lambda p, x, y: _ce(model.apply(p, x[None]), y[None])
+  per_example = jax.vmap(dfax.dfa_grad(loss), in_axes=(None, 0, 0))(params, x, y)
+  for i in (0, 5):
+    one = dfax.dfa_grad(loss)(params, x[i], y[i])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-7),
+                 per_example, one)
+  mean = jax.tree.map(lambda a: a.mean(0), per_example)
+  full = dfax.dfa_grad(lambda p: _ce(model.apply(p, x), y))(params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), mean, full)
