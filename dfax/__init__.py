@@ -5,6 +5,8 @@ Switch ``jax.grad`` to ``dfax.dfa_grad``::
   grads = dfax.dfa_grad(loss_fn)(params, x, y)
 """
 
+import importlib
+
 from dfax import projectors
 from dfax.core import (DEFAULT_FEEDBACK, FeedbackPoint, PointSpec, by_name, dfa_grad,
                        dfa_value_and_grad)
@@ -12,4 +14,13 @@ from dfax.core import (DEFAULT_FEEDBACK, FeedbackPoint, PointSpec, by_name, dfa_
 __version__ = "0.1.0"
 
 __all__ = ["dfa_grad", "dfa_value_and_grad", "FeedbackPoint", "PointSpec", "by_name",
-           "DEFAULT_FEEDBACK", "projectors"]
+           "DEFAULT_FEEDBACK", "projectors", "nnx", "opu"]
+
+_LAZY = ("nnx", "opu", "models", "data", "train", "parallel")
+
+
+def __getattr__(name):
+  # Imported on first use: flax.nnx, the OPU simulator etc. cost start-up time.
+  if name in _LAZY:
+    return importlib.import_module(f"dfax.{name}")
+  raise AttributeError(f"module 'dfax' has no attribute {name!r}")
