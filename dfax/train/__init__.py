@@ -1,0 +1,1 @@
+"""Training CLI and loop (depends on dfax.core; the core never depends on it)."""

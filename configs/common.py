@@ -1,0 +1,38 @@
+"""Defaults shared by every config; each config file overrides what it needs."""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = "run"
+  c.method = "dfa"          # dfa | bp | shallow
+  c.seed = 0
+  c.data_dir = ""           # local data root ('' = $DFAX_DATA_DIR or ../shared/data)
+  c.dataset = ml_collections.ConfigDict({"name": "mnist", "source": "auto", "train_limit": 0,
+                                         "eval_limit": 0})
+  c.model = ml_collections.ConfigDict({"name": "mlp", "features": (800, 800),
+                                       "activation": "tanh"})
+  c.num_classes = 10
+  c.batch_size = 128
+  c.num_epochs = 10
+  c.num_steps = 0           # >0 overrides num_epochs
+  c.optimizer = "adam"      # adam | sgd | rmsprop
+  c.learning_rate = 1e-3
+  c.schedule = "cosine"     # constant | cosine | warmup_cosine
+  c.warmup_steps = 0
+  c.weight_decay = 0.0
+  c.momentum = 0.9
+  c.nesterov = False
+  c.grad_clip = 0.0
+  c.dfa = ml_collections.ConfigDict({"projector": "gaussian", "seed": 0, "scale": "error",
+                                     "feedback": "", "opu": {}})
+  c.mesh = ml_collections.ConfigDict({"data": 1, "model": 1})
+  c.log_every = 50
+  c.eval_every = 500
+  c.eval_batch_size = 1000
+  c.alignment_every = 500
+  c.checkpoint_every = 1000
+  c.max_to_keep = 3
+  c.progress_bar = True
+  return c

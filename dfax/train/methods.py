@@ -1,0 +1,69 @@
+"""The three training methods: DFA, backprop, and the shallow (last layer) baseline."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import optax
+
+import dfax
+
+METHODS = ("dfa", "bp", "shallow")
+
+
+def make_projector(config, step: jax.Array | None = None):
+  """The DFA projector named by ``config.dfa.projector``.
+
+  Args:
+    config: the run config (``config.dfa``: projector, seed, scale, opu).
+    step: the train step, folded into the OPU's noise key (fresh noise per
+      step, reproducible); unused by the noiseless digital projectors.
+  """
+  kind, key = config.dfa.projector, jax.random.key(config.dfa.seed)
+  if kind in ("gaussian", "uniform"):
+    return getattr(dfax.projectors, kind)(key, scale=config.dfa.scale)
+  if kind == "shared":
+    return dfax.projectors.shared(key, scale=config.dfa.scale)
+  if kind == "hadamard":
+    return dfax.projectors.hadamard(key)
+  if kind == "opu":
+    try:
+      from dfax import opu  # noqa: PLC0415
+    except ImportError as e:  # pragma: no cover - the simulator ships with dfax
+      raise ValueError("dfax.train: config.dfa.projector='opu' needs dfax.opu") from e
+    noise_key = jax.random.key(config.dfa.seed + 1)
+    if step is not None:
+      noise_key = jax.random.fold_in(noise_key, step)
+    return opu.make_projector(opu.OPUConfig.from_dict(dict(config.dfa.opu)), key=key,
+                              noise_key=noise_key)
+  raise ValueError(f"dfax.train: unknown config.dfa.projector {kind!r}; use gaussian, "
+                   "uniform, shared, hadamard or opu.")
+
+
+def make_feedback(config, model):
+  """``feedback=`` for dfa_grad: config.dfa.feedback names a preset or is empty."""
+  preset = config.dfa.get("feedback", "")
+  if not preset:
+    return None
+  from dfax.models import presets  # noqa: PLC0415
+  return getattr(presets, preset)(model)
+
+
+def value_and_grad(method: str, loss_fn: Callable, config, model,
+                   step: jax.Array | None = None) -> Callable[..., Any]:
+  """``(params, x, y) -> (loss, grads)`` for a method.
+
+  ``shallow`` computes backprop gradients; the optimizer (see optim.py) then
+  freezes everything but the last layer, so those layers get exactly no update.
+  """
+  if method == "dfa":
+    return dfax.dfa_value_and_grad(loss_fn, projector=make_projector(config, step),
+                                   feedback=make_feedback(config, model))
+  if method in ("bp", "shallow"):
+    return jax.value_and_grad(loss_fn)
+  raise ValueError(f"dfax.train: unknown method {method!r}; use one of {METHODS}.")
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()

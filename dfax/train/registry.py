@@ -1,0 +1,82 @@
+"""Names in configs -> model and dataset builders. Extend by adding entries.
+
+Builder signatures:
+  MODELS[name](config) -> flax.linen.Module; ``config.model`` holds its fields.
+  DATASETS[name](config) -> ``TaskData``: a resumable train-batch stream
+    factory ``train_batches(start_step) -> iterator of (x, y)`` and the
+    evaluation arrays. A batch is ``(x, y)`` with integer labels ``y``; the
+    loss is softmax cross-entropy over the logits' last axis, so classifiers
+    (logits (B, C), labels (B,)) and language models (logits (B, T, V),
+    labels (B, T)) share one trainer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from dfax import data as dfax_data
+from dfax import models
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskData:
+  train_batches: Callable[[int], Iterator[tuple[np.ndarray, np.ndarray]]]
+  x_eval: np.ndarray
+  y_eval: np.ndarray
+  num_classes: int
+  steps_per_epoch: int
+  input_shape: tuple[int, ...]
+
+
+def _classification(ds: dfax_data.Dataset, config) -> TaskData:
+  limit = config.dataset.get("train_limit", 0)
+  x, y = (ds.x_train[:limit], ds.y_train[:limit]) if limit else (ds.x_train, ds.y_train)
+  eval_limit = config.dataset.get("eval_limit", 0)
+  xe, ye = (ds.x_test[:eval_limit], ds.y_test[:eval_limit]) if eval_limit else (ds.x_test,
+                                                                                ds.y_test)
+  batch, seed = config.batch_size, config.seed
+
+  def train_batches(start_step: int):
+    return dfax_data.infinite_batches(x, y, batch, seed, start_step=start_step)
+
+  return TaskData(train_batches, xe, ye, ds.num_classes, len(x) // batch, tuple(x.shape[1:]))
+
+
+def mnist(config) -> TaskData:
+  return _classification(
+      dfax_data.load_mnist(config.get("data_dir") or None, source=config.dataset.source), config)
+
+
+def mnist1d(config) -> TaskData:
+  return _classification(dfax_data.load_mnist1d(), config)
+
+
+def mlp(config) -> Any:
+  return models.MLP(features=tuple(config.model.features), num_classes=config.num_classes,
+                    activation=config.model.activation)
+
+
+def cnn(config) -> Any:
+  return models.CNN(num_classes=config.num_classes, features=tuple(config.model.features),
+                    dense=tuple(config.model.dense), activation=config.model.activation)
+
+
+MODELS: dict[str, Callable[[Any], Any]] = {"mlp": mlp, "cnn": cnn}
+DATASETS: dict[str, Callable[[Any], TaskData]] = {"mnist": mnist, "mnist1d": mnist1d}
+
+
+def build(config) -> tuple[Any, TaskData]:
+  """Builds (model, task data) from ``config.model.name`` and ``config.dataset.name``."""
+  for kind, table, name in (("model", MODELS, config.model.name),
+                            ("dataset", DATASETS, config.dataset.name)):
+    if name not in table:
+      raise ValueError(f"dfax.train: unknown {kind} {name!r}; known: {sorted(table)}. "
+                       f"Set --config.{kind}.name to one of them, or add a builder to "
+                       f"dfax/train/registry.py.")
+  task = DATASETS[config.dataset.name](config)
+  with config.unlocked():
+    config.num_classes = task.num_classes
+  return MODELS[config.model.name](config), task

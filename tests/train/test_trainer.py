@@ -1,0 +1,132 @@
+"""The training loop: exact resume, SIGTERM, NaN, shallow, reproducibility, CLI."""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from dfax.train import checkpoint, registry
+from dfax.train.config_file import load_config
+from dfax.train.trainer import TrainState, train_and_evaluate
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SMOKE = REPO / "configs" / "smoke.py"
+
+
+def _config(**overrides):
+  base = {"num_steps": 30, "checkpoint_every": 10, "eval_every": 15, "log_every": 5,
+          "alignment_every": 10, "max_to_keep": 10, "dataset.train_limit": 512,
+          "dataset.eval_limit": 200, "eval_batch_size": 200}
+  base.update(overrides)
+  return load_config(SMOKE, **base)
+
+
+def _latest_params(workdir):
+  manager = checkpoint.make_manager(str(workdir), _config())
+  step = manager.latest_step()
+  restored = manager.restore(step)
+  manager.close()
+  return step, restored["params"]
+
+
+def _assert_same(a, b):
+  jax.tree.map(lambda u, v: np.testing.assert_array_equal(np.asarray(u), np.asarray(v)), a, b)
+
+
+@pytest.mark.parametrize("method", ["dfa", "bp"])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, method):
+  full, part = tmp_path / "full", tmp_path / "part"
+  train_and_evaluate(_config(method=method), str(full))
+  # A run "interrupted" at step 10: its workdir holds only the step-10 checkpoint.
+  (part / "checkpoints").mkdir(parents=True)
+  shutil.copytree(full / "checkpoints" / "10", part / "checkpoints" / "10")
+  results = train_and_evaluate(_config(method=method), str(part))
+  assert results["resumed_from"] == 10 and results["steps"] == 30
+  step_a, params_a = _latest_params(full)
+  step_b, params_b = _latest_params(part)
+  assert step_a == step_b == 30
+  _assert_same(params_a, params_b)
+  rows = [json.loads(l) for l in open(part / "metrics.jsonl")]
+  assert max(r["step"] for r in rows) == 30
+
+
+def test_same_seed_same_run_and_outputs(tmp_path):
+  a = train_and_evaluate(_config(), str(tmp_path / "a"))
+  b = train_and_evaluate(_config(), str(tmp_path / "b"))
+  assert a["test_accuracy"] == b["test_accuracy"] and a["test_loss"] == b["test_loss"]
+  for name in ("metrics.jsonl", "results.json", "curves.png", "alignment.png", "config.json"):
+    assert (tmp_path / "a" / name).exists(), name
+  rows = [json.loads(l) for l in open(tmp_path / "a" / "metrics.jsonl")]
+  cos = [r["alignment"] for r in rows if "alignment" in r]
+  assert cos and abs(cos[-1]["Dense_2"] - 1.0) < 1e-4  # last layer: exact gradient
+  assert all(-1.0 <= v <= 1.0 for c in cos for v in c.values())
+
+
+def test_shallow_trains_only_the_last_layer(tmp_path):
+  train_and_evaluate(_config(method="shallow", num_steps=10), str(tmp_path))
+  _, trained = _latest_params(tmp_path)
+  config = _config(method="shallow")
+  model, task = registry.build(config)
+  init = model.init(jax.random.key(config.seed), task.x_eval[:1])
+  _assert_same(trained["params"]["Dense_0"], init["params"]["Dense_0"])
+  _assert_same(trained["params"]["Dense_1"], init["params"]["Dense_1"])
+  assert not np.allclose(trained["params"]["Dense_2"]["kernel"], init["params"]["Dense_2"]["kernel"])
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+  def poisoned_mnist(config):
+    task = registry.mnist(config)
+
+    def batches(start_step):
+      for step, (x, y) in enumerate(task.train_batches(start_step), start=start_step):
+        yield (x * np.nan if step >= 17 else x), y
+
+    return registry.TaskData(batches, task.x_eval, task.y_eval, task.num_classes,
+                             task.steps_per_epoch, task.input_shape)
+
+  monkeypatch.setitem(registry.DATASETS, "poisoned", poisoned_mnist)
+  config = _config(**{"dataset.name": "poisoned"})
+  with pytest.raises(FloatingPointError, match=r"loss became nan at step 17.*last good checkpoint"):
+    train_and_evaluate(config, str(tmp_path))
+  step, params = _latest_params(tmp_path)
+  assert step == 17
+  assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(params))
+
+
+def test_cli_end_to_end_and_sigterm_saves_a_checkpoint(tmp_path):
+  env = {**os.environ, "XLA_FLAGS": ""}
+  done = subprocess.run([sys.executable, "-m", "dfax.train", "--config", str(SMOKE),
+                         "--workdir", str(tmp_path / "smoke")], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  results = json.loads((tmp_path / "smoke" / "results.json").read_text())
+  assert results["status"] == "completed" and results["steps"] == 150
+  assert results["test_accuracy"] > 0.5  # 150 DFA steps on 1024 examples
+  for name in ("curves.png", "alignment.png", "metrics.jsonl"):
+    assert (tmp_path / "smoke" / name).stat().st_size > 0
+
+  workdir = tmp_path / "long"
+  proc = subprocess.Popen([sys.executable, "-m", "dfax.train", "--config", str(SMOKE),
+                           "--workdir", str(workdir), "--config.num_steps=100000",
+                           "--config.checkpoint_every=100000"], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while time.time() < deadline and not (workdir / "metrics.jsonl").exists():
+    time.sleep(0.5)
+  while time.time() < deadline and (workdir / "metrics.jsonl").stat().st_size == 0:
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-2000:]
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["status"] == "interrupted" and 0 < results["steps"] < 100000
+  step, _ = _latest_params(workdir)
+  assert step == results["steps"]
