@@ -1,6 +1,10 @@
 """Defaults shared by every config; each config file overrides what it needs."""
 
+import dataclasses
+
 import ml_collections
+
+from dfax.opu import OPUConfig
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -26,7 +30,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.nesterov = False
   c.grad_clip = 0.0
   c.dfa = ml_collections.ConfigDict({"projector": "gaussian", "seed": 0, "scale": "error",
-                                     "feedback": "", "opu": {}})
+                                     "feedback": "",
+                                     "opu": dataclasses.asdict(OPUConfig())})
   c.mesh = ml_collections.ConfigDict({"data": 1, "model": 1})
   c.log_every = 50
   c.eval_every = 500

@@ -67,3 +67,36 @@ def value_and_grad(method: str, loss_fn: Callable, config, model,
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def feedback_points(loss_fn: Callable, config, model, params, x, y):
+  """The feedback points DFA uses for this model and batch, from an abstract trace.
+
+  Returns:
+    ``(points, error_shape)``; nothing is computed (``jax.eval_shape``).
+  """
+  seen = {}
+
+  def capture(error, points):
+    seen["points"], seen["error_shape"] = list(points), tuple(error.shape)
+    return [jax.numpy.zeros(p.shape, p.dtype) for p in points]
+
+  grad = dfax.dfa_value_and_grad(loss_fn, projector=capture,
+                                 feedback=make_feedback(config, model))
+  jax.eval_shape(grad, params, x, y)
+  return seen.get("points", []), seen.get("error_shape", ())
+
+
+def opu_cost(loss_fn: Callable, config, model, params, x, y) -> dict:
+  """The simulated OPU's cost model for one step of this run (frames, time, energy)."""
+  import math  # noqa: PLC0415
+  from dfax import opu  # noqa: PLC0415
+  points, error_shape = feedback_points(loss_fn, config, model, params, x, y)
+  if not points:
+    return {}
+  n_lead = len(error_shape) - 1
+  width = sum(p.feature_size(n_lead) * p.num_copies for p in points)
+  vectors = math.prod(error_shape[:-1])
+  cost = opu.estimate_cost(vectors, error_shape[-1], width,
+                           opu.OPUConfig.from_dict(dict(config.dfa.opu)))
+  return {"vectors": vectors, "n_out": error_shape[-1], "width": width, **cost.as_dict()}

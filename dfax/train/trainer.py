@@ -140,6 +140,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   train_step, eval_step, alignment_step = _make_steps(config, model, opt)
   place = _batch_placer(config)
   batches = task.train_batches(start)
+  cost = {}
+  if config.method == "dfa" and config.dfa.projector == "opu":
+    x0, y0 = next(task.train_batches(start))
+    loss_fn = lambda p, x, y: methods.cross_entropy(model.apply(p, x), y)
+    cost = methods.opu_cost(loss_fn, config, model, state.params, x0, y0)
+    writer.write({"step": start, "opu_cost_per_step": cost})
   status, t0 = "completed", time.perf_counter()
   with _Interrupt() as interrupt, tqdm(total=total_steps, initial=start,
                                        desc=f"{config.method} {config.name}",
@@ -178,6 +184,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
              "steps": int(state.step), "total_steps": total_steps, "wall_time_s": wall,
              "test_accuracy": final["eval_accuracy"], "test_loss": final["eval_loss"],
              "resumed_from": start, "backend": jax.default_backend()}
+  if cost:
+    results["opu_cost_per_step"] = cost
   metrics.write_json(os.path.join(workdir, "results.json"), results)
   rows = metrics.read_metrics(writer.path)
   title = f"{config.name} ({config.method})"

@@ -1,0 +1,73 @@
+"""Settings of the simulated optical processing unit (OPU), each switchable."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class OPUConfig:
+  """What the simulated device does to a projection.
+
+  Units: the transmission matrix has entries with Re, Im ~ N(0, 1/n) for an
+  n-pixel input, so a binary input with k pixels on gives a field of mean
+  intensity 2k/n; intensities below are in those units.
+
+  Attributes:
+    ternarize: send the error as two binary frames e+ = [e > t], e- = [e < -t]
+      (a DMD is binary); False feeds the real-valued error (idealised input).
+    threshold: t as a multiple of the per-example std of the error.
+    topk: if set, t is chosen per example so this fraction of entries is on
+      (overrides ``threshold``).
+    intensity: measure |field|^2 and recover the linear part with the anchor
+      (holographic reference); False reads the linear projection directly.
+    anchor_amplitude: amplitude of the reference field per camera pixel.
+    bits: camera bit depth (None: no quantisation).
+    full_scale: intensity that saturates the camera (exposure); above clips.
+    noise: add shot and read noise (drawn from the projector's noise key).
+    photons_per_unit: photo-electrons per unit intensity (shot noise: Poisson,
+      approximated as Gaussian with variance intensity / photons_per_unit).
+    read_noise: read noise std as a fraction of ``full_scale``.
+    tile: camera columns simulated at once (bounds memory: the complex
+      transmission matrix is never materialised whole).
+
+  Example::
+
+    cfg = OPUConfig(bits=6, noise=True)       # or OPUConfig.ideal()
+  """
+
+  ternarize: bool = True
+  threshold: float = 1.0
+  topk: float | None = None
+  intensity: bool = True
+  anchor_amplitude: float = 1.0
+  bits: int | None = 8
+  full_scale: float = 8.0
+  noise: bool = True
+  photons_per_unit: float = 2000.0
+  read_noise: float = 1.0 / 1024
+  tile: int = 4096
+
+  @classmethod
+  def ideal(cls) -> "OPUConfig":
+    """No non-ideality: reduces exactly to the digital linear projection."""
+    return cls(ternarize=False, intensity=True, bits=None, noise=False)
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any] | None) -> "OPUConfig":
+    """From a (possibly empty) mapping such as ``config.dfa.opu``; unknown keys raise."""
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f"dfax.opu: unknown OPU settings {unknown}; known: {sorted(known)}.")
+    return cls(**values)
+
+  def __post_init__(self):
+    if self.bits is not None and not 1 <= self.bits <= 16:
+      raise ValueError(f"dfax.opu: bits must be in 1..16 or None, got {self.bits}.")
+    if self.topk is not None and not 0.0 < self.topk <= 1.0:
+      raise ValueError(f"dfax.opu: topk must be a fraction in (0, 1], got {self.topk}.")
+    if self.full_scale <= 0 or self.threshold < 0:
+      raise ValueError("dfax.opu: full_scale must be > 0 and threshold >= 0.")

@@ -1,0 +1,103 @@
+"""The physics of one OPU pass: binary input, random medium, camera, recovery.
+
+Every function is pure; randomness comes from explicit keys, so the same keys
+give bitwise the same frames.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from dfax.opu.config import OPUConfig
+
+
+def ternarize(error2d: jax.Array, config: OPUConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Per-example ternarisation into two binary frames and a magnitude.
+
+  Args:
+    error2d: ``(N, n)`` signed error.
+    config: threshold (multiple of the per-example std) or topk fraction.
+
+  Returns:
+    ``(e_plus, e_minus, magnitude)``: binary ``(N, n)`` frames with
+    ``e_plus - e_minus`` the ternary error (signs kept), and ``(N, 1)`` the
+    mean |e| over the entries sent, so ``magnitude * (e_plus - e_minus)``
+    approximates the error.
+  """
+  absval = jnp.abs(error2d)
+  if config.topk is not None:
+    k = max(1, int(round(config.topk * error2d.shape[-1])))
+    t = jax.lax.top_k(absval, k)[0][:, -1:]
+    on = absval >= t
+  else:
+    t = config.threshold * jnp.std(error2d, axis=-1, keepdims=True)
+    on = absval > t
+  on = on & (absval > 0)
+  count = jnp.maximum(on.sum(-1, keepdims=True), 1)
+  magnitude = jnp.where(on, absval, 0).sum(-1, keepdims=True) / count
+  e_plus = (on & (error2d > 0)).astype(error2d.dtype)
+  e_minus = (on & (error2d < 0)).astype(error2d.dtype)
+  return e_plus, e_minus, magnitude
+
+
+def medium_tile(key: jax.Array, n: int, cols: int, dtype) -> tuple[jax.Array, jax.Array]:
+  """Re and Im of one column tile of the transmission matrix, entries N(0, 1/n)."""
+  k_re, k_im = jax.random.split(key)
+  scale = jnp.asarray(1.0 / jnp.sqrt(n), dtype)
+  return (jax.random.normal(k_re, (n, cols), dtype) * scale,
+          jax.random.normal(k_im, (n, cols), dtype) * scale)
+
+
+def anchor_field(key: jax.Array, cols: int, config: OPUConfig, dtype) -> tuple[jax.Array, jax.Array]:
+  """The reference field per camera pixel: fixed, complex, of set amplitude."""
+  re, im = jax.random.normal(key, (2, cols), dtype) / jnp.sqrt(2.0).astype(dtype)
+  return re * config.anchor_amplitude, im * config.anchor_amplitude
+
+
+def camera(intensity: jax.Array, noise_key: jax.Array | None, config: OPUConfig) -> jax.Array:
+  """What the camera reads: shot and read noise, saturation, b-bit quantisation."""
+  if config.noise:
+    k_shot, k_read = jax.random.split(noise_key)
+    shot = jnp.sqrt(jnp.maximum(intensity, 0) / config.photons_per_unit)
+    intensity = (intensity + shot * jax.random.normal(k_shot, intensity.shape, intensity.dtype)
+                 + config.read_noise * config.full_scale
+                 * jax.random.normal(k_read, intensity.shape, intensity.dtype))
+  if config.bits is not None:
+    levels = 2 ** config.bits - 1
+    code = jnp.round(jnp.clip(intensity / config.full_scale, 0.0, 1.0) * levels)
+    intensity = code * (config.full_scale / levels)
+  return intensity
+
+
+def linear_tile(x: jax.Array, medium: tuple[jax.Array, jax.Array],
+                anchor: tuple[jax.Array, jax.Array], noise_key: jax.Array | None,
+                config: OPUConfig) -> jax.Array:
+  """Recovered linear projection of ``x`` (``(N, n)``) onto one tile of pixels.
+
+  With the anchor field r_a per pixel and the input's field r_x = x R:
+  |r_x + r_a|^2 - |r_x|^2 - |r_a|^2 = 2 Re(conj(r_a) r_x), so dividing by
+  2 |r_a| gives Re(conj(r_a)/|r_a| * r_x) = x @ R_eff, a fixed real Gaussian
+  matrix with entries N(0, 1/n) (R's columns rotated by the anchor's phase).
+  |r_a|^2 is a calibration constant, measured once, noise-free.
+  """
+  re, im = x @ medium[0], x @ medium[1]
+  a_re, a_im = anchor
+  a_abs = jnp.sqrt(a_re ** 2 + a_im ** 2)
+  if not config.intensity:
+    return (a_re * re + a_im * im) / a_abs
+  with_anchor = (re + a_re) ** 2 + (im + a_im) ** 2
+  alone = re ** 2 + im ** 2
+  if config.noise or config.bits is not None:
+    keys = jax.random.split(noise_key, 2) if noise_key is not None else (None, None)
+    with_anchor = camera(with_anchor, keys[0], config)
+    alone = camera(alone, keys[1], config)
+  return (with_anchor - alone - a_abs ** 2) / (2 * a_abs)
+
+
+def effective_matrix_tile(medium: tuple[jax.Array, jax.Array],
+                          anchor: tuple[jax.Array, jax.Array]) -> jax.Array:
+  """R_eff = Re(conj(r_a)/|r_a| * R) for one tile: the matrix an ideal OPU applies."""
+  a_re, a_im = anchor
+  a_abs = jnp.sqrt(a_re ** 2 + a_im ** 2)
+  return (a_re * medium[0] + a_im * medium[1]) / a_abs

@@ -1,0 +1,115 @@
+"""The simulated OPU as a dfax projector: one device pass covers every point.
+
+An OPU projects its whole input frame onto all camera pixels at once, so the
+projector lays the feedback points side by side on the camera (the layout of
+``dfax.projectors.shared``) and simulates the pass tile by tile of camera
+columns: the complex transmission matrix is regenerated from keys per tile
+and never materialised whole.
+
+Fresh noise per training step while staying reproducible: build the projector
+inside the jitted step with ``noise_key=jax.random.fold_in(base_key, step)``
+(``dfax.train`` does this).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from dfax.core.points import PointSpec, check_lead_dims
+from dfax.opu import device
+from dfax.opu.config import OPUConfig
+from dfax.projectors.shared import slice_layout
+
+
+def _split_points(full: jax.Array, error_shape, points: Sequence[PointSpec], n_lead: int):
+  offsets, _ = slice_layout(points, n_lead, reuse=False)
+  lead = tuple(error_shape[:-1])
+  out = []
+  for p, start in zip(points, offsets):
+    width = p.feature_size(n_lead)
+    chunk = full[:, start:start + width * p.num_copies].reshape(-1, p.num_copies, width)
+    out.append(jnp.moveaxis(chunk, 1, 0).reshape(p.stack_shape + lead
+                                                  + p.unstacked_shape[n_lead:]))
+  return out
+
+
+def _tile_keys(key: jax.Array, j):
+  medium_key, anchor_key = jax.random.split(jax.random.fold_in(key, j))
+  return medium_key, anchor_key
+
+
+def _run_tiles(error: jax.Array, points, tile_fn, tile: int):
+  n_lead = {check_lead_dims(error.shape, p) for p in points}.pop()
+  _, total = slice_layout(points, n_lead, reuse=False)
+  error2d = error.reshape(-1, error.shape[-1])
+  cols = min(tile, total)
+  num_tiles = -(-total // cols)
+  out = jax.lax.map(lambda j: tile_fn(error2d, j, cols), jnp.arange(num_tiles))
+  full = jnp.moveaxis(out, 0, 1).reshape(error2d.shape[0], num_tiles * cols)[:, :total]
+  return _split_points(full, error.shape, points, n_lead)
+
+
+def make_projector(config: OPUConfig | None = None, *, key: jax.Array,
+                   noise_key: jax.Array | None = None):
+  """A projector that sends the error through the simulated OPU.
+
+  Args:
+    config: device settings; default ``OPUConfig()`` (ternarised, 8-bit,
+      noisy); ``OPUConfig.ideal()`` equals ``digital_reference(key)``.
+    key: the device's transmission matrix and anchor (fixed for training).
+    noise_key: camera noise; needed when ``config.noise``.
+
+  Returns:
+    ``projector(error, points) -> list of cotangents``.
+
+  Example::
+
+    proj = dfax.opu.make_projector(dfax.opu.OPUConfig(bits=8), key=k, noise_key=nk)
+    grads = dfax.dfa_grad(loss_fn, projector=proj)(params, x, y)
+  """
+  config = config or OPUConfig()
+  if config.noise and noise_key is None:
+    raise ValueError("dfax.opu: config.noise=True needs a noise_key (e.g. "
+                     "jax.random.fold_in(key, step) for fresh noise each step).")
+
+  def tile_fn(error2d, j, cols):
+    n = error2d.shape[-1]
+    medium_key, anchor_key = _tile_keys(key, j)
+    medium = device.medium_tile(medium_key, n, cols, error2d.dtype)
+    anchor = device.anchor_field(anchor_key, cols, config, error2d.dtype)
+    tile_noise = jax.random.fold_in(noise_key, j) if noise_key is not None else None
+    if not config.ternarize:
+      return device.linear_tile(error2d, medium, anchor, tile_noise, config)
+    e_plus, e_minus, magnitude = device.ternarize(error2d, config)
+    frames = jnp.concatenate([e_plus, e_minus])  # both frames in one device pass
+    lin = device.linear_tile(frames, medium, anchor, tile_noise, config)
+    batch = error2d.shape[0]
+    return (lin[:batch] - lin[batch:]) * magnitude
+
+  def projector(error, points):
+    return _run_tiles(error, points, tile_fn, config.tile)
+
+  return projector
+
+
+def digital_reference(key: jax.Array, tile: int = 4096):
+  """The digital projection the ideal OPU computes: ``error @ R_eff``, explicitly.
+
+  Same layout and tiles as ``make_projector``; R_eff = Re(conj(r_a)/|r_a| R)
+  is formed as a real matrix and applied with one matmul per tile.
+  """
+  config = OPUConfig.ideal()
+
+  def tile_fn(error2d, j, cols):
+    medium_key, anchor_key = _tile_keys(key, j)
+    medium = device.medium_tile(medium_key, error2d.shape[-1], cols, error2d.dtype)
+    anchor = device.anchor_field(anchor_key, cols, config, error2d.dtype)
+    return error2d @ device.effective_matrix_tile(medium, anchor)
+
+  def projector(error, points):
+    return _run_tiles(error, points, tile_fn, tile)
+
+  return projector

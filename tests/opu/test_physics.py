@@ -1,0 +1,113 @@
+"""Physics of the simulated OPU: ideal = digital, bits and noise, signs, keys, examples."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dfax
+from dfax import opu
+from dfax.opu import device
+
+KEY, NOISE = jax.random.key(1), jax.random.key(2)
+POINTS = [dfax.PointSpec("a/in", (64, 96), jnp.float32),
+          dfax.PointSpec("b/in", (2, 64, 48), jnp.float32, stack_ndim=1)]
+
+
+def _error(seed=0, shape=(64, 32)):
+  return jax.random.normal(jax.random.key(seed), shape)
+
+
+def _corr(got, want):
+  a = np.concatenate([np.ravel(g) for g in got])
+  b = np.concatenate([np.ravel(w) for w in want])
+  return float(np.corrcoef(a, b)[0, 1])
+
+
+def _project(config, e=None, noise_key=NOISE):
+  e = _error() if e is None else e
+  return opu.make_projector(config, key=KEY, noise_key=noise_key)(e, POINTS)
+
+
+def test_ideal_mode_equals_digital_projection():
+  e = _error()
+  got = opu.make_projector(opu.OPUConfig.ideal(), key=KEY)(e, POINTS)
+  want = opu.digital_reference(KEY)(e, POINTS)
+  for g, w in zip(got, want):
+    assert g.shape == w.shape
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_effective_matrix_is_gaussian_with_variance_one_over_n():
+  n = 32
+  eye = jnp.eye(n)
+  (r,) = opu.digital_reference(KEY)(eye, [dfax.PointSpec("m", (n, 4096), jnp.float32)])
+  np.testing.assert_allclose(float(jnp.var(r)), 1.0 / n, rtol=0.05)
+  assert abs(float(jnp.mean(r))) < 0.01
+
+
+def test_correlation_rises_with_bits_and_falls_with_noise():
+  ref = opu.digital_reference(KEY)(_error(), POINTS)
+  base = dict(ternarize=False, noise=False)
+  by_bits = [_corr(_project(opu.OPUConfig(bits=b, full_scale=40.0, **base)), ref)
+             for b in (3, 5, 8, 12)]
+  assert by_bits == sorted(by_bits) and by_bits[-1] > 0.999 and by_bits[0] < 0.95
+  by_photons = [_corr(_project(opu.OPUConfig(ternarize=False, bits=None, noise=True,
+                                             photons_per_unit=p)), ref)
+                for p in (1.0, 10.0, 100.0, 10000.0)]
+  assert by_photons == sorted(by_photons) and by_photons[0] < 0.9 < by_photons[-1]
+
+
+def test_ternarization_keeps_signs_and_threshold():
+  e = _error()
+  plus, minus, magnitude = device.ternarize(e, opu.OPUConfig(threshold=0.5))
+  ternary = plus - minus
+  assert set(np.unique(np.asarray(plus))) <= {0.0, 1.0}
+  on = np.asarray(ternary) != 0
+  np.testing.assert_array_equal(np.sign(np.asarray(e))[on], np.asarray(ternary)[on])
+  t = 0.5 * np.std(np.asarray(e), axis=-1, keepdims=True)
+  np.testing.assert_array_equal(on, np.abs(np.asarray(e)) > t)
+  assert bool(jnp.all(magnitude > 0))
+  plus, minus, _ = device.ternarize(e, opu.OPUConfig(topk=0.25))
+  np.testing.assert_array_equal(np.asarray((plus + minus).sum(-1)), 8)
+
+
+def test_same_keys_bitwise_same_and_noise_key_matters():
+  a = _project(opu.OPUConfig())
+  b = _project(opu.OPUConfig())
+  for u, v in zip(a, b):
+    np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+  c = _project(opu.OPUConfig(), noise_key=jax.random.key(99))
+  assert not np.array_equal(np.asarray(a[0]), np.asarray(c[0]))
+
+
+def test_examples_are_independent():
+  e = _error()
+  full = _project(opu.OPUConfig(noise=False))
+  e2 = e.at[10:].set(_error(seed=7)[10:])  # change every other example
+  part = _project(opu.OPUConfig(noise=False), e=e2)
+  np.testing.assert_allclose(full[0][:10], part[0][:10], rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(full[1][:, :10], part[1][:, :10], rtol=1e-6, atol=1e-6)
+
+
+def test_noise_needs_a_key_and_bad_settings_raise():
+  with pytest.raises(ValueError, match="noise_key"):
+    opu.make_projector(opu.OPUConfig(), key=KEY)
+  with pytest.raises(ValueError, match="bits"):
+    opu.OPUConfig(bits=40)
+  with pytest.raises(ValueError, match="unknown OPU settings"):
+    opu.OPUConfig.from_dict({"bitz": 8})
+
+
+def test_cost_model_counts_frames_and_finds_a_crossover():
+  c = opu.estimate_cost(batch=128, n_out=10, width=1600)
+  assert c.frames == 128 * 4  # two binary frames, two camera frames each (anchor)
+  assert c.optical_time_s == pytest.approx(512 / 1500.0)
+  assert c.digital_flops == 2 * 128 * 10 * 1600
+  ideal_frames = opu.estimate_cost(128, 10, 1600, opu.OPUConfig(ternarize=False,
+                                                                intensity=False)).frames
+  assert ideal_frames == 128
+  w = opu.crossover_width(batch=1)
+  assert w is not None
+  small, big = opu.estimate_cost(1, w // 2, w // 2), opu.estimate_cost(1, w, w)
+  assert small.optical_time_s >= small.gpu_time_s and big.optical_time_s < big.gpu_time_s
