@@ -1,0 +1,102 @@
+"""A decoder-only Transformer LM: layers through nn.scan, optional nn.remat.
+
+The blocks carry ``dfax.FeedbackPoint`` markers for the "micro" preset
+(after attention + residual, after the MLP hidden layer, at block output);
+outside ``dfax.dfa_grad`` they are identities. See ``dfax.models.presets``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from dfax.core.selection import FeedbackPoint
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Sizes and switches of ``TransformerLM``.
+
+  ``error_at``: "hidden" takes the DFA error before the vocabulary projection
+  (dL/dh of the final hidden state, Launay et al. 2020's default), "logits"
+  after it. It only changes how ``lm_forward`` applies the model.
+  """
+  vocab_size: int = 96
+  d_model: int = 128
+  num_heads: int = 4
+  num_layers: int = 4
+  d_ff: int = 512
+  max_len: int = 256
+  remat: bool = False
+  dtype: Any = jnp.float32
+  error_at: str = "hidden"
+  causal: bool = True
+
+
+class Block(nn.Module):
+  """Pre-LN Transformer block: causal self-attention and a GELU MLP."""
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x, _=None):
+    c = self.config
+    mask = nn.make_causal_mask(jnp.ones(x.shape[:2], jnp.int32)) if c.causal else None
+    h = nn.LayerNorm(dtype=c.dtype, name="ln_attn")(x)
+    h = nn.MultiHeadDotProductAttention(num_heads=c.num_heads, dtype=c.dtype,
+                                        deterministic=True, name="attn")(h, h, mask=mask)
+    x = FeedbackPoint(name="attn_res")(x + h)
+    h = nn.LayerNorm(dtype=c.dtype, name="ln_mlp")(x)
+    h = nn.gelu(nn.Dense(c.d_ff, dtype=c.dtype, name="fc1")(h))
+    h = FeedbackPoint(name="mlp_hidden")(h)
+    x = x + nn.Dense(c.d_model, dtype=c.dtype, name="fc2")(h)
+    return FeedbackPoint(name="out")(x), None
+
+
+class TransformerLM(nn.Module):
+  """Token + position embeddings, ``num_layers`` scanned blocks, final LN, vocab head.
+
+  Example::
+
+    model = TransformerLM(TransformerConfig(vocab_size=84))
+    params = model.init(key, tokens)                 # tokens: (B, T) int32
+    logits = model.apply(params, tokens)             # (B, T, vocab)
+  """
+  config: TransformerConfig
+
+  def setup(self):
+    c = self.config
+    self.embed = nn.Embed(c.vocab_size, c.d_model, name="embed")
+    self.pos = self.param("pos_embed", nn.initializers.normal(0.02), (c.max_len, c.d_model))
+    block = nn.remat(Block) if c.remat else Block
+    self.blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                          length=c.num_layers)(c, name="blocks")
+    self.ln_final = nn.LayerNorm(dtype=c.dtype, name="ln_final")
+    self.head = nn.Dense(c.vocab_size, dtype=c.dtype, name="head")
+
+  def hidden(self, tokens):
+    """The final hidden state (before the vocabulary projection): (B, T, d_model)."""
+    x = self.embed(tokens) + self.pos[: tokens.shape[1]]
+    x, _ = self.blocks(x.astype(self.config.dtype), None)
+    return x
+
+  def logits_from_hidden(self, h):
+    return self.head(self.ln_final(h))
+
+  def __call__(self, tokens):
+    return self.logits_from_hidden(self.hidden(tokens))
+
+
+def lm_forward(model: nn.Module, params, tokens):
+  """Logits, applied so that DFA's error is taken where ``config.error_at`` says.
+
+  With "hidden", the body and the head are two ``model.apply`` calls: dfax
+  taps the output of the outermost call of each, so the error is dL/dh before
+  the head, which itself trains with its exact gradient.
+  """
+  if getattr(getattr(model, "config", None), "error_at", "logits") == "hidden":
+    h = model.apply(params, tokens, method="hidden")
+    return model.apply(params, h, method="logits_from_hidden")
+  return model.apply(params, tokens)

@@ -1,0 +1,49 @@
+"""A small Vision Transformer: patch embedding, scanned blocks, mean pooling."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from dfax.models.transformer import Block, TransformerConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig:
+  num_classes: int = 10
+  patch: int = 7
+  d_model: int = 64
+  num_heads: int = 4
+  num_layers: int = 4
+  d_ff: int = 128
+  remat: bool = False
+
+
+class ViT(nn.Module):
+  """ViT for small images, e.g. MNIST (28x28, 7x7 patches -> 16 tokens).
+
+  Example::
+
+    model = ViT(ViTConfig())
+    logits = model.apply(model.init(key, images), images)   # images: (B, 28, 28, 1)
+  """
+  config: ViTConfig
+
+  @nn.compact
+  def __call__(self, images):
+    c = self.config
+    if images.ndim == 3:
+      images = images[..., None]
+    x = nn.Conv(c.d_model, (c.patch, c.patch), strides=(c.patch, c.patch),
+                name="patch_embed")(images)
+    x = x.reshape(x.shape[0], -1, c.d_model)
+    x = x + self.param("pos_embed", nn.initializers.normal(0.02), x.shape[1:])
+    block_config = TransformerConfig(d_model=c.d_model, num_heads=c.num_heads, d_ff=c.d_ff,
+                                     num_layers=c.num_layers, causal=False)
+    block = nn.remat(Block) if c.remat else Block
+    x, _ = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                   length=c.num_layers)(block_config, name="blocks")(x, None)
+    x = nn.LayerNorm(name="ln_final")(x.mean(axis=1))
+    return nn.Dense(c.num_classes, name="head")(x)

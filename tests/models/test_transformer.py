@@ -1,0 +1,87 @@
+"""Transformer LM and ViT: presets select the intended points; error before/after the head."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import dfax
+from dfax.models import TransformerConfig, TransformerLM, ViT, ViTConfig, lm_forward, presets
+
+CFG = TransformerConfig(vocab_size=13, d_model=16, num_heads=2, num_layers=3, d_ff=32,
+                        max_len=8)
+
+
+def _lm(config=CFG):
+  model = TransformerLM(config)
+  tokens = jax.random.randint(jax.random.key(0), (2, 7), 0, config.vocab_size)
+  return model, model.init(jax.random.key(1), tokens[:, :-1]), tokens[:, :-1], tokens[:, 1:]
+
+
+def _loss(model):
+  def loss_fn(p, x, y):
+    return optax.softmax_cross_entropy_with_integer_labels(lm_forward(model, p, x), y).mean()
+  return loss_fn
+
+
+def _recording(log):
+  def projector(error, points):
+    log.append((error.shape, [(p.path, p.shape, p.stack_ndim) for p in points]))
+    return dfax.projectors.gaussian(jax.random.key(5))(error, points)
+  return projector
+
+
+def test_macro_one_point_per_block_and_error_before_the_head():
+  model, params, x, y = _lm()
+  log = []
+  g = jax.jit(dfax.dfa_grad(_loss(model), projector=_recording(log),
+                            feedback=presets.macro(model)))(params, x, y)
+  assert log == [((2, 6, 16), [("blocks/in", (3, 2, 6, 16), 1)])]  # error is dL/dh
+  bp = jax.grad(_loss(model))(params, x, y)
+  for name in ("head", "ln_final"):  # the tail trains exactly
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 g["params"][name], bp["params"][name])
+
+
+def test_error_after_the_head_projects_the_vocabulary_error():
+  model, params, x, y = _lm(dataclasses.replace(CFG, error_at="logits"))
+  log = []
+  dfax.dfa_grad(_loss(model), projector=_recording(log), feedback=presets.macro(model))(
+      params, x, y)
+  assert log[0][0] == (2, 6, 13)
+
+
+def test_micro_preset_three_points_per_block():
+  model, params, x, y = _lm()
+  log = []
+  dfax.dfa_grad(_loss(model), projector=_recording(log), feedback=presets.micro(model))(
+      params, x, y)
+  paths = [p for p, _, _ in log[0][1]]
+  assert paths == ["blocks/attn_res/in", "blocks/mlp_hidden/in", "blocks/out/in"]
+  shapes = [s for _, s, _ in log[0][1]]
+  assert shapes == [(3, 2, 6, 16), (3, 2, 6, 32), (3, 2, 6, 16)]
+
+
+def test_remat_gives_the_same_dfa_grads():
+  model, params, x, y = _lm()
+  remat, _, _, _ = _lm(dataclasses.replace(CFG, remat=True))
+  for preset in (presets.macro, presets.micro):
+    a = dfax.dfa_grad(_loss(model), feedback=preset(model))(params, x, y)
+    b = jax.jit(dfax.dfa_grad(_loss(remat), feedback=preset(remat)))(params, x, y)
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6), a, b)
+
+
+def test_vit_macro_points_and_training_step():
+  model = ViT(ViTConfig(d_model=16, num_heads=2, num_layers=2, d_ff=32))
+  images = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
+  labels = jnp.arange(4) % 10
+  params = model.init(jax.random.key(1), images)
+  log = []
+  loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
+      model.apply(p, images), labels).mean()
+  g = dfax.dfa_grad(loss, projector=_recording(log), feedback=presets.macro(model))(params)
+  assert log == [((4, 10), [("blocks/in", (2, 4, 16, 16), 1)])]
+  assert all(bool(jnp.isfinite(a).all()) for a in jax.tree.leaves(g))
