@@ -64,8 +64,44 @@ def cnn(config) -> Any:
                     dense=tuple(config.model.dense), activation=config.model.activation)
 
 
-MODELS: dict[str, Callable[[Any], Any]] = {"mlp": mlp, "cnn": cnn}
-DATASETS: dict[str, Callable[[Any], TaskData]] = {"mnist": mnist, "mnist1d": mnist1d}
+def shakespeare(config) -> TaskData:
+  """Character-level LM: batch ``step`` is drawn with seed (seed, step): resumable."""
+  corpus = dfax_data.load_shakespeare()
+  batch, seq, seed = config.batch_size, config.dataset.seq_len, config.seed
+
+  def train_batches(start_step: int):
+    step = start_step
+    while True:
+      rng = np.random.default_rng([seed, step])
+      yield next(dfax_data.sample_lm_batches(corpus.train_tokens, batch, seq, rng))
+      step += 1
+
+  rng = np.random.default_rng([seed, 10**9])
+  val = dfax_data.sample_lm_batches(corpus.val_tokens, config.dataset.eval_windows, seq, rng)
+  x_eval, y_eval = next(val)
+  steps_per_epoch = max(1, len(corpus.train_tokens) // (batch * seq))
+  return TaskData(train_batches, x_eval, y_eval, corpus.vocab_size, steps_per_epoch, (seq,))
+
+
+def transformer_lm(config) -> Any:
+  m = config.model
+  return models.TransformerLM(models.TransformerConfig(
+      vocab_size=config.num_classes, d_model=m.d_model, num_heads=m.num_heads,
+      num_layers=m.num_layers, d_ff=m.d_ff, max_len=config.dataset.seq_len, remat=m.remat,
+      error_at=m.error_at))
+
+
+def vit(config) -> Any:
+  m = config.model
+  return models.ViT(models.ViTConfig(num_classes=config.num_classes, patch=m.patch,
+                                     d_model=m.d_model, num_heads=m.num_heads,
+                                     num_layers=m.num_layers, d_ff=m.d_ff, remat=m.remat))
+
+
+MODELS: dict[str, Callable[[Any], Any]] = {"mlp": mlp, "cnn": cnn,
+                                           "transformer_lm": transformer_lm, "vit": vit}
+DATASETS: dict[str, Callable[[Any], TaskData]] = {"mnist": mnist, "mnist1d": mnist1d,
+                                                  "shakespeare": shakespeare}
 
 
 def build(config) -> tuple[Any, TaskData]:

@@ -22,6 +22,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
+from dfax.models import lm_forward
 from dfax.train import alignment, checkpoint, methods, metrics, optim, plots, registry
 
 
@@ -60,7 +61,7 @@ def _make_steps(config, model, opt):
   method = config.method
 
   def loss_fn(params, x, y):
-    return methods.cross_entropy(model.apply(params, x), y)
+    return methods.cross_entropy(lm_forward(model, params, x), y)
 
   @jax.jit
   def train_step(state: TrainState, x, y):
@@ -73,7 +74,7 @@ def _make_steps(config, model, opt):
 
   @jax.jit
   def eval_step(params, x, y):
-    logits = model.apply(params, x)
+    logits = lm_forward(model, params, x)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     return ce.sum(), (logits.argmax(-1) == y).sum()
 
@@ -143,7 +144,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   cost = {}
   if config.method == "dfa" and config.dfa.projector == "opu":
     x0, y0 = next(task.train_batches(start))
-    loss_fn = lambda p, x, y: methods.cross_entropy(model.apply(p, x), y)
+    loss_fn = lambda p, x, y: methods.cross_entropy(lm_forward(model, p, x), y)
     cost = methods.opu_cost(loss_fn, config, model, state.params, x0, y0)
     writer.write({"step": start, "opu_cost_per_step": cost})
   status, t0 = "completed", time.perf_counter()
