@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from dfax.models import lm_forward
+from dfax import parallel
 from dfax.train import alignment, checkpoint, methods, metrics, optim, plots, registry
 
 
@@ -96,16 +96,15 @@ def evaluate(eval_step, params, x, y, batch_size: int) -> dict[str, float]:
   return {"eval_loss": total_ce / count, "eval_accuracy": correct / count}
 
 
-def _batch_placer(config):
-  data_devices = config.mesh.data
-  if data_devices <= 1:
-    return lambda x: x
-  if jax.device_count() < data_devices:
-    raise ValueError(f"dfax.train: config.mesh.data={data_devices} but only "
-                     f"{jax.device_count()} devices; lower it or add devices.")
-  mesh = Mesh(np.array(jax.devices()[:data_devices]), ("data",))
-  sharding = NamedSharding(mesh, P("data"))
-  return lambda x: jax.device_put(x, sharding)
+def _placers(config):
+  """(place_state, place_batch) for the config's (data, model) mesh; identity on 1 device."""
+  data, model = config.mesh.data, config.mesh.model
+  if data * model <= 1:
+    return (lambda s: s), (lambda x: x)
+  mesh = parallel.make_mesh(data, model)
+  batch = parallel.batch_sharding(mesh)
+  place_state = lambda s: jax.device_put(s, parallel.shard_params(s, mesh))
+  return place_state, lambda x: jax.device_put(x, batch)
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
@@ -139,7 +138,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   metrics.write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
   writer = metrics.MetricsWriter(workdir, resume_step=start)
   train_step, eval_step, alignment_step = _make_steps(config, model, opt)
-  place = _batch_placer(config)
+  place_state, place = _placers(config)
+  state = place_state(state)
   batches = task.train_batches(start)
   cost = {}
   if config.method == "dfa" and config.dfa.projector == "opu":

@@ -130,3 +130,13 @@ def test_cli_end_to_end_and_sigterm_saves_a_checkpoint(tmp_path):
   assert results["status"] == "interrupted" and 0 < results["steps"] < 100000
   step, _ = _latest_params(workdir)
   assert step == results["steps"]
+
+
+def test_training_on_a_data_x_model_mesh_equals_one_device(tmp_path):
+  one = train_and_evaluate(_config(num_steps=10), str(tmp_path / "one"))
+  eight = train_and_evaluate(_config(num_steps=10, **{"mesh.data": 4, "mesh.model": 2}),
+                             str(tmp_path / "eight"))
+  assert abs(one["test_loss"] - eight["test_loss"]) < 1e-4
+  _, p1 = _latest_params(tmp_path / "one")
+  _, p8 = _latest_params(tmp_path / "eight")
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), p1, p8)
