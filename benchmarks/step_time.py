@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from timing import interleaved_medians  # noqa: E402
 
 import dfax  # noqa: E402
+from dfax.models import lm_forward  # noqa: E402
 
 
 class TanhMLP(nn.Module):
@@ -60,7 +61,8 @@ def transformer_setup(batch: int):
 
 def make_steps(model, params, x, y, feedback):
   def loss_fn(p, x, y):
-    return optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
+    logits = lm_forward(model, p, x)  # error before the vocabulary head for the LM
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
   opt = optax.adam(1e-3)
   opt_state = opt.init(params)
@@ -73,7 +75,7 @@ def make_steps(model, params, x, y, feedback):
       return optax.apply_updates(p, updates), s, loss
     return lambda: step(params, opt_state, x, y)
 
-  forward = jax.jit(loss_fn)
+  forward = jax.jit(loss_fn)  # forward pass and loss only
   dfa = lambda f: dfax.dfa_value_and_grad(f, feedback=feedback)
   return {
       "forward": lambda: forward(params, x, y),
