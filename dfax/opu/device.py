@@ -58,11 +58,12 @@ def anchor_field(key: jax.Array, cols: int, config: OPUConfig, dtype) -> tuple[j
 def camera(intensity: jax.Array, noise_key: jax.Array | None, config: OPUConfig) -> jax.Array:
   """What the camera reads: shot and read noise, saturation, b-bit quantisation."""
   if config.noise:
-    k_shot, k_read = jax.random.split(noise_key)
-    shot = jnp.sqrt(jnp.maximum(intensity, 0) / config.photons_per_unit)
-    intensity = (intensity + shot * jax.random.normal(k_shot, intensity.shape, intensity.dtype)
-                 + config.read_noise * config.full_scale
-                 * jax.random.normal(k_read, intensity.shape, intensity.dtype))
+    # Shot (Gaussian approximation of Poisson) and read noise are independent
+    # and Gaussian, so one draw with the summed variance is the same model.
+    variance = (jnp.maximum(intensity, 0) / config.photons_per_unit
+                + (config.read_noise * config.full_scale) ** 2)
+    intensity = intensity + jnp.sqrt(variance) * jax.random.normal(
+        noise_key, intensity.shape, intensity.dtype)
   if config.bits is not None:
     levels = 2 ** config.bits - 1
     code = jnp.round(jnp.clip(intensity / config.full_scale, 0.0, 1.0) * levels)

@@ -1,0 +1,52 @@
+"""Simulated-OPU projector time against the digital projector, one process, medians.
+
+  python benchmarks/opu_projector.py [--batch 128 --n-out 10 --widths 800,800]
+
+Digital: ``dfax.projectors.shared`` (one Gaussian matmul sliced per point, the
+same layout). OPU: ternarised error (two binary frames), complex medium,
+anchor recovery (two camera frames each), 8-bit camera with shot/read noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, os.path.dirname(__file__))
+from timing import interleaved_medians  # noqa: E402
+
+import dfax  # noqa: E402
+from dfax import opu  # noqa: E402
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch", type=int, default=128)
+  parser.add_argument("--n-out", type=int, default=10)
+  parser.add_argument("--widths", default="800,800")
+  parser.add_argument("--repeats", type=int, default=30)
+  args = parser.parse_args(argv)
+  widths = [int(w) for w in args.widths.split(",")]
+  points = [dfax.PointSpec(f"p{i}/in", (args.batch, w), jnp.float32)
+            for i, w in enumerate(widths)]
+  error = jax.random.normal(jax.random.key(0), (args.batch, args.n_out))
+  key, noise = jax.random.key(1), jax.random.key(2)
+  digital = jax.jit(lambda e: dfax.projectors.shared(key)(e, points))
+  simulated = jax.jit(lambda e: opu.make_projector(opu.OPUConfig(), key=key,
+                                                   noise_key=noise)(e, points))
+  ideal = jax.jit(lambda e: opu.make_projector(opu.OPUConfig.ideal(), key=key)(e, points))
+  t = interleaved_medians({"digital": lambda: digital(error), "opu": lambda: simulated(error),
+                           "opu_ideal": lambda: ideal(error)}, repeats=args.repeats)
+  for name, sec in t.items():
+    print(f"{name:>9}: {1e3 * sec:8.3f} ms")
+  print(f"simulated OPU / digital = {t['opu'] / t['digital']:.2f}  (ideal OPU / digital = "
+        f"{t['opu_ideal'] / t['digital']:.2f})  [batch {args.batch}, error {args.n_out}, "
+        f"widths {widths}, {jax.default_backend()}]")
+
+
+if __name__ == "__main__":
+  main()
