@@ -25,6 +25,7 @@ from flax import nnx
 from jax._src import core as jax_core
 
 from dfax.core.recorder import Recorder
+from dfax.core.selection import make_selector
 from dfax.core.transform import _check_argnums, _check_loss, _default_projector
 from dfax.core.tap import Projector
 
@@ -48,21 +49,7 @@ DEFAULT_FEEDBACK: tuple[type, ...] = (
 
 
 def _make_selector(feedback) -> Callable[[Any, tuple], bool]:
-  if feedback is None:
-    feedback = DEFAULT_FEEDBACK
-  if isinstance(feedback, type):
-    feedback = (feedback,)
-  if isinstance(feedback, (tuple, list)):
-    classes = tuple(feedback)
-    bad = [c for c in classes if not (isinstance(c, type) and issubclass(c, nnx.Module))]
-    if bad:
-      raise TypeError(f"dfax.nnx: feedback= got {bad!r}; give nnx.Module classes "
-                      "(e.g. nnx.Linear) or a predicate (module, path) -> bool.")
-    return lambda module, path: isinstance(module, classes)
-  if callable(feedback):
-    return feedback
-  raise TypeError("dfax.nnx: feedback= must be an nnx.Module class, a tuple of classes, "
-                  f"or a predicate (module, path) -> bool; got {feedback!r}.")
+  return make_selector(feedback, default=DEFAULT_FEEDBACK, base=nnx.Module)
 
 
 class _patched_calls:

@@ -137,28 +137,27 @@ class Recorder:
     return next_fun(*args, **kwargs)
 
   # -- frames ----------------------------------------------------------------
-  def _run_top(self, next_fun, module, path, args, kwargs, select):
-    frame = _Frame()
+  def _run_in_frame(self, frame, next_fun, path, module, args, kwargs, select):
     self.frames.append(frame)
     try:
       if select:
         args, kwargs = self._cut_inputs(path, module, args, kwargs)
-      out = next_fun(*args, **kwargs)
+      return next_fun(*args, **kwargs)
     finally:
       self.frames.pop()
+
+  def _run_top(self, next_fun, module, path, args, kwargs, select):
+    frame = _Frame()
+    out = self._run_in_frame(frame, next_fun, path, module, args, kwargs, select)
     return self._tap(out, frame, module)
 
   def _run_lifted_body(self, next_fun, path, args, kwargs, select, module=None):
     lift = self.lifts[-1]
     frame = _Frame(lifted=True)
     lift.active = True
-    self.frames.append(frame)
     try:
-      if select:
-        args, kwargs = self._cut_inputs(path, module, args, kwargs)
-      out = next_fun(*args, **kwargs)
+      out = self._run_in_frame(frame, next_fun, path, module, args, kwargs, select)
     finally:
-      self.frames.pop()
       lift.active = False
     if not frame.values:
       return out

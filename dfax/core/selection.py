@@ -35,27 +35,31 @@ DEFAULT_FEEDBACK: tuple[type, ...] = (
     nn.Dense, nn.DenseGeneral, nn.Conv, nn.ConvTranspose, FeedbackPoint)
 
 
-def make_selector(feedback: Selector | None) -> Callable[[nn.Module, tuple[str, ...]], bool]:
+def make_selector(feedback: Selector | None, *, default: tuple[type, ...] = DEFAULT_FEEDBACK,
+                  base: type = nn.Module) -> Callable[[Any, tuple[str, ...]], bool]:
   """Turns a ``feedback=`` argument into a predicate over (module, path).
 
   Args:
-    feedback: None (every Dense, DenseGeneral, Conv, ConvTranspose and
-      ``FeedbackPoint``), a module class, a tuple/list of classes, or a
-      predicate ``(module, path) -> bool``.
+    feedback: None (``default``: every Dense, DenseGeneral, Conv,
+      ConvTranspose and ``FeedbackPoint``), a module class, a tuple/list of
+      classes, or a predicate ``(module, path) -> bool``.
+    default: the classes selected when ``feedback`` is None.
+    base: the module base class that given classes must derive from
+      (``flax.linen.Module``, or ``flax.nnx.Module`` for dfax.nnx).
 
   Returns:
     A predicate telling whether a cut goes in front of a module call.
   """
   if feedback is None:
-    feedback = DEFAULT_FEEDBACK
+    feedback = default
   if isinstance(feedback, type):
     feedback = (feedback,)
   if isinstance(feedback, (tuple, list)):
     classes = tuple(feedback)
-    bad = [c for c in classes if not (isinstance(c, type) and issubclass(c, nn.Module))]
+    bad = [c for c in classes if not (isinstance(c, type) and issubclass(c, base))]
     if bad:
       raise TypeError(
-          f"dfax: feedback= got {bad!r}; give flax.linen Module classes "
+          f"dfax: feedback= got {bad!r}; give {base.__module__}.{base.__name__} classes "
           "(e.g. nn.Dense or your own Block), or a predicate (module, path) -> bool.")
     return lambda module, path: isinstance(module, classes)
   if callable(feedback):
