@@ -17,7 +17,7 @@ def get_config():
   c.model.features = (1024, 1024)  # DFA aligns better with width
   c.model.activation = "tanh"
   c.batch_size = 100
-  c.num_steps = 6000
+  c.num_steps = 10000
   c.learning_rate = 1e-3
   c.weight_decay = 0.0
   c.eval_every = 400

@@ -1,6 +1,6 @@
 """Accuracy of DFA through the simulated OPU against camera bits, noise and threshold.
 
-  python scripts/opu_sweep.py --out opu_sweep.png [--epochs 2 --features 256,256]
+  python scripts/opu_sweep.py --out opu_sweep.png [--epochs 1 --features 128,128]
 
 Starts from the default device (ternarised, 8-bit, photons_per_unit=2000) and
 varies one setting at a time, plus the digital projection as reference; each
@@ -25,8 +25,8 @@ from dfax.train.config_file import load_config  # noqa: E402
 from dfax.train.trainer import train_and_evaluate  # noqa: E402
 
 CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "mnist_mlp.py"
-SWEEPS = {"bits": [2, 3, 4, 6, 8], "photons_per_unit": [5.0, 50.0, 500.0, 5000.0],
-          "threshold": [0.0, 0.5, 1.0, 2.0]}
+SWEEPS = {"bits": [2, 4, 8], "photons_per_unit": [5.0, 50.0, 5000.0],
+          "threshold": [0.25, 1.0, 2.0]}
 
 
 def run(overrides: dict, args) -> float:
@@ -40,8 +40,8 @@ def run(overrides: dict, args) -> float:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default="opu_sweep.png")
-  parser.add_argument("--epochs", type=int, default=2)
-  parser.add_argument("--features", default="256,256")
+  parser.add_argument("--epochs", type=int, default=1)
+  parser.add_argument("--features", default="128,128")
   args = parser.parse_args(argv)
   args.features = [int(f) for f in args.features.split(",")]
   results = {"digital": run({"dfa.projector": "gaussian"}, args)}
