@@ -14,7 +14,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.data_dir = ""           # local data root ('' = $DFAX_DATA_DIR or ../shared/data)
   c.dataset = ml_collections.ConfigDict({"name": "mnist", "source": "auto", "train_limit": 0,
-                                         "eval_limit": 0})
+                                         "eval_limit": 0,
+                                         "augment_shift": 0})  # random translation, pixels
   c.model = ml_collections.ConfigDict({"name": "mlp", "features": (800, 800),
                                        "activation": "tanh"})
   c.num_classes = 10

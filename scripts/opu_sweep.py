@@ -32,7 +32,8 @@ SWEEPS = {"bits": [2, 4, 8], "photons_per_unit": [5.0, 50.0, 5000.0],
 def run(overrides: dict, args) -> float:
   config = load_config(CONFIG, num_epochs=args.epochs, progress_bar=False,
                        alignment_every=0, eval_every=10**9,
-                       **{"model.features": tuple(args.features)}, **overrides)
+                       **{"model.features": tuple(args.features), "dataset.augment_shift": 0},
+                       **overrides)
   with tempfile.TemporaryDirectory() as workdir:
     return train_and_evaluate(config, workdir)["test_accuracy"]
 

@@ -8,6 +8,7 @@ Example::
     ...
 """
 
+from dfax.data.augment import augmented_batches, random_translate
 from dfax.data.batching import (Dataset, epoch_permutation, infinite_batches, iterate_batches,
                                 num_batches)
 from dfax.data.mnist import (MNIST_FILES, default_data_dir, load_mnist, load_mnist_local,
@@ -24,4 +25,5 @@ __all__ = [
     "CharCorpus", "load_shakespeare", "sample_lm_batches", "build_vocab", "encode", "decode",
     "corpus_from_text",
     "load_tfds", "has_network", "DataUnavailableError",
+    "random_translate", "augmented_batches",
 ]

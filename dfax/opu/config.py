@@ -29,6 +29,9 @@ class OPUConfig:
     photons_per_unit: photo-electrons per unit intensity (shot noise: Poisson,
       approximated as Gaussian with variance intensity / photons_per_unit).
     read_noise: read noise std as a fraction of ``full_scale``.
+    fast_noise: draw the noise with ``dfax.opu.noise.fast_normal`` (a keyed
+      counter hash, variance exact, tails cut at 3.46 std; ~15x cheaper on
+      CPU); False uses ``jax.random.normal``.
     tile: camera columns simulated at once (bounds memory: the complex
       transmission matrix is never materialised whole).
 
@@ -47,6 +50,7 @@ class OPUConfig:
   noise: bool = True
   photons_per_unit: float = 2000.0
   read_noise: float = 1.0 / 1024
+  fast_noise: bool = True
   tile: int = 4096
 
   @classmethod

@@ -6,10 +6,13 @@ give bitwise the same frames.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
 from dfax.opu.config import OPUConfig
+from dfax.opu.noise import fast_normal
 
 
 def ternarize(error2d: jax.Array, config: OPUConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -49,10 +52,23 @@ def medium_tile(key: jax.Array, n: int, cols: int, dtype) -> tuple[jax.Array, ja
           jax.random.normal(k_im, (n, cols), dtype) * scale)
 
 
+ANCHOR_PIXELS = 16
+
+
 def anchor_field(key: jax.Array, cols: int, config: OPUConfig, dtype) -> tuple[jax.Array, jax.Array]:
-  """The reference field per camera pixel: fixed, complex, of set amplitude."""
-  re, im = jax.random.normal(key, (2, cols), dtype) / jnp.sqrt(2.0).astype(dtype)
-  return re * config.anchor_amplitude, im * config.anchor_amplitude
+  """The reference field per camera pixel: fixed, complex, of set amplitude.
+
+  The anchor is a patch of ``ANCHOR_PIXELS`` always-on input pixels; its field
+  on each camera pixel is the sum of their medium responses, so Re and Im are
+  N(0, amplitude^2 / 2). Forming that sum as a matmul also keeps XLA from
+  fusing the Gaussian draws into the per-example camera arithmetic, where they
+  would be redrawn once per example and frame.
+  """
+  fields = jax.random.normal(key, (2, ANCHOR_PIXELS, cols), dtype)
+  patch = jnp.full((ANCHOR_PIXELS,), config.anchor_amplitude / math.sqrt(2 * ANCHOR_PIXELS),
+                   dtype)
+  re, im = jnp.einsum("k,rkc->rc", patch, fields, precision=jax.lax.Precision.HIGHEST)
+  return re, im
 
 
 def camera(intensity: jax.Array, noise_key: jax.Array | None, config: OPUConfig) -> jax.Array:
@@ -62,8 +78,9 @@ def camera(intensity: jax.Array, noise_key: jax.Array | None, config: OPUConfig)
     # and Gaussian, so one draw with the summed variance is the same model.
     variance = (jnp.maximum(intensity, 0) / config.photons_per_unit
                 + (config.read_noise * config.full_scale) ** 2)
-    intensity = intensity + jnp.sqrt(variance) * jax.random.normal(
-        noise_key, intensity.shape, intensity.dtype)
+    draw = fast_normal if config.fast_noise else jax.random.normal
+    intensity = intensity + jnp.sqrt(variance) * draw(noise_key, intensity.shape,
+                                                      intensity.dtype)
   if config.bits is not None:
     levels = 2 ** config.bits - 1
     code = jnp.round(jnp.clip(intensity / config.full_scale, 0.0, 1.0) * levels)

@@ -37,7 +37,8 @@ def _split_points(full: jax.Array, error_shape, points: Sequence[PointSpec], n_l
 
 
 def _tile_keys(key: jax.Array, j):
-  medium_key, anchor_key = jax.random.split(jax.random.fold_in(key, j))
+  with jax.ensure_compile_time_eval():  # constants when key and j are concrete
+    medium_key, anchor_key = jax.random.split(jax.random.fold_in(key, j))
   return medium_key, anchor_key
 
 
@@ -47,8 +48,11 @@ def _run_tiles(error: jax.Array, points, tile_fn, tile: int):
   error2d = error.reshape(-1, error.shape[-1])
   cols = min(tile, total)
   num_tiles = -(-total // cols)
-  out = jax.lax.map(lambda j: tile_fn(error2d, j, cols), jnp.arange(num_tiles))
-  full = jnp.moveaxis(out, 0, 1).reshape(error2d.shape[0], num_tiles * cols)[:, :total]
+  if num_tiles == 1:
+    full = tile_fn(error2d, 0, cols)
+  else:
+    out = jax.lax.map(lambda j: tile_fn(error2d, j, cols), jnp.arange(num_tiles))
+    full = jnp.moveaxis(out, 0, 1).reshape(error2d.shape[0], num_tiles * cols)[:, :total]
   return _split_points(full, error.shape, points, n_lead)
 
 

