@@ -56,7 +56,8 @@ def handwritten_mlp_dfa(params, x, y):
   """Nøkland's DFA gradient for ``TanhMLP`` written out by hand: the floor dfax should reach.
 
   Returns ``(loss, grads)`` like ``jax.value_and_grad``; one fixed Gaussian
-  matrix per hidden layer (drawn once, outside the timed step).
+  matrix per hidden layer, drawn from a constant key on every call, as dfax's
+  projector does.
   """
   layers = params["params"]
   names = sorted(layers, key=lambda n: int(n.split("_")[1]))

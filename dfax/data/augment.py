@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-Batch = tuple[np.ndarray, np.ndarray]
+from dfax.data.batching import Batch
 
 
 def random_translate(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from dfax.core.points import PointSpec, check_lead_dims
 from dfax.opu import device
 from dfax.opu.config import OPUConfig
+from dfax.projectors.dense import concat_tiles
 from dfax.projectors.shared import slice_layout
 
 
@@ -47,12 +48,7 @@ def _run_tiles(error: jax.Array, points, tile_fn, tile: int):
   _, total = slice_layout(points, n_lead, reuse=False)
   error2d = error.reshape(-1, error.shape[-1])
   cols = min(tile, total)
-  num_tiles = -(-total // cols)
-  if num_tiles == 1:
-    full = tile_fn(error2d, 0, cols)
-  else:
-    out = jax.lax.map(lambda j: tile_fn(error2d, j, cols), jnp.arange(num_tiles))
-    full = jnp.moveaxis(out, 0, 1).reshape(error2d.shape[0], num_tiles * cols)[:, :total]
+  full = concat_tiles(lambda j: tile_fn(error2d, j, cols), total, cols)
   return _split_points(full, error.shape, points, n_lead)
 
 

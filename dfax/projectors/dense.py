@@ -11,7 +11,7 @@ memory at once.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -63,18 +63,34 @@ def tiled_matmul(error2d: jax.Array, key: jax.Array, width: int, *, distribution
   Returns:
     ``(N, width)`` array.
   """
-  n, n_out = error2d.shape
-  num_tiles = -(-width // tile)
+  n_out = error2d.shape[-1]
   cols = min(tile, width)
 
   def one_tile(j):
     b = sample(tile_key(key, j), (n_out, cols), distribution, error2d.dtype)
     return error2d @ (b * jnp.asarray(scale, error2d.dtype))
 
+  return concat_tiles(one_tile, width, cols)
+
+
+def concat_tiles(one_tile: Callable[[Any], jax.Array], width: int, cols: int) -> jax.Array:
+  """``[one_tile(0), one_tile(1), ...]`` side by side, cut to ``width`` columns.
+
+  Args:
+    one_tile: ``j -> (N, cols)`` array for column tile ``j``.
+    width: total number of columns wanted.
+    cols: columns per tile.
+
+  Returns:
+    ``(N, width)`` array. A single tile is called with the Python int 0 (so
+    its keys can be derived while tracing); more run under ``lax.map``, one
+    tile in memory at a time.
+  """
+  num_tiles = -(-width // cols)
   if num_tiles == 1:
-    return one_tile(0)
-  out = jax.lax.map(one_tile, jnp.arange(num_tiles))  # (tiles, N, tile)
-  return jnp.moveaxis(out, 0, 1).reshape(n, num_tiles * cols)[:, :width]
+    return one_tile(0)[:, :width]
+  out = jax.lax.map(one_tile, jnp.arange(num_tiles))  # (tiles, N, cols)
+  return jnp.moveaxis(out, 0, 1).reshape(out.shape[1], num_tiles * cols)[:, :width]
 
 
 def project_point(error: jax.Array, spec: PointSpec, key: jax.Array, *, distribution: str,

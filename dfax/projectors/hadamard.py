@@ -19,20 +19,12 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.linalg import hadamard as sylvester_hadamard
 
 from dfax.core.points import PointSpec, check_lead_dims
 from dfax.projectors.keys import copy_keys, path_key
 
 _MAX_FACTOR_BITS = 5  # Kronecker factors of at most 32 x 32: small, dense, fast matmuls
-
-
-@functools.lru_cache(maxsize=None)
-def _sylvester(m: int) -> np.ndarray:
-  """The m x m ±1 Hadamard matrix in Sylvester order (m a power of two)."""
-  h = np.ones((1, 1), np.float32)
-  while h.shape[0] < m:
-    h = np.block([[h, h], [h, -h]])
-  return h
 
 
 @functools.lru_cache(maxsize=None)
@@ -68,7 +60,7 @@ def fwht(x: jax.Array) -> jax.Array:
   y = x.reshape(-1, *factors)
   letters = "abcdefgh"[:len(factors)]
   for i, f in enumerate(factors):
-    h = jnp.asarray(_sylvester(f), x.dtype)
+    h = jnp.asarray(sylvester_hadamard(f), x.dtype)
     out = letters.replace(letters[i], "z")
     y = jnp.einsum(f"n{letters},z{letters[i]}->n{out}", y, h)
   return (y.reshape(*lead, m) / np.sqrt(m)).astype(x.dtype)
