@@ -32,6 +32,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.grad_clip = 0.0
   c.dfa = ml_collections.ConfigDict({"projector": "gaussian", "seed": 0, "scale": "error",
                                      "feedback": "",
+                                     "tie_layers": False,  # scanned layers share B
+                                     "feature_ndim": 0,  # >0: share B over the other dims
                                      "opu": dataclasses.asdict(OPUConfig())})
   c.mesh = ml_collections.ConfigDict({"data": 1, "model": 1})
   c.log_every = 50

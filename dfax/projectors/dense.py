@@ -94,24 +94,48 @@ def concat_tiles(one_tile: Callable[[Any], jax.Array], width: int, cols: int) ->
 
 
 def project_point(error: jax.Array, spec: PointSpec, key: jax.Array, *, distribution: str,
-                  scale: float | str, tile: int) -> jax.Array:
-  """Projects ``error`` to one (possibly stacked) point with its own matrix."""
+                  scale: float | str, tile: int, tie_copies: bool = False,
+                  feature_ndim: int | None = None) -> jax.Array:
+  """Projects ``error`` to one (possibly stacked) point with its own matrix.
+
+  Args:
+    error: output error, ``lead + (n_out,)``.
+    spec: the point.
+    key: the projector's key; the point's matrix comes from its path.
+    distribution, scale, tile: as in ``dense``.
+    tie_copies: the copies of a stacked point (the layers of an ``nn.scan``)
+      share one matrix: the error is projected once and broadcast.
+    feature_ndim: how many trailing dims of the point get their own matrix
+      columns; the dims between the error's lead dims and these (e.g. the
+      tokens of a ViT whose error is per image) receive the same projection.
+      ``None``: every dim after the lead dims.
+
+  Returns:
+    The cotangent, of shape ``spec.shape``.
+  """
   n_lead = check_lead_dims(error.shape, spec)
   n_out = error.shape[-1]
-  width = spec.feature_size(n_lead)
+  own = spec.unstacked_shape
+  features = own[n_lead:]
+  kept = features if feature_ndim is None else features[max(len(features) - feature_ndim, 0):]
+  width = math.prod(kept)
   error2d = error.reshape(-1, n_out)
   s = resolve_scale(scale, n_out, width)
   project = lambda k: tiled_matmul(error2d, k, width, distribution=distribution,
                                    scale=s, tile=tile)
   pkey = path_key(key, spec.path)
-  if spec.stack_ndim == 0:
-    return project(pkey).reshape(spec.shape)
-  out = jax.vmap(project)(copy_keys(pkey, spec.num_copies))
-  return out.reshape(spec.shape)
+  if spec.stack_ndim and not tie_copies:
+    out, stack = jax.vmap(project)(copy_keys(pkey, spec.num_copies)), spec.stack_shape
+  else:
+    out, stack = project(pkey), (1,) * spec.stack_ndim
+  shared_dims = (1,) * (len(features) - len(kept))
+  return jnp.broadcast_to(out.reshape(stack + own[:n_lead] + shared_dims + kept), spec.shape)
 
 
 def dense(key: jax.Array, *, distribution: str = "gaussian", scale: float | str = "error",
-          tile: int = DEFAULT_TILE) -> Callable[[jax.Array, Sequence[PointSpec]], list]:
+          tile: int = DEFAULT_TILE,
+          tie_copies: bool = False,
+          feature_ndim: int | None = None) -> Callable[[jax.Array, Sequence[PointSpec]], list]:
   """A projector with an independent dense random matrix per point.
 
   Args:
@@ -119,6 +143,12 @@ def dense(key: jax.Array, *, distribution: str = "gaussian", scale: float | str 
     distribution: ``"gaussian"`` or ``"uniform"``.
     scale: entry scale, see ``resolve_scale``.
     tile: columns generated at once (bounds memory for wide points).
+    tie_copies: the layers of a scanned (stacked) point share one matrix, so
+      every residual block pushes the shared stream the same way; otherwise
+      each layer has its own.
+    feature_ndim: trailing dims of each point that get their own columns;
+      the dims before them that the error lacks (a ViT's tokens, when the
+      error is per image) all get the same projection. ``None``: all dims.
 
   Returns:
     ``projector(error, points) -> list of cotangents``.
@@ -130,19 +160,27 @@ def dense(key: jax.Array, *, distribution: str = "gaussian", scale: float | str 
   """
   sample(jax.random.key(0), (1,), distribution, jnp.float32)  # validate early
   resolve_scale(scale, 1, 1)
+  if feature_ndim is not None and feature_ndim < 1:
+    raise ValueError(f"dfax.projectors.dense: feature_ndim={feature_ndim} must be >= 1, or "
+                     "None to give every dim after the error's lead dims its own columns.")
 
   def projector(error, points):
-    return [project_point(error, p, key, distribution=distribution, scale=scale, tile=tile)
+    return [project_point(error, p, key, distribution=distribution, scale=scale, tile=tile,
+                          tie_copies=tie_copies, feature_ndim=feature_ndim)
             for p in points]
 
   return projector
 
 
-def gaussian(key: jax.Array, *, scale: float | str = "error", tile: int = DEFAULT_TILE):
+def gaussian(key: jax.Array, *, scale: float | str = "error", tile: int = DEFAULT_TILE,
+             tie_copies: bool = False, feature_ndim: int | None = None):
   """Independent Gaussian matrices, entries N(0, scale^2). See ``dense``."""
-  return dense(key, distribution="gaussian", scale=scale, tile=tile)
+  return dense(key, distribution="gaussian", scale=scale, tile=tile, tie_copies=tie_copies,
+               feature_ndim=feature_ndim)
 
 
-def uniform(key: jax.Array, *, scale: float | str = "point", tile: int = DEFAULT_TILE):
+def uniform(key: jax.Array, *, scale: float | str = "point", tile: int = DEFAULT_TILE,
+            tie_copies: bool = False, feature_ndim: int | None = None):
   """Independent uniform matrices, entries U(-scale, scale); default Nøkland's 1/sqrt(d)."""
-  return dense(key, distribution="uniform", scale=scale, tile=tile)
+  return dense(key, distribution="uniform", scale=scale, tile=tile, tie_copies=tie_copies,
+               feature_ndim=feature_ndim)

@@ -16,13 +16,20 @@ def make_projector(config, step: jax.Array | None = None):
   """The DFA projector named by ``config.dfa.projector``.
 
   Args:
-    config: the run config (``config.dfa``: projector, seed, scale, opu).
+    config: the run config (``config.dfa``: projector, seed, scale, opu,
+      tie_layers and feature_ndim; see ``dfax.projectors.dense``).
     step: the train step, folded into the OPU's noise key (fresh noise per
       step, reproducible); unused by the noiseless digital projectors.
   """
   kind, key = config.dfa.projector, jax.random.key(config.dfa.seed)
+  tie, feature_ndim = config.dfa.get("tie_layers", False), config.dfa.get("feature_ndim", 0)
+  if (tie or feature_ndim) and kind not in ("gaussian", "uniform"):
+    raise ValueError(f"dfax.train: config.dfa.tie_layers / feature_ndim apply to the gaussian "
+                     f"and uniform projectors, not {kind!r}; set config.dfa.projector=gaussian "
+                     "or leave tie_layers=False and feature_ndim=0.")
   if kind in ("gaussian", "uniform"):
-    return getattr(dfax.projectors, kind)(key, scale=config.dfa.scale)
+    return getattr(dfax.projectors, kind)(
+        key, scale=config.dfa.scale, tie_copies=tie, feature_ndim=feature_ndim or None)
   if kind == "shared":
     return dfax.projectors.shared(key, scale=config.dfa.scale)
   if kind == "hadamard":

@@ -1,0 +1,31 @@
+"""The config's projector options reach the projector, and bad combinations are refused."""
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dfax
+from dfax.train.config_file import load_config
+from dfax.train.methods import make_projector
+
+SMOKE = pathlib.Path(__file__).resolve().parents[2] / "configs" / "smoke.py"
+
+
+def test_tie_layers_and_feature_ndim_reach_the_projector():
+  config = load_config(SMOKE, **{"dfa.tie_layers": True, "dfa.feature_ndim": 1})
+  e = jax.random.normal(jax.random.key(0), (2, 10))
+  spec = dfax.PointSpec("blocks/in", (3, 2, 4, 6), jnp.float32, stack_ndim=1)
+  (got,) = make_projector(config)(e, [spec])
+  (want,) = dfax.projectors.gaussian(jax.random.key(config.dfa.seed), scale=config.dfa.scale,
+                                     tie_copies=True, feature_ndim=1)(e, [spec])
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(got[2, :, 3], got[0, :, 0])
+
+
+def test_projector_options_on_other_projectors_are_refused():
+  config = load_config(SMOKE, **{"dfa.projector": "hadamard", "dfa.feature_ndim": 1})
+  with pytest.raises(ValueError, match="projector=gaussian"):
+    make_projector(config)
