@@ -2,7 +2,8 @@
 
 Usage:
   python benchmarks/step_time.py                 # 4x1024 tanh MLP at batch 512
-  python benchmarks/step_time.py --model transformer
+  python benchmarks/step_time.py --model transformer                     # macro preset
+  python benchmarks/step_time.py --model transformer --preset sublayer
   python benchmarks/step_time.py --repeats 50 --json out.json
 
 A "step" is the jitted gradient computation plus an Adam update, the part of
@@ -76,7 +77,7 @@ def handwritten_mlp_dfa(params, x, y):
   return loss, {"params": grads}
 
 
-def transformer_setup(batch: int):
+def transformer_setup(batch: int, preset: str = "macro"):
   from dfax.models.transformer import TransformerConfig, TransformerLM  # noqa: PLC0415
   from dfax.models import presets  # noqa: PLC0415
   cfg = TransformerConfig(vocab_size=96, d_model=256, num_heads=4, num_layers=4, d_ff=1024,
@@ -84,7 +85,7 @@ def transformer_setup(batch: int):
   model = TransformerLM(cfg)
   tokens = jax.random.randint(jax.random.key(0), (batch, 129), 0, 96)
   x, y = tokens[:, :-1], tokens[:, 1:]
-  return model, model.init(jax.random.key(2), x), x, y, presets.macro(model)
+  return model, model.init(jax.random.key(2), x), x, y, getattr(presets, preset)(model)
 
 
 def make_steps(model, params, x, y, feedback):
@@ -128,12 +129,14 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", choices=["mlp", "transformer"], default="mlp")
   parser.add_argument("--batch", type=int, default=None)
+  parser.add_argument("--preset", choices=["macro", "micro", "sublayer"], default="macro",
+                      help="Transformer feedback preset (dfax.models.presets)")
   parser.add_argument("--repeats", type=int, default=30)
   parser.add_argument("--json", default=None, help="also write the figures here")
   args = parser.parse_args(argv)
   setup = mlp_setup if args.model == "mlp" else transformer_setup
   batch = args.batch or (512 if args.model == "mlp" else 16)
-  steps = make_steps(*setup(batch))
+  steps = make_steps(*(setup(batch) if args.model == "mlp" else setup(batch, args.preset)))
   samples = interleaved_samples(steps, repeats=args.repeats)
   t = {name: statistics.median(s) for name, s in samples.items()}
   result = {

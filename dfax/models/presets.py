@@ -4,6 +4,10 @@
   Transformers); the last block, the final LayerNorm and the head form the tail.
 * ``micro``: three points per block: after attention + residual, after the
   MLP hidden layer, and at the block output.
+* ``sublayer``: ``macro`` plus a point at each sublayer's normalised input (in
+  front of the attention and of the MLP's first layer). No cotangent then
+  flows back through the QKV or ``fc1`` matmuls or through a LayerNorm, which
+  makes it the cheapest preset; each LayerNorm trains from its own feedback.
 
 Example::
 
@@ -17,6 +21,7 @@ from typing import Any, Callable
 from dfax.core.selection import FeedbackPoint
 
 MICRO_MARKERS = ("attn_res", "mlp_hidden", "out")
+SUBLAYER_INPUTS = ("attn", "fc1")
 
 
 def macro(model: Any) -> tuple[type, ...]:
@@ -32,5 +37,16 @@ def micro(model: Any) -> Callable[[Any, tuple], bool]:
 
   def predicate(module, path) -> bool:
     return isinstance(module, FeedbackPoint) and path and path[-1] in MICRO_MARKERS
+
+  return predicate
+
+
+def sublayer(model: Any) -> Callable[[Any, tuple], bool]:
+  """Cut in front of every block, its attention and its MLP's first layer."""
+  del model
+  from dfax.models.transformer import Block  # noqa: PLC0415
+
+  def predicate(module, path) -> bool:
+    return isinstance(module, Block) or bool(path) and path[-1] in SUBLAYER_INPUTS
 
   return predicate

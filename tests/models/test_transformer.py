@@ -65,10 +65,31 @@ def test_micro_preset_three_points_per_block():
   assert shapes == [(3, 2, 6, 16), (3, 2, 6, 32), (3, 2, 6, 16)]
 
 
+def test_sublayer_preset_cuts_blocks_and_normalised_sublayer_inputs():
+  model, params, x, y = _lm()
+  log, sent = [], {}
+
+  def projector(error, points):
+    cots = _recording(log)(error, points)
+    sent.update({p.path: c for p, c in zip(points, cots)})
+    return cots
+
+  g = dfax.dfa_grad(_loss(model), projector=projector,
+                    feedback=presets.sublayer(model))(params, x, y)
+  # attention gets its normalised input once, though it is passed as query and key/value
+  assert sorted(p for p, _, _ in log[0][1]) == ["blocks/attn/in0", "blocks/fc1/in", "blocks/in"]
+  assert all(shape == (3, 2, 6, 16) and stack == 1 for _, shape, stack in log[0][1])
+  # Each LayerNorm trains from the feedback at its own output alone: its bias
+  # gradient is that cotangent summed over batch and tokens.
+  for norm, point in (("ln_attn", "blocks/attn/in0"), ("ln_mlp", "blocks/fc1/in")):
+    np.testing.assert_allclose(g["params"]["blocks"][norm]["bias"],
+                               sent[point].sum(axis=(1, 2)), rtol=1e-4, atol=1e-6)
+
+
 def test_remat_gives_the_same_dfa_grads():
   model, params, x, y = _lm()
   remat, _, _, _ = _lm(dataclasses.replace(CFG, remat=True))
-  for preset in (presets.macro, presets.micro):
+  for preset in (presets.macro, presets.micro, presets.sublayer):
     a = dfax.dfa_grad(_loss(model), feedback=preset(model))(params, x, y)
     b = jax.jit(dfax.dfa_grad(_loss(remat), feedback=preset(remat)))(params, x, y)
     jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6), a, b)
