@@ -25,7 +25,8 @@ def layer_cosines(dfa_grads, bp_grads) -> dict[str, jax.Array]:
   for name in dfa_grads["params"]:
     a = jnp.concatenate([g.ravel() for g in jax.tree.leaves(dfa_grads["params"][name])])
     b = jnp.concatenate([g.ravel() for g in jax.tree.leaves(bp_grads["params"][name])])
-    out[name] = jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b) + 1e-30)
+    cos = jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b) + 1e-30)
+    out[name] = jnp.clip(cos, -1.0, 1.0)  # rounding can overshoot for identical vectors
   return out
 
 
