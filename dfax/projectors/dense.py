@@ -16,8 +16,9 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from dfax.core.points import PointSpec, check_lead_dims
-from dfax.projectors.keys import copy_keys, path_key, tile_key
+from dfax.core.points import PointSpec
+from dfax.projectors.keys import tile_key
+from dfax.projectors.per_point import check_feature_ndim, project_point
 
 DEFAULT_TILE = 4096
 
@@ -93,45 +94,6 @@ def concat_tiles(one_tile: Callable[[Any], jax.Array], width: int, cols: int) ->
   return jnp.moveaxis(out, 0, 1).reshape(out.shape[1], num_tiles * cols)[:, :width]
 
 
-def project_point(error: jax.Array, spec: PointSpec, key: jax.Array, *, distribution: str,
-                  scale: float | str, tile: int, tie_copies: bool = False,
-                  feature_ndim: int | None = None) -> jax.Array:
-  """Projects ``error`` to one (possibly stacked) point with its own matrix.
-
-  Args:
-    error: output error, ``lead + (n_out,)``.
-    spec: the point.
-    key: the projector's key; the point's matrix comes from its path.
-    distribution, scale, tile: as in ``dense``.
-    tie_copies: the copies of a stacked point (the layers of an ``nn.scan``)
-      share one matrix: the error is projected once and broadcast.
-    feature_ndim: how many trailing dims of the point get their own matrix
-      columns; the dims between the error's lead dims and these (e.g. the
-      tokens of a ViT whose error is per image) receive the same projection.
-      ``None``: every dim after the lead dims.
-
-  Returns:
-    The cotangent, of shape ``spec.shape``.
-  """
-  n_lead = check_lead_dims(error.shape, spec)
-  n_out = error.shape[-1]
-  own = spec.unstacked_shape
-  features = own[n_lead:]
-  kept = features if feature_ndim is None else features[max(len(features) - feature_ndim, 0):]
-  width = math.prod(kept)
-  error2d = error.reshape(-1, n_out)
-  s = resolve_scale(scale, n_out, width)
-  project = lambda k: tiled_matmul(error2d, k, width, distribution=distribution,
-                                   scale=s, tile=tile)
-  pkey = path_key(key, spec.path)
-  if spec.stack_ndim and not tie_copies:
-    out, stack = jax.vmap(project)(copy_keys(pkey, spec.num_copies)), spec.stack_shape
-  else:
-    out, stack = project(pkey), (1,) * spec.stack_ndim
-  shared_dims = (1,) * (len(features) - len(kept))
-  return jnp.broadcast_to(out.reshape(stack + own[:n_lead] + shared_dims + kept), spec.shape)
-
-
 def dense(key: jax.Array, *, distribution: str = "gaussian", scale: float | str = "error",
           tile: int = DEFAULT_TILE,
           tie_copies: bool = False,
@@ -160,13 +122,14 @@ def dense(key: jax.Array, *, distribution: str = "gaussian", scale: float | str 
   """
   sample(jax.random.key(0), (1,), distribution, jnp.float32)  # validate early
   resolve_scale(scale, 1, 1)
-  if feature_ndim is not None and feature_ndim < 1:
-    raise ValueError(f"dfax.projectors.dense: feature_ndim={feature_ndim} must be >= 1, or "
-                     "None to give every dim after the error's lead dims its own columns.")
+  check_feature_ndim(feature_ndim, "dense")
+
+  def rows(error2d, point_key, width):
+    return tiled_matmul(error2d, point_key, width, distribution=distribution,
+                        scale=resolve_scale(scale, error2d.shape[-1], width), tile=tile)
 
   def projector(error, points):
-    return [project_point(error, p, key, distribution=distribution, scale=scale, tile=tile,
-                          tie_copies=tie_copies, feature_ndim=feature_ndim)
+    return [project_point(error, p, key, rows, tie_copies=tie_copies, feature_ndim=feature_ndim)
             for p in points]
 
   return projector

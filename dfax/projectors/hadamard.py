@@ -21,8 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.linalg import hadamard as sylvester_hadamard
 
-from dfax.core.points import PointSpec, check_lead_dims
-from dfax.projectors.keys import copy_keys, path_key
+from dfax.projectors.per_point import check_feature_ndim, project_point
 
 _MAX_FACTOR_BITS = 5  # Kronecker factors of at most 32 x 32: small, dense, fast matmuls
 
@@ -82,7 +81,8 @@ def _srht(error2d: jax.Array, key: jax.Array, width: int, scale: float) -> jax.A
   return y * (signs_out * jnp.asarray(scale * math.sqrt(m), error2d.dtype))
 
 
-def hadamard(key: jax.Array, *, scale: float | str = "error"):
+def hadamard(key: jax.Array, *, scale: float | str = "error", tie_copies: bool = False,
+             feature_ndim: int | None = None):
   """A projector with a keyed randomized Hadamard transform per point.
 
   Args:
@@ -91,6 +91,7 @@ def hadamard(key: jax.Array, *, scale: float | str = "error"):
       dense ``gaussian(key)`` projector; a number sets the implicit matrix's
       entry scale (its entries are ±scale/sqrt(m)*sqrt(m) = ±scale up to the
       Hadamard signs).
+    tie_copies, feature_ndim: as in ``dfax.projectors.dense``.
 
   Returns:
     ``projector(error, points) -> list of cotangents``.
@@ -99,20 +100,14 @@ def hadamard(key: jax.Array, *, scale: float | str = "error"):
 
     grads = dfax.dfa_grad(loss_fn, projector=dfax.projectors.hadamard(key))(params, x, y)
   """
+  check_feature_ndim(feature_ndim, "hadamard")
 
-  def project(error: jax.Array, spec: PointSpec) -> jax.Array:
-    n_lead = check_lead_dims(error.shape, spec)
-    n = error.shape[-1]
-    s = 1.0 / math.sqrt(n) if scale == "error" else float(scale)
-    width = spec.feature_size(n_lead)
-    error2d = error.reshape(-1, n)
-    run = lambda k: _srht(error2d, k, width, s)
-    pkey = path_key(key, spec.path)
-    if spec.stack_ndim == 0:
-      return run(pkey).reshape(spec.shape)
-    return jax.vmap(run)(copy_keys(pkey, spec.num_copies)).reshape(spec.shape)
+  def rows(error2d, point_key, width):
+    n = error2d.shape[-1]
+    return _srht(error2d, point_key, width, 1.0 / math.sqrt(n) if scale == "error" else float(scale))
 
   def projector(error, points):
-    return [project(error, p) for p in points]
+    return [project_point(error, p, key, rows, tie_copies=tie_copies, feature_ndim=feature_ndim)
+            for p in points]
 
   return projector

@@ -23,17 +23,17 @@ def make_projector(config, step: jax.Array | None = None):
   """
   kind, key = config.dfa.projector, jax.random.key(config.dfa.seed)
   tie, feature_ndim = config.dfa.get("tie_layers", False), config.dfa.get("feature_ndim", 0)
-  if (tie or feature_ndim) and kind not in ("gaussian", "uniform"):
-    raise ValueError(f"dfax.train: config.dfa.tie_layers / feature_ndim apply to the gaussian "
-                     f"and uniform projectors, not {kind!r}; set config.dfa.projector=gaussian "
-                     "or leave tie_layers=False and feature_ndim=0.")
+  if (tie or feature_ndim) and kind not in ("gaussian", "uniform", "hadamard"):
+    raise ValueError(f"dfax.train: config.dfa.tie_layers / feature_ndim apply to the gaussian, "
+                     f"uniform and hadamard projectors, not {kind!r}; set "
+                     "config.dfa.projector=gaussian or leave tie_layers=False and feature_ndim=0.")
+  per_point = {"tie_copies": tie, "feature_ndim": feature_ndim or None}
   if kind in ("gaussian", "uniform"):
-    return getattr(dfax.projectors, kind)(
-        key, scale=config.dfa.scale, tie_copies=tie, feature_ndim=feature_ndim or None)
+    return getattr(dfax.projectors, kind)(key, scale=config.dfa.scale, **per_point)
   if kind == "shared":
     return dfax.projectors.shared(key, scale=config.dfa.scale)
   if kind == "hadamard":
-    return dfax.projectors.hadamard(key)
+    return dfax.projectors.hadamard(key, **per_point)
   if kind == "opu":
     try:
       from dfax import opu  # noqa: PLC0415

@@ -26,6 +26,6 @@ def test_tie_layers_and_feature_ndim_reach_the_projector():
 
 
 def test_projector_options_on_other_projectors_are_refused():
-  config = load_config(SMOKE, **{"dfa.projector": "hadamard", "dfa.feature_ndim": 1})
+  config = load_config(SMOKE, **{"dfa.projector": "shared", "dfa.feature_ndim": 1})
   with pytest.raises(ValueError, match="projector=gaussian"):
     make_projector(config)

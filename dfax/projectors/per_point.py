@@ -1,0 +1,71 @@
+"""Applying a keyed projection to one feedback point: lead dims, layers, shared dims.
+
+A per-point projector (dense, Hadamard) only has to say how it maps ``(N, n)``
+error rows to ``(N, width)`` with a given key; ``project_point`` does the
+rest: it checks the error's lead dims against the point, derives the point's
+key from its path, gives each stacked copy (an ``nn.scan`` layer) its own key
+or, when tied, one shared projection, and broadcasts over the point's dims
+that get no columns of their own.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from dfax.core.points import PointSpec, check_lead_dims
+from dfax.projectors.keys import copy_keys, path_key
+
+RowProjection = Callable[[jax.Array, jax.Array, int], jax.Array]
+
+
+def check_feature_ndim(feature_ndim: int | None, who: str) -> None:
+  """Raises a ValueError naming the fix unless ``feature_ndim`` is None or >= 1."""
+  if feature_ndim is not None and feature_ndim < 1:
+    raise ValueError(f"dfax.projectors.{who}: feature_ndim={feature_ndim} must be >= 1, or "
+                     "None to give every dim after the error's lead dims its own columns.")
+
+
+def project_point(error: jax.Array, spec: PointSpec, key: jax.Array, rows: RowProjection, *,
+                  tie_copies: bool = False, feature_ndim: int | None = None) -> jax.Array:
+  """Projects ``error`` to one (possibly stacked) point.
+
+  Args:
+    error: output error, ``lead + (n_out,)``.
+    spec: the point.
+    key: the projector's key; the point's own key is ``path_key(key, spec.path)``.
+    rows: ``(error2d (N, n_out), point_key, width) -> (N, width)``, the keyed
+      projection itself.
+    tie_copies: the copies of a stacked point (the layers of an ``nn.scan``)
+      share one projection, computed once and broadcast; otherwise copy ``i``
+      uses ``copy_keys(point_key, n)[i]``.
+    feature_ndim: how many trailing dims of the point get their own columns;
+      the dims between the error's lead dims and these (e.g. the tokens of a
+      ViT whose error is per image) receive the same projection. ``None``:
+      every dim after the lead dims.
+
+  Returns:
+    The cotangent, of shape ``spec.shape``.
+
+  Example::
+
+    rows = lambda e, k, w: e @ jax.random.normal(k, (e.shape[-1], w))
+    cot = project_point(error, spec, jax.random.key(0), rows, feature_ndim=1)
+  """
+  n_lead = check_lead_dims(error.shape, spec)
+  own = spec.unstacked_shape
+  features = own[n_lead:]
+  kept = features if feature_ndim is None else features[max(len(features) - feature_ndim, 0):]
+  width = math.prod(kept)
+  error2d = error.reshape(-1, error.shape[-1])
+  project = lambda k: rows(error2d, k, width)
+  pkey = path_key(key, spec.path)
+  if spec.stack_ndim and not tie_copies:
+    out, stack = jax.vmap(project)(copy_keys(pkey, spec.num_copies)), spec.stack_shape
+  else:
+    out, stack = project(pkey), (1,) * spec.stack_ndim
+  shared_dims = (1,) * (len(features) - len(kept))
+  return jnp.broadcast_to(out.reshape(stack + own[:n_lead] + shared_dims + kept), spec.shape)
