@@ -1,6 +1,6 @@
 """Lower and compile a >=1B-parameter Transformer DFA train step ahead of time.
 
-  python benchmarks/compile_1b.py [--method dfa|bp] [--devices 8]
+  python benchmarks/compile_1b.py [--method dfa|bp] [--preset macro|micro|sublayer]
 
 Abstract shapes only (jax.ShapeDtypeStruct with shardings): nothing is
 allocated. Prints the parameter count, compile time, collective counts and the
@@ -32,6 +32,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--method", choices=["dfa", "bp"], default="dfa")
+  parser.add_argument("--preset", choices=["macro", "micro", "sublayer"], default="macro",
+                      help="DFA feedback preset (dfax.models.presets)")
   parser.add_argument("--config", default=os.path.join(HERE, "..", "configs", "lm_1b.py"))
   args = parser.parse_args(argv)
   c = load_config(args.config)
@@ -51,7 +53,7 @@ def main(argv=None):
   def loss_fn(p, x, y):
     return optax.softmax_cross_entropy_with_integer_labels(lm_forward(model, p, x), y).mean()
 
-  grad = (dfax.dfa_value_and_grad(loss_fn, feedback=presets.macro(model))
+  grad = (dfax.dfa_value_and_grad(loss_fn, feedback=getattr(presets, args.preset)(model))
           if args.method == "dfa" else jax.value_and_grad(loss_fn))
 
   def step(p, s, x, y):
@@ -69,7 +71,7 @@ def main(argv=None):
   seconds = time.perf_counter() - start
   mem = compiled.memory_analysis()
   gib = lambda b: b / 2 ** 30
-  print(f"method={args.method} params={n_params / 1e9:.3f}B mesh={c.mesh.data}x{c.mesh.model} "
+  print(f"method={args.method} preset={args.preset} params={n_params / 1e9:.3f}B mesh={c.mesh.data}x{c.mesh.model} "
         f"({jax.default_backend()}), lower+compile {seconds:.1f} s")
   print(f"per device: arguments {gib(mem.argument_size_in_bytes):.2f} GiB, outputs "
         f"{gib(mem.output_size_in_bytes):.2f} GiB, temporaries {gib(mem.temp_size_in_bytes):.2f} GiB")
