@@ -30,6 +30,8 @@ def make_projector(config, step: jax.Array | None = None):
   per_point = {"tie_copies": tie, "feature_ndim": feature_ndim or None}
   if kind in ("gaussian", "uniform"):
     return getattr(dfax.projectors, kind)(key, scale=config.dfa.scale, **per_point)
+  if kind == "zeros":  # the control: only the segment after the last cut learns
+    return dfax.projectors.zeros()
   if kind == "shared":
     return dfax.projectors.shared(key, scale=config.dfa.scale)
   if kind == "hadamard":
@@ -45,7 +47,7 @@ def make_projector(config, step: jax.Array | None = None):
     return opu.make_projector(opu.OPUConfig.from_dict(dict(config.dfa.opu)), key=key,
                               noise_key=noise_key)
   raise ValueError(f"dfax.train: unknown config.dfa.projector {kind!r}; use gaussian, "
-                   "uniform, shared, hadamard or opu.")
+                   "uniform, shared, hadamard, opu or zeros.")
 
 
 def make_feedback(config, model):
@@ -86,7 +88,7 @@ def feedback_points(loss_fn: Callable, config, model, params, x, y):
 
   def capture(error, points):
     seen["points"], seen["error_shape"] = list(points), tuple(error.shape)
-    return [jax.numpy.zeros(p.shape, p.dtype) for p in points]
+    return dfax.projectors.zeros()(error, points)
 
   grad = dfax.dfa_value_and_grad(loss_fn, projector=capture,
                                  feedback=make_feedback(config, model))

@@ -102,3 +102,25 @@ def test_shared_slices_one_matrix_and_reuse_gives_prefixes():
   a, b = dfax.projectors.shared(jax.random.key(2), reuse=True)(e, specs)
   np.testing.assert_allclose(a, b[:, :4], rtol=1e-6)  # TinyDFA: same signal prefix
 
+
+
+def test_zeros_control_trains_only_the_tail():
+  import flax.linen as nn
+
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      x = nn.tanh(nn.Dense(8, name="hidden")(x))
+      return nn.Dense(3, name="out")(x)
+
+  net = Net()
+  x = jax.random.normal(jax.random.key(0), (4, 5))
+  params = net.init(jax.random.key(1), x)
+  loss = lambda p: (net.apply(p, x) ** 2).sum()
+  g = dfax.dfa_grad(loss, projector=dfax.projectors.zeros())(params)
+  bp = jax.grad(loss)(params)
+  assert all(not np.any(a) for a in jax.tree.leaves(g["params"]["hidden"]))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
+               g["params"]["out"], bp["params"]["out"])
+  with pytest.raises(ValueError, match="leading dims"):
+    dfax.projectors.zeros()(jnp.ones((2, 3)), [P("p", (5, 4), jnp.float32)])
