@@ -32,6 +32,8 @@ def make_projector(config, step: jax.Array | None = None):
     return getattr(dfax.projectors, kind)(key, scale=config.dfa.scale, **per_point)
   if kind == "zeros":  # the control: only the segment after the last cut learns
     return dfax.projectors.zeros()
+  if kind == "identity":  # the control: the error itself, fixed but not random
+    return dfax.projectors.identity()
   if kind == "shared":
     return dfax.projectors.shared(key, scale=config.dfa.scale)
   if kind == "hadamard":
@@ -47,7 +49,7 @@ def make_projector(config, step: jax.Array | None = None):
     return opu.make_projector(opu.OPUConfig.from_dict(dict(config.dfa.opu)), key=key,
                               noise_key=noise_key)
   raise ValueError(f"dfax.train: unknown config.dfa.projector {kind!r}; use gaussian, "
-                   "uniform, shared, hadamard, opu or zeros.")
+                   "uniform, shared, hadamard, opu, zeros or identity.")
 
 
 def make_feedback(config, model):

@@ -124,3 +124,14 @@ def test_zeros_control_trains_only_the_tail():
                g["params"]["out"], bp["params"]["out"])
   with pytest.raises(ValueError, match="leading dims"):
     dfax.projectors.zeros()(jnp.ones((2, 3)), [P("p", (5, 4), jnp.float32)])
+
+
+def test_identity_control_sends_the_error_itself():
+  e = jax.random.normal(jax.random.key(0), (2, 5, 8))  # batch x tokens x d_model
+  spec = P("blocks/in", (3, 2, 5, 8), jnp.float32, stack_ndim=1)
+  (c,) = dfax.projectors.identity()(e, [spec])
+  assert c.shape == spec.shape
+  for layer in range(3):
+    np.testing.assert_array_equal(c[layer], e)
+  with pytest.raises(ValueError, match="equal widths"):
+    dfax.projectors.identity()(e, [P("fc/in", (2, 5, 16), jnp.float32)])
