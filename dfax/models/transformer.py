@@ -8,7 +8,7 @@ outside ``dfax.dfa_grad`` they are identities. See ``dfax.models.presets``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -65,6 +65,8 @@ class TransformerLM(nn.Module):
     logits = model.apply(params, tokens)             # (B, T, vocab)
   """
   config: TransformerConfig
+  # parameters stacked along a leading layer axis (reported per layer by diagnostics)
+  stacked_params: ClassVar[tuple[str, ...]] = ("blocks",)
 
   def setup(self):
     c = self.config

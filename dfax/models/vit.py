@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from typing import ClassVar
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -30,6 +32,8 @@ class ViT(nn.Module):
     logits = model.apply(model.init(key, images), images)   # images: (B, 28, 28, 1)
   """
   config: ViTConfig
+  # parameters stacked along a leading layer axis (reported per layer by diagnostics)
+  stacked_params: ClassVar[tuple[str, ...]] = ("blocks",)
 
   @nn.compact
   def __call__(self, images):

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import flax
 import jax
 import jax.numpy as jnp
 
 
-def layer_cosines(dfa_grads, bp_grads) -> dict[str, jax.Array]:
+def _cosine(a_leaves, b_leaves) -> jax.Array:
+  a = jnp.concatenate([g.ravel() for g in a_leaves])
+  b = jnp.concatenate([g.ravel() for g in b_leaves])
+  cos = jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b) + 1e-30)
+  return jnp.clip(cos, -1.0, 1.0)  # rounding can overshoot for identical vectors
+
+
+def layer_cosines(dfa_grads, bp_grads, stacked: Sequence[str] = ()) -> dict[str, jax.Array]:
   """Cosine between DFA and backprop gradients, per top-level module (layer).
 
   Args:
     dfa_grads, bp_grads: gradient pytrees shaped like ``{"params": {...}}``.
+    stacked: top-level modules whose parameters stack layers along their
+      first axis (an ``nn.scan``): each layer gets its own cosine,
+      ``"blocks/0"``, ``"blocks/1"``, ...
 
   Returns:
     ``{layer name: cosine}``; 1 means the DFA update points exactly along the
@@ -23,10 +35,13 @@ def layer_cosines(dfa_grads, bp_grads) -> dict[str, jax.Array]:
   """
   out = {}
   for name in dfa_grads["params"]:
-    a = jnp.concatenate([g.ravel() for g in jax.tree.leaves(dfa_grads["params"][name])])
-    b = jnp.concatenate([g.ravel() for g in jax.tree.leaves(bp_grads["params"][name])])
-    cos = jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b) + 1e-30)
-    out[name] = jnp.clip(cos, -1.0, 1.0)  # rounding can overshoot for identical vectors
+    a = jax.tree.leaves(dfa_grads["params"][name])
+    b = jax.tree.leaves(bp_grads["params"][name])
+    if name in stacked:
+      for i in range(a[0].shape[0]):
+        out[f"{name}/{i}"] = _cosine([g[i] for g in a], [g[i] for g in b])
+    else:
+      out[name] = _cosine(a, b)
   return out
 
 

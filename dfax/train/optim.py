@@ -15,6 +15,10 @@ def make_schedule(config, total_steps: int) -> optax.Schedule:
   if kind == "cosine":
     return optax.cosine_decay_schedule(lr, total_steps)
   if kind == "warmup_cosine":
+    if not 0 <= config.warmup_steps < total_steps:
+      raise ValueError(f"dfax.train: warmup_steps={config.warmup_steps} must be at least 0 and "
+                       f"below the run's {total_steps} steps; lower --config.warmup_steps or "
+                       "train longer.")
     return optax.warmup_cosine_decay_schedule(0.0, lr, config.warmup_steps, total_steps)
   raise ValueError(f"dfax.train: unknown schedule {kind!r}; use constant, cosine or "
                    "warmup_cosine.")

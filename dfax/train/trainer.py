@@ -82,7 +82,8 @@ def _make_steps(config, model, opt):
   def alignment_step(state: TrainState, x, y):
     dfa = methods.value_and_grad("dfa", loss_fn, config, model, state.step)
     return alignment.layer_cosines(dfa(state.params, x, y)[1],
-                                   jax.grad(loss_fn)(state.params, x, y))
+                                   jax.grad(loss_fn)(state.params, x, y),
+                                   stacked=getattr(model, "stacked_params", ()))
 
   return train_step, eval_step, alignment_step
 
