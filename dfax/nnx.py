@@ -11,8 +11,9 @@ Trade-off (documented in the README): only ``__call__`` of modules reachable
 from the differentiated model is visible (a feedback point in a module created
 inside ``__call__`` is not), the class patch is process-wide for the length of
 one trace (do not trace the same classes from two threads at once), and NNX
-transforms (``nnx.scan``) inside the model are not supported: use
-``nnx.split``/linen for scanned stacks, or place ``FeedbackPoint`` markers.
+transforms (``nnx.scan``) inside the model are not supported: a selected module
+called inside one raises an error naming the alternatives (linen's
+``nn.scan``, a Python loop).
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ def _make_selector(feedback) -> Callable[[Any, tuple], bool]:
   return make_selector(feedback, default=DEFAULT_FEEDBACK, base=nnx.Module)
 
 
+def _selects_without_path(selector, module) -> bool:
+  """Whether ``selector`` picks ``module`` when its path is unknown (best effort)."""
+  try:
+    return bool(selector(module, ()))
+  except Exception:  # noqa: BLE001 - a user predicate may index the path
+    return False
+
+
 class _patched_calls:
   """Routes ``__call__`` of the modules in ``models`` through ``recorder``."""
 
@@ -86,6 +95,14 @@ class _patched_calls:
     def call(module, *args, **kwargs):
       path = paths.get(id(module))
       if path is None:
+        if _selects_without_path(recorder.selector, module):
+          raise ValueError(
+              f"dfax.nnx: a {type(module).__name__} that feedback= selects was called on a "
+              "copy that is not part of the differentiated model's graph, as happens inside "
+              "nnx.scan / nnx.vmap bodies or for modules created during the call. DFA cannot "
+              "place a cut there, and silently back-propagating through it would not be DFA. "
+              "Use flax.linen's nn.scan (supported), call the layers in a Python loop, or "
+              "select only modules called directly (feedback=).")
         return original(module, *args, **kwargs)
       next_fun = lambda *a, **k: original(module, *a, **k)
       return recorder.intercept(next_fun, args, kwargs, module, "__call__", path)
