@@ -71,8 +71,9 @@ def main(argv=None):
   seconds = time.perf_counter() - start
   mem = compiled.memory_analysis()
   gib = lambda b: b / 2 ** 30
-  print(f"method={args.method} preset={args.preset} params={n_params / 1e9:.3f}B mesh={c.mesh.data}x{c.mesh.model} "
-        f"({jax.default_backend()}), lower+compile {seconds:.1f} s")
+  print(f"method={args.method} preset={args.preset} params={n_params / 1e9:.3f}B "
+        f"mesh={c.mesh.data}x{c.mesh.model} ({jax.default_backend()}), "
+        f"lower+compile {seconds:.1f} s")
   print(f"per device: arguments {gib(mem.argument_size_in_bytes):.2f} GiB, outputs "
         f"{gib(mem.output_size_in_bytes):.2f} GiB, temporaries {gib(mem.temp_size_in_bytes):.2f} GiB")
   print("collectives:", parallel.count_collectives(compiled.as_text()))
