@@ -30,6 +30,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.momentum = 0.9
   c.nesterov = False
   c.grad_clip = 0.0
+  c.freeze = ""  # comma-separated top-level modules that get no update, e.g. "patch_embed"
   c.dfa = ml_collections.ConfigDict({"projector": "gaussian", "seed": 0, "scale": "error",
                                      "feedback": "",
                                      "tie_layers": False,  # scanned layers share B

@@ -44,19 +44,47 @@ def last_layer_labels(params) -> dict:
       {k: ("train" if k[1] == last else "freeze") for k in flat})
 
 
+def frozen_labels(names: tuple[str, ...]):
+  """Labels 'freeze' for the parameters of the named top-level modules, 'train' elsewhere.
+
+  Raises:
+    ValueError: naming the model's top-level modules, when a name is not one of them.
+  """
+
+  def labels(params) -> dict:
+    top = list(params["params"].keys())
+    unknown = [n for n in names if n not in top]
+    if unknown:
+      raise ValueError(f"dfax.train: config.freeze names {unknown}, which are not top-level "
+                       f"modules of this model; choose among {top}.")
+    flat = flax.traverse_util.flatten_dict(params)
+    return flax.traverse_util.unflatten_dict(
+        {k: ("freeze" if k[1] in names else "train") for k in flat})
+
+  return labels
+
+
 def _natural_key(name: str):
   stem, _, num = name.rpartition("_")
   return (stem, int(num)) if num.isdigit() else (name, -1)
 
 
 def make_optimizer(config, total_steps: int, method: str) -> optax.GradientTransformation:
-  """The optimizer; for ``shallow``, all but the last layer get exactly zero update."""
+  """The optimizer; for ``shallow``, all but the last layer get exactly zero update.
+
+  ``config.freeze`` ("patch_embed,pos_embed") names top-level modules that get
+  exactly zero update under any method.
+  """
   opt = _base(config, make_schedule(config, total_steps))
   if config.grad_clip:
     opt = optax.chain(optax.clip_by_global_norm(config.grad_clip), opt)
   if method == "shallow":
     opt = optax.multi_transform({"train": opt, "freeze": optax.set_to_zero()},
                                 last_layer_labels)
+  frozen = tuple(n.strip() for n in config.get("freeze", "").split(",") if n.strip())
+  if frozen:
+    opt = optax.multi_transform({"train": opt, "freeze": optax.set_to_zero()},
+                                frozen_labels(frozen))
   return opt
 
 

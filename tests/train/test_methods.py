@@ -30,10 +30,3 @@ def test_projector_options_on_other_projectors_are_refused():
   with pytest.raises(ValueError, match="projector=gaussian"):
     make_projector(config)
 
-
-def test_warmup_longer_than_the_run_names_the_fix():
-  from dfax.train.optim import make_schedule  # noqa: PLC0415
-  config = load_config(SMOKE, **{"schedule": "warmup_cosine", "warmup_steps": 200})
-  with pytest.raises(ValueError, match="--config.warmup_steps"):
-    make_schedule(config, 20)
-  assert float(make_schedule(config, 400)(200)) == pytest.approx(config.learning_rate)
