@@ -32,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--method", choices=["dfa", "bp"], default="dfa")
-  parser.add_argument("--preset", choices=["macro", "micro", "sublayer"], default="macro",
+  parser.add_argument("--preset", choices=presets.PRESETS, default="macro",
                       help="DFA feedback preset (dfax.models.presets)")
   parser.add_argument("--config", default=os.path.join(HERE, "..", "configs", "lm_1b.py"))
   args = parser.parse_args(argv)

@@ -31,7 +31,7 @@ import statistics  # noqa: E402
 from timing import interleaved_samples, median_ratio  # noqa: E402
 
 import dfax  # noqa: E402
-from dfax.models import lm_forward  # noqa: E402
+from dfax.models import lm_forward, presets  # noqa: E402
 
 
 class TanhMLP(nn.Module):
@@ -79,7 +79,6 @@ def handwritten_mlp_dfa(params, x, y):
 
 def transformer_setup(batch: int, preset: str = "macro"):
   from dfax.models.transformer import TransformerConfig, TransformerLM  # noqa: PLC0415
-  from dfax.models import presets  # noqa: PLC0415
   cfg = TransformerConfig(vocab_size=96, d_model=256, num_heads=4, num_layers=4, d_ff=1024,
                           max_len=128)
   model = TransformerLM(cfg)
@@ -129,7 +128,7 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", choices=["mlp", "transformer"], default="mlp")
   parser.add_argument("--batch", type=int, default=None)
-  parser.add_argument("--preset", choices=["macro", "micro", "sublayer"], default="macro",
+  parser.add_argument("--preset", choices=presets.PRESETS, default="macro",
                       help="Transformer feedback preset (dfax.models.presets)")
   parser.add_argument("--repeats", type=int, default=30)
   parser.add_argument("--json", default=None, help="also write the figures here")

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from dfax.core.selection import FeedbackPoint
 
+PRESETS = ("macro", "micro", "sublayer")  # the functions below, by name
 MICRO_MARKERS = ("attn_res", "mlp_hidden", "out")
 SUBLAYER_INPUTS = ("attn", "fc1")
 

@@ -103,8 +103,8 @@ def hadamard(key: jax.Array, *, scale: float | str = "error", tie_copies: bool =
   check_feature_ndim(feature_ndim, "hadamard")
 
   def rows(error2d, point_key, width):
-    n = error2d.shape[-1]
-    return _srht(error2d, point_key, width, 1.0 / math.sqrt(n) if scale == "error" else float(scale))
+    s = 1.0 / math.sqrt(error2d.shape[-1]) if scale == "error" else float(scale)
+    return _srht(error2d, point_key, width, s)
 
   def projector(error, points):
     return [project_point(error, p, key, rows, tie_copies=tie_copies, feature_ndim=feature_ndim)

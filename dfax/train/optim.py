@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import flax
 import jax
 import optax
@@ -39,9 +41,7 @@ def last_layer_labels(params) -> dict:
   """'train' for the parameters of the last top-level module, 'freeze' elsewhere."""
   top = list(params["params"].keys())
   last = sorted(top, key=_natural_key)[-1] if "head" not in top else "head"
-  flat = flax.traverse_util.flatten_dict(params)
-  return flax.traverse_util.unflatten_dict(
-      {k: ("train" if k[1] == last else "freeze") for k in flat})
+  return _label_top_level(params, lambda name: name != last)
 
 
 def frozen_labels(names: tuple[str, ...]):
@@ -57,11 +57,20 @@ def frozen_labels(names: tuple[str, ...]):
     if unknown:
       raise ValueError(f"dfax.train: config.freeze names {unknown}, which are not top-level "
                        f"modules of this model; choose among {top}.")
-    flat = flax.traverse_util.flatten_dict(params)
-    return flax.traverse_util.unflatten_dict(
-        {k: ("freeze" if k[1] in names else "train") for k in flat})
+    return _label_top_level(params, lambda name: name in names)
 
   return labels
+
+
+def _label_top_level(params, is_frozen: Callable[[str], bool]) -> dict:
+  """'freeze' or 'train' for every parameter, by the name of its top-level module."""
+  flat = flax.traverse_util.flatten_dict(params)
+  return flax.traverse_util.unflatten_dict(
+      {k: ("freeze" if is_frozen(k[1]) else "train") for k in flat})
+
+
+def _zero_where_frozen(opt: optax.GradientTransformation, labels) -> optax.GradientTransformation:
+  return optax.multi_transform({"train": opt, "freeze": optax.set_to_zero()}, labels)
 
 
 def _natural_key(name: str):
@@ -79,12 +88,10 @@ def make_optimizer(config, total_steps: int, method: str) -> optax.GradientTrans
   if config.grad_clip:
     opt = optax.chain(optax.clip_by_global_norm(config.grad_clip), opt)
   if method == "shallow":
-    opt = optax.multi_transform({"train": opt, "freeze": optax.set_to_zero()},
-                                last_layer_labels)
+    opt = _zero_where_frozen(opt, last_layer_labels)
   frozen = tuple(n.strip() for n in config.get("freeze", "").split(",") if n.strip())
   if frozen:
-    opt = optax.multi_transform({"train": opt, "freeze": optax.set_to_zero()},
-                                frozen_labels(frozen))
+    opt = _zero_where_frozen(opt, frozen_labels(frozen))
   return opt
 
 
