@@ -1,6 +1,7 @@
 """Lower and compile a >=1B-parameter Transformer DFA train step ahead of time.
 
-  python benchmarks/compile_1b.py [--method dfa|bp] [--preset macro|micro|sublayer]
+  python benchmarks/compile_1b.py [--method dfa|bp] [--preset macro|macro_out|micro|sublayer]
+                                  [--norm pre|post]
 
 Abstract shapes only (jax.ShapeDtypeStruct with shardings): nothing is
 allocated. Prints the parameter count, compile time, collective counts and the
@@ -34,13 +35,15 @@ def main(argv=None):
   parser.add_argument("--method", choices=["dfa", "bp"], default="dfa")
   parser.add_argument("--preset", choices=presets.PRESETS, default="macro",
                       help="DFA feedback preset (dfax.models.presets)")
+  parser.add_argument("--norm", choices=["pre", "post"], default="pre",
+                      help="LayerNorm placement (TransformerConfig.norm)")
   parser.add_argument("--config", default=os.path.join(HERE, "..", "configs", "lm_1b.py"))
   args = parser.parse_args(argv)
   c = load_config(args.config)
   model = TransformerLM(TransformerConfig(
       vocab_size=c.vocab_size, d_model=c.d_model, num_heads=c.num_heads,
       num_layers=c.num_layers, d_ff=c.d_ff, max_len=c.seq_len, remat=c.remat,
-      dtype=jax.numpy.bfloat16))
+      dtype=jax.numpy.bfloat16, norm=args.norm))
   tokens = jax.ShapeDtypeStruct((c.batch_size, c.seq_len), jax.numpy.int32)
   params = jax.eval_shape(model.init, jax.random.key(0), tokens)
   n_params = sum(math.prod(p.shape) for p in jax.tree.leaves(params))
@@ -71,7 +74,7 @@ def main(argv=None):
   seconds = time.perf_counter() - start
   mem = compiled.memory_analysis()
   gib = lambda b: b / 2 ** 30
-  print(f"method={args.method} preset={args.preset} params={n_params / 1e9:.3f}B "
+  print(f"method={args.method} preset={args.preset} norm={args.norm} params={n_params / 1e9:.3f}B "
         f"mesh={c.mesh.data}x{c.mesh.model} ({jax.default_backend()}), "
         f"lower+compile {seconds:.1f} s")
   print(f"per device: arguments {gib(mem.argument_size_in_bytes):.2f} GiB, outputs "

@@ -4,6 +4,7 @@ Usage:
   python benchmarks/step_time.py                 # 4x1024 tanh MLP at batch 512
   python benchmarks/step_time.py --model transformer                     # macro preset
   python benchmarks/step_time.py --model transformer --preset sublayer
+  python benchmarks/step_time.py --model transformer --preset macro_out --norm post
   python benchmarks/step_time.py --repeats 50 --json out.json
 
 A "step" is the jitted gradient computation plus an Adam update, the part of
@@ -77,10 +78,10 @@ def handwritten_mlp_dfa(params, x, y):
   return loss, {"params": grads}
 
 
-def transformer_setup(batch: int, preset: str = "macro"):
+def transformer_setup(batch: int, preset: str = "macro", norm: str = "pre"):
   from dfax.models.transformer import TransformerConfig, TransformerLM  # noqa: PLC0415
   cfg = TransformerConfig(vocab_size=96, d_model=256, num_heads=4, num_layers=4, d_ff=1024,
-                          max_len=128)
+                          max_len=128, norm=norm)
   model = TransformerLM(cfg)
   tokens = jax.random.randint(jax.random.key(0), (batch, 129), 0, 96)
   x, y = tokens[:, :-1], tokens[:, 1:]
@@ -130,12 +131,15 @@ def main(argv=None):
   parser.add_argument("--batch", type=int, default=None)
   parser.add_argument("--preset", choices=presets.PRESETS, default="macro",
                       help="Transformer feedback preset (dfax.models.presets)")
+  parser.add_argument("--norm", choices=["pre", "post"], default="pre",
+                      help="Transformer LayerNorm placement (TransformerConfig.norm)")
   parser.add_argument("--repeats", type=int, default=30)
   parser.add_argument("--json", default=None, help="also write the figures here")
   args = parser.parse_args(argv)
   setup = mlp_setup if args.model == "mlp" else transformer_setup
   batch = args.batch or (512 if args.model == "mlp" else 16)
-  steps = make_steps(*(setup(batch) if args.model == "mlp" else setup(batch, args.preset)))
+  parts = setup(batch) if args.model == "mlp" else setup(batch, args.preset, args.norm)
+  steps = make_steps(*parts)
   samples = interleaved_samples(steps, repeats=args.repeats)
   t = {name: statistics.median(s) for name, s in samples.items()}
   result = {

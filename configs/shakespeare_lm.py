@@ -1,4 +1,10 @@
-"""Character-level Transformer LM on 42 Shakespeare works; DFA "macro" by default.
+"""Character-level Transformer LM on 42 Shakespeare works.
+
+Defaults follow Launay et al. 2020's DFA Transformer: post-LN blocks and one
+feedback point after every block ("macro_out"), the error taken before the
+vocabulary projection. Under this layout DFA trains every block; with pre-LN
+blocks or cuts in front of the blocks it stalls near the zero-feedback
+control (README, "Shakespeare LM").
 
   python -m dfax.train --config configs/shakespeare_lm.py --workdir workdirs/shakespeare_dfa
   python -m dfax.train --config configs/shakespeare_lm.py --workdir workdirs/shakespeare_bp \
@@ -22,11 +28,12 @@ def get_config():
                                          "train_limit": 0, "eval_limit": 0})
   c.model = ml_collections.ConfigDict({"name": "transformer_lm", "d_model": 128,
                                        "num_heads": 4, "num_layers": 4, "d_ff": 512,
-                                       "remat": False, "error_at": "hidden"})
-  c.dfa.feedback = "macro"
+                                       "remat": False, "error_at": "hidden",
+                                       "norm": "post"})
+  c.dfa.feedback = "macro_out"
   c.batch_size = 32
   c.num_steps = 2000
-  c.learning_rate = 1e-3
+  c.learning_rate = 3e-3
   c.schedule = "warmup_cosine"
   c.warmup_steps = 100
   c.grad_clip = 1.0

@@ -14,7 +14,7 @@ def get_config():
   c.name = "vit_mnist"
   c.model = ml_collections.ConfigDict({"name": "vit", "patch": 7, "d_model": 64,
                                        "num_heads": 4, "num_layers": 4, "d_ff": 128,
-                                       "remat": False})
+                                       "remat": False, "norm": "pre"})
   c.dfa.feedback = "macro"
   # The error is per image but the points are per token: every token gets the
   # same feedback column, so the tokens are pushed the way the pooled head sees.

@@ -1,7 +1,15 @@
 """Feedback presets for the Transformer LM and ViT: where the DFA cuts go.
 
-* ``macro``: one point per block, at its input (Launay et al. 2020's DFA for
-  Transformers); the last block, the final LayerNorm and the head form the tail.
+* ``macro``: one point per block, at its input; the embeddings are a segment
+  of their own, and the last block, the final LayerNorm and the head form the
+  tail that trains exactly.
+* ``macro_out``: one point per block, at its output: the layout of Launay et
+  al. 2020's TinyDFA Transformer. The embeddings train through the first
+  block (by backprop from its feedback), the last block from feedback too;
+  only what follows the last block (final LayerNorm if any, head) is exact.
+  With post-LN blocks (``TransformerConfig(norm="post")``, also theirs) this
+  is the layout under which DFA trains the Shakespeare LM far beyond its
+  zero-feedback control; see the README.
 * ``micro``: three points per block: after attention + residual, after the
   MLP hidden layer, and at the block output.
 * ``sublayer``: ``macro`` plus a point at each sublayer's normalised input (in
@@ -20,7 +28,7 @@ from typing import Any, Callable
 
 from dfax.core.selection import FeedbackPoint
 
-PRESETS = ("macro", "micro", "sublayer")  # the functions below, by name
+PRESETS = ("macro", "macro_out", "micro", "sublayer")  # the functions below, by name
 MICRO_MARKERS = ("attn_res", "mlp_hidden", "out")
 SUBLAYER_INPUTS = ("attn", "fc1")
 
@@ -30,6 +38,16 @@ def macro(model: Any) -> tuple[type, ...]:
   del model
   from dfax.models.transformer import Block  # noqa: PLC0415
   return (Block,)
+
+
+def macro_out(model: Any) -> Callable[[Any, tuple], bool]:
+  """Cut after every Transformer block (its ``out`` marker)."""
+  del model
+
+  def predicate(module, path) -> bool:
+    return isinstance(module, FeedbackPoint) and bool(path) and path[-1] == "out"
+
+  return predicate
 
 
 def micro(model: Any) -> Callable[[Any, tuple], bool]:

@@ -23,6 +23,10 @@ class TransformerConfig:
   ``error_at``: "hidden" takes the DFA error before the vocabulary projection
   (dL/dh of the final hidden state, Launay et al. 2020's default), "logits"
   after it. It only changes how ``lm_forward`` applies the model.
+
+  ``norm``: "pre" (LayerNorm in front of each sublayer, a final LayerNorm before
+  the head) or "post" (LayerNorm after each residual add, as in Vaswani et al.
+  2017 and Launay et al. 2020's DFA Transformer; no final LayerNorm).
   """
   vocab_size: int = 96
   d_model: int = 128
@@ -34,25 +38,33 @@ class TransformerConfig:
   dtype: Any = jnp.float32
   error_at: str = "hidden"
   causal: bool = True
+  norm: str = "pre"
+
+  def __post_init__(self):
+    if self.norm not in ("pre", "post"):
+      raise ValueError(f"norm must be 'pre' or 'post', got {self.norm!r}.")
 
 
 class Block(nn.Module):
-  """Pre-LN Transformer block: causal self-attention and a GELU MLP."""
+  """Transformer block: causal self-attention and a GELU MLP, pre- or post-LN."""
   config: TransformerConfig
 
   @nn.compact
   def __call__(self, x, _=None):
     c = self.config
+    pre = c.norm == "pre"
     mask = nn.make_causal_mask(jnp.ones(x.shape[:2], jnp.int32)) if c.causal else None
-    h = nn.LayerNorm(dtype=c.dtype, name="ln_attn")(x)
+    ln_attn = nn.LayerNorm(dtype=c.dtype, name="ln_attn")
+    ln_mlp = nn.LayerNorm(dtype=c.dtype, name="ln_mlp")
+    h = ln_attn(x) if pre else x
     h = nn.MultiHeadDotProductAttention(num_heads=c.num_heads, dtype=c.dtype,
                                         deterministic=True, name="attn")(h, h, mask=mask)
-    x = FeedbackPoint(name="attn_res")(x + h)
-    h = nn.LayerNorm(dtype=c.dtype, name="ln_mlp")(x)
+    x = FeedbackPoint(name="attn_res")(x + h if pre else ln_attn(x + h))
+    h = ln_mlp(x) if pre else x
     h = nn.gelu(nn.Dense(c.d_ff, dtype=c.dtype, name="fc1")(h))
     h = FeedbackPoint(name="mlp_hidden")(h)
-    x = x + nn.Dense(c.d_model, dtype=c.dtype, name="fc2")(h)
-    return FeedbackPoint(name="out")(x), None
+    h = nn.Dense(c.d_model, dtype=c.dtype, name="fc2")(h)
+    return FeedbackPoint(name="out")(x + h if pre else ln_mlp(x + h)), None
 
 
 class TransformerLM(nn.Module):
@@ -85,7 +97,7 @@ class TransformerLM(nn.Module):
     return x
 
   def logits_from_hidden(self, h):
-    return self.head(self.ln_final(h))
+    return self.head(self.ln_final(h) if self.config.norm == "pre" else h)
 
   def __call__(self, tokens):
     return self.logits_from_hidden(self.hidden(tokens))

@@ -20,6 +20,7 @@ class ViTConfig:
   num_layers: int = 4
   d_ff: int = 128
   remat: bool = False
+  norm: str = "pre"  # "pre" or "post" LayerNorm blocks, as in TransformerConfig
 
 
 class ViT(nn.Module):
@@ -44,7 +45,7 @@ class ViT(nn.Module):
     x = x.reshape(x.shape[0], -1, c.d_model)
     x = x + self.param("pos_embed", nn.initializers.normal(0.02), x.shape[1:])
     block_config = TransformerConfig(d_model=c.d_model, num_heads=c.num_heads, d_ff=c.d_ff,
-                                     num_layers=c.num_layers, causal=False)
+                                     num_layers=c.num_layers, causal=False, norm=c.norm)
     block = nn.remat(Block) if c.remat else Block
     x, _ = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                    length=c.num_layers)(block_config, name="blocks")(x, None)

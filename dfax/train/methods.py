@@ -58,6 +58,9 @@ def make_feedback(config, model):
   if not preset:
     return None
   from dfax.models import presets  # noqa: PLC0415
+  if preset not in presets.PRESETS:
+    raise ValueError(f"dfax.train: unknown config.dfa.feedback {preset!r}; use one of "
+                     f"{', '.join(presets.PRESETS)}, or '' for dfa_grad's default.")
   return getattr(presets, preset)(model)
 
 

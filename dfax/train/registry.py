@@ -93,14 +93,15 @@ def transformer_lm(config) -> Any:
   return models.TransformerLM(models.TransformerConfig(
       vocab_size=config.num_classes, d_model=m.d_model, num_heads=m.num_heads,
       num_layers=m.num_layers, d_ff=m.d_ff, max_len=config.dataset.seq_len, remat=m.remat,
-      error_at=m.error_at))
+      error_at=m.error_at, norm=m.get("norm", "pre")))
 
 
 def vit(config) -> Any:
   m = config.model
   return models.ViT(models.ViTConfig(num_classes=config.num_classes, patch=m.patch,
                                      d_model=m.d_model, num_heads=m.num_heads,
-                                     num_layers=m.num_layers, d_ff=m.d_ff, remat=m.remat))
+                                     num_layers=m.num_layers, d_ff=m.d_ff, remat=m.remat,
+                                     norm=m.get("norm", "pre")))
 
 
 MODELS: dict[str, Callable[[Any], Any]] = {"mlp": mlp, "cnn": cnn,

@@ -10,6 +10,7 @@ import pytest
 
 import dfax
 from dfax.models import TransformerConfig, TransformerLM, ViT, ViTConfig, lm_forward, presets
+from dfax.models.transformer import Block
 
 CFG = TransformerConfig(vocab_size=13, d_model=16, num_heads=2, num_layers=3, d_ff=32,
                         max_len=8)
@@ -44,6 +45,36 @@ def test_macro_one_point_per_block_and_error_before_the_head():
   for name in ("head", "ln_final"):  # the tail trains exactly
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  g["params"][name], bp["params"][name])
+
+
+def test_macro_out_cuts_every_block_output_and_trains_the_embeddings_through_block_0():
+  model, params, x, y = _lm()
+  log, sent = [], {}
+
+  def projector(error, points):
+    cots = _recording(log)(error, points)
+    sent.update({p.path: c for p, c in zip(points, cots)})
+    return cots
+
+  g = dfax.dfa_grad(_loss(model), projector=projector,
+                    feedback=presets.macro_out(model))(params, x, y)
+  assert log == [((2, 6, 16), [("blocks/out/in", (3, 2, 6, 16), 1)])]
+  bp = jax.grad(_loss(model))(params, x, y)
+  for name in ("head", "ln_final"):  # only what follows the last block is exact
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 g["params"][name], bp["params"][name])
+  # The embeddings have no point of their own: their gradient is block 0's
+  # feedback pulled back through block 0.
+  first = jax.tree.map(lambda a: a[0], params["params"]["blocks"])
+  cfg = dataclasses.replace(CFG, num_layers=1)
+
+  def block0(table):
+    h = table[x] + params["params"]["pos_embed"][: x.shape[1]]
+    return Block(cfg).apply({"params": first}, h)[0]
+
+  _, pull = jax.vjp(block0, params["params"]["embed"]["embedding"])
+  np.testing.assert_allclose(g["params"]["embed"]["embedding"],
+                             pull(sent["blocks/out/in"][0])[0], rtol=1e-4, atol=1e-6)
 
 
 def test_error_after_the_head_projects_the_vocabulary_error():
@@ -86,10 +117,31 @@ def test_sublayer_preset_cuts_blocks_and_normalised_sublayer_inputs():
                                sent[point].sum(axis=(1, 2)), rtol=1e-4, atol=1e-6)
 
 
+def test_post_ln_normalises_each_residual_add_and_keeps_the_presets():
+  post = dataclasses.replace(CFG, norm="post")
+  model, params, x, y = _lm(post)
+  assert set(params["params"]) == {"embed", "pos_embed", "blocks", "head"}  # no final LN
+  h = model.apply(params, x, method="hidden")
+  # the last block's output is a fresh LayerNorm (scale 1, bias 0 at init) of its residual sum
+  np.testing.assert_allclose(h.mean(-1), 0.0, atol=1e-5)
+  np.testing.assert_allclose(h.std(-1), 1.0, rtol=1e-3)
+  log = []
+  dfax.dfa_grad(_loss(model), projector=_recording(log), feedback=presets.micro(model))(
+      params, x, y)
+  assert [p for p, _, _ in log[0][1]] == ["blocks/attn_res/in", "blocks/mlp_hidden/in",
+                                          "blocks/out/in"]
+  g = jax.jit(dfax.dfa_grad(_loss(model), feedback=presets.macro(model)))(params, x, y)
+  bp = jax.grad(_loss(model))(params, x, y)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               g["params"]["head"], bp["params"]["head"])
+  with pytest.raises(ValueError, match="'pre' or 'post'"):
+    TransformerConfig(norm="rms")
+
+
 def test_remat_gives_the_same_dfa_grads():
   model, params, x, y = _lm()
   remat, _, _, _ = _lm(dataclasses.replace(CFG, remat=True))
-  for preset in (presets.macro, presets.micro, presets.sublayer):
+  for preset in (presets.macro, presets.macro_out, presets.micro, presets.sublayer):
     a = dfax.dfa_grad(_loss(model), feedback=preset(model))(params, x, y)
     b = jax.jit(dfax.dfa_grad(_loss(remat), feedback=preset(remat)))(params, x, y)
     jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6), a, b)
@@ -106,3 +158,13 @@ def test_vit_macro_points_and_training_step():
   g = dfax.dfa_grad(loss, projector=_recording(log), feedback=presets.macro(model))(params)
   assert log == [((4, 10), [("blocks/in", (2, 4, 16, 16), 1)])]
   assert all(bool(jnp.isfinite(a).all()) for a in jax.tree.leaves(g))
+
+
+def test_vit_norm_reaches_its_blocks():
+  images = jax.random.uniform(jax.random.key(0), (2, 28, 28, 1))
+  cfg = ViTConfig(d_model=16, num_heads=2, num_layers=2, d_ff=32)
+  params = ViT(cfg).init(jax.random.key(1), images)  # same parameter tree for both
+  pre = ViT(cfg).apply(params, images)
+  post = ViT(dataclasses.replace(cfg, norm="post")).apply(params, images)
+  assert bool(jnp.isfinite(post).all())
+  assert float(jnp.abs(pre - post).max()) > 1e-3

@@ -9,7 +9,7 @@ import pytest
 
 import dfax
 from dfax.train.config_file import load_config
-from dfax.train.methods import make_projector
+from dfax.train.methods import make_feedback, make_projector
 
 SMOKE = pathlib.Path(__file__).resolve().parents[2] / "configs" / "smoke.py"
 
@@ -30,3 +30,9 @@ def test_projector_options_on_other_projectors_are_refused():
   with pytest.raises(ValueError, match="projector=gaussian"):
     make_projector(config)
 
+
+
+def test_unknown_feedback_preset_names_the_presets():
+  config = load_config(SMOKE, **{"dfa.feedback": "macro-out"})
+  with pytest.raises(ValueError, match="macro_out, micro"):
+    make_feedback(config, model=None)
