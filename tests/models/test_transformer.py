@@ -35,6 +35,15 @@ def _recording(log):
   return projector
 
 
+def _keeping(log, sent):
+  """A recording projector that also keeps each point's cotangent in ``sent``."""
+  def projector(error, points):
+    cots = _recording(log)(error, points)
+    sent.update({p.path: c for p, c in zip(points, cots)})
+    return cots
+  return projector
+
+
 def test_macro_one_point_per_block_and_error_before_the_head():
   model, params, x, y = _lm()
   log = []
@@ -50,12 +59,7 @@ def test_macro_one_point_per_block_and_error_before_the_head():
 def test_macro_out_cuts_every_block_output_and_trains_the_embeddings_through_block_0():
   model, params, x, y = _lm()
   log, sent = [], {}
-
-  def projector(error, points):
-    cots = _recording(log)(error, points)
-    sent.update({p.path: c for p, c in zip(points, cots)})
-    return cots
-
+  projector = _keeping(log, sent)
   g = dfax.dfa_grad(_loss(model), projector=projector,
                     feedback=presets.macro_out(model))(params, x, y)
   assert log == [((2, 6, 16), [("blocks/out/in", (3, 2, 6, 16), 1)])]
@@ -99,12 +103,7 @@ def test_micro_preset_three_points_per_block():
 def test_sublayer_preset_cuts_blocks_and_normalised_sublayer_inputs():
   model, params, x, y = _lm()
   log, sent = [], {}
-
-  def projector(error, points):
-    cots = _recording(log)(error, points)
-    sent.update({p.path: c for p, c in zip(points, cots)})
-    return cots
-
+  projector = _keeping(log, sent)
   g = dfax.dfa_grad(_loss(model), projector=projector,
                     feedback=presets.sublayer(model))(params, x, y)
   # attention gets its normalised input once, though it is passed as query and key/value
