@@ -85,6 +85,8 @@ def test_transformer_lm():
   dfa = number(text, "final val loss: DFA")
   assert bp < unigram - 0.5, (bp, unigram)
   assert dfa < unigram - 0.25, (dfa, unigram)  # uses context: below the unigram entropy
+  control = number(text, "final val loss: control (zero feedback)")
+  assert dfa < control - 0.1, (dfa, control)  # the random feedback trains the blocks
   assert "--- DFA ---\nROMEO:" in text  # a sample was printed
 
 
