@@ -25,6 +25,7 @@ import optax  # noqa: E402
 import dfax  # noqa: E402
 from dfax import parallel  # noqa: E402
 from dfax.models import TransformerConfig, TransformerLM, lm_forward, presets  # noqa: E402
+from dfax.models.transformer import NORMS  # noqa: E402
 from dfax.train.config_file import load_config  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,7 +36,7 @@ def main(argv=None):
   parser.add_argument("--method", choices=["dfa", "bp"], default="dfa")
   parser.add_argument("--preset", choices=presets.PRESETS, default="macro",
                       help="DFA feedback preset (dfax.models.presets)")
-  parser.add_argument("--norm", choices=["pre", "post"], default="pre",
+  parser.add_argument("--norm", choices=NORMS, default="pre",
                       help="LayerNorm placement (TransformerConfig.norm)")
   parser.add_argument("--config", default=os.path.join(HERE, "..", "configs", "lm_1b.py"))
   args = parser.parse_args(argv)

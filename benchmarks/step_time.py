@@ -33,6 +33,7 @@ from timing import interleaved_samples, median_ratio  # noqa: E402
 
 import dfax  # noqa: E402
 from dfax.models import lm_forward, presets  # noqa: E402
+from dfax.models.transformer import NORMS  # noqa: E402
 
 
 class TanhMLP(nn.Module):
@@ -131,7 +132,7 @@ def main(argv=None):
   parser.add_argument("--batch", type=int, default=None)
   parser.add_argument("--preset", choices=presets.PRESETS, default="macro",
                       help="Transformer feedback preset (dfax.models.presets)")
-  parser.add_argument("--norm", choices=["pre", "post"], default="pre",
+  parser.add_argument("--norm", choices=NORMS, default="pre",
                       help="Transformer LayerNorm placement (TransformerConfig.norm)")
   parser.add_argument("--repeats", type=int, default=30)
   parser.add_argument("--json", default=None, help="also write the figures here")

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 
 from dfax.core.selection import FeedbackPoint
 
+NORMS = ("pre", "post")  # TransformerConfig.norm: where each block's LayerNorms sit
+
 
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
@@ -41,7 +43,7 @@ class TransformerConfig:
   norm: str = "pre"
 
   def __post_init__(self):
-    if self.norm not in ("pre", "post"):
+    if self.norm not in NORMS:
       raise ValueError(f"norm must be 'pre' or 'post', got {self.norm!r}.")
 
 
