@@ -52,20 +52,23 @@ def medium_tile(key: jax.Array, n: int, cols: int, dtype) -> tuple[jax.Array, ja
           jax.random.normal(k_im, (n, cols), dtype) * scale)
 
 
-ANCHOR_PIXELS = 16
+ANCHOR_DRAWS = 2
 
 
 def anchor_field(key: jax.Array, cols: int, config: OPUConfig, dtype) -> tuple[jax.Array, jax.Array]:
   """The reference field per camera pixel: fixed, complex, of set amplitude.
 
-  The anchor is a patch of ``ANCHOR_PIXELS`` always-on input pixels; its field
-  on each camera pixel is the sum of their medium responses, so Re and Im are
-  N(0, amplitude^2 / 2). Forming that sum as a matmul also keeps XLA from
-  fusing the Gaussian draws into the per-example camera arithmetic, where they
-  would be redrawn once per example and frame.
+  The anchor is a patch of always-on input pixels; its field on each camera
+  pixel is the sum of their medium responses, a complex Gaussian with Re and
+  Im ~ N(0, amplitude^2 / 2) whatever the patch size. It is drawn as the sum of
+  ``ANCHOR_DRAWS`` scaled normals per pixel and part (the same distribution as
+  a larger patch, for fewer draws). Forming that sum as a matmul keeps XLA
+  from fusing the Gaussian draws into the per-example camera arithmetic, where
+  they would be redrawn once per example and frame (``optimization_barrier``
+  does not survive XLA:CPU's passes).
   """
-  fields = jax.random.normal(key, (2, ANCHOR_PIXELS, cols), dtype)
-  patch = jnp.full((ANCHOR_PIXELS,), config.anchor_amplitude / math.sqrt(2 * ANCHOR_PIXELS),
+  fields = jax.random.normal(key, (2, ANCHOR_DRAWS, cols), dtype)
+  patch = jnp.full((ANCHOR_DRAWS,), config.anchor_amplitude / math.sqrt(2 * ANCHOR_DRAWS),
                    dtype)
   re, im = jnp.einsum("k,rkc->rc", patch, fields, precision=jax.lax.Precision.HIGHEST)
   return re, im
