@@ -11,8 +11,9 @@ Example::
 from dfax.data.augment import augmented_batches, random_translate
 from dfax.data.batching import (Dataset, epoch_permutation, infinite_batches, iterate_batches,
                                 num_batches)
-from dfax.data.mnist import (MNIST_FILES, default_data_dir, load_mnist, load_mnist_local,
-                             parse_idx, read_idx)
+from dfax.data.download import ChecksumError, cache_dir, fetch_files
+from dfax.data.mnist import (EMBEDDED_DIR, MNIST_FILES, MNIST_SHA256, default_data_dir,
+                             download_mnist, load_mnist, load_mnist_local, parse_idx, read_idx)
 from dfax.data.mnist1d import generate_mnist1d, load_mnist1d
 from dfax.data.shakespeare import (CharCorpus, build_vocab, corpus_from_text, decode, encode,
                                    load_shakespeare, sample_lm_batches)
@@ -21,6 +22,7 @@ from dfax.data.tfds_source import DataUnavailableError, has_network, load_tfds
 __all__ = [
     "Dataset", "iterate_batches", "infinite_batches", "epoch_permutation", "num_batches",
     "load_mnist", "load_mnist_local", "parse_idx", "read_idx", "MNIST_FILES", "default_data_dir",
+    "download_mnist", "EMBEDDED_DIR", "MNIST_SHA256", "cache_dir", "fetch_files", "ChecksumError",
     "load_mnist1d", "generate_mnist1d",
     "CharCorpus", "load_shakespeare", "sample_lm_batches", "build_vocab", "encode", "decode",
     "corpus_from_text",

@@ -1,12 +1,16 @@
-"""MNIST from the four standard IDX files, or through tensorflow-datasets.
+"""MNIST from the four standard IDX files: shipped with dfax, local, downloaded, or tfds.
 
-The local files are the ones LeCun et al. distribute (and tfds downloads)::
+The files are the ones LeCun et al. distribute (and tfds downloads)::
 
   train-images-idx3-ubyte.gz  train-labels-idx1-ubyte.gz
   t10k-images-idx3-ubyte.gz   t10k-labels-idx1-ubyte.gz
 
-gzipped or not. They are looked up in ``data_dir``, else
-``$DFAX_DATA_DIR/mnist``, else ``<repo>/../shared/data/mnist``.
+gzipped or not. ``load_mnist()`` with no arguments reads, in order:
+``$DFAX_DATA_DIR/mnist`` when that holds them; the copy shipped inside the
+package (``dfax/data/mnist_idx``, about 11 MB); the user cache
+(``dfax.data.download.cache_dir("mnist")``); a download of the four files into
+that cache, each checked against its sha256 (no TensorFlow needed); and last
+tensorflow-datasets, for a user who has MNIST prepared there.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import pathlib
 
 import numpy as np
 
+from dfax.data import download
 from dfax.data.batching import Dataset
 
 MNIST_FILES = {
@@ -26,7 +31,23 @@ MNIST_FILES = {
     "y_test": "t10k-labels-idx1-ubyte.gz",
 }
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-_SOURCES = ("auto", "local", "tfds")
+_SOURCES = ("auto", "local", "download", "tfds")
+
+EMBEDDED_DIR = pathlib.Path(__file__).resolve().parent / "mnist_idx"
+"""The copy of the four files shipped inside the package."""
+
+# sha256 of each file's uncompressed content (whose MD5s are the canonical
+# 6bbc9ace..., a25bea73..., 2646ac64..., 27ae3e4e...).
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte.gz": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte.gz": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte.gz": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte.gz": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+MNIST_MIRRORS = (
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",  # the one tensorflow-datasets uses
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",       # the one torchvision uses
+)
 
 
 def parse_idx(data: bytes, what: str = "IDX data") -> np.ndarray:
@@ -87,29 +108,22 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
   return parse_idx(data, str(path))
 
 
-def _repo_data_dir() -> pathlib.Path:
-  return pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
 def default_data_dir(name: str = "mnist") -> pathlib.Path | None:
-  """The local folder for data set ``name``, if one exists.
+  """The folder ``$DFAX_DATA_DIR/<name>``, or None when the variable is unset.
 
   Args:
     name: subfolder name, e.g. ``"mnist"`` or ``"shakespeare"``.
 
   Returns:
-    ``$DFAX_DATA_DIR/<name>`` when the variable is set, else
-    ``<repo>/../shared/data/<name>`` when that exists, else None.
+    ``$DFAX_DATA_DIR/<name>`` when the variable is set (whether or not the
+    folder exists), else None.
 
   Example::
 
-    default_data_dir("mnist")  # PosixPath('/work/shared/data/mnist') in a checkout
+    default_data_dir("shakespeare")  # PosixPath('/data/shakespeare') with DFAX_DATA_DIR=/data
   """
   env = os.environ.get("DFAX_DATA_DIR")
-  if env:
-    return pathlib.Path(env).expanduser() / name
-  candidate = _repo_data_dir() / name
-  return candidate if candidate.is_dir() else None
+  return pathlib.Path(env).expanduser() / name if env else None
 
 
 def _find(folder: pathlib.Path, filename: str) -> pathlib.Path | None:
@@ -134,7 +148,8 @@ def _missing_error(data_dir: pathlib.Path | None) -> FileNotFoundError:
   return FileNotFoundError(
       f"MNIST files not found {where}. Expected the four IDX files {names} "
       "(gzipped or not). Pass data_dir=... (--config.data_dir), set DFAX_DATA_DIR to a folder "
-      "with an mnist/ subfolder, or use source='tfds'.")
+      "with an mnist/ subfolder, or use source='auto' (the copy shipped with dfax, else a "
+      "download) or source='tfds'.")
 
 
 def load_mnist_local(data_dir: str | os.PathLike) -> Dataset:
@@ -174,15 +189,62 @@ def _to_float(images: np.ndarray) -> np.ndarray:
   return images.astype(np.float32) / np.float32(255.0)
 
 
+def download_mnist(dest: str | os.PathLike | None = None,
+                   mirrors: tuple[str, ...] = MNIST_MIRRORS, timeout: float = 30.0) -> pathlib.Path:
+  """Downloads the four MNIST files into ``dest`` unless they are there, checking each.
+
+  Args:
+    dest: target folder; ``None``: ``dfax.data.download.cache_dir("mnist")``.
+    mirrors: base URLs tried in order for each file.
+    timeout: seconds per connection attempt.
+
+  Returns:
+    The folder holding the four verified files.
+
+  Raises:
+    dfax.data.download.ChecksumError: a file's content has the wrong sha256
+      (it is discarded).
+    OSError: no mirror could be reached.
+
+  Example::
+
+    folder = download_mnist()  # ~/.cache/dfax/mnist
+    ds = load_mnist_local(folder)
+  """
+  folder = pathlib.Path(dest).expanduser() if dest is not None else download.cache_dir("mnist")
+  download.fetch_files(MNIST_SHA256, mirrors, folder, timeout)
+  return folder
+
+
+def _from_tfds(data_dir: str | os.PathLike | None, download_ok: bool = True) -> Dataset:
+  from dfax.data.tfds_source import load_tfds  # pylint: disable=g-import-not-at-top
+  ds = load_tfds("mnist", data_dir=None if data_dir is None else str(data_dir),
+                 download=download_ok)
+  return Dataset(_to_float(ds.x_train), ds.y_train, _to_float(ds.x_test), ds.y_test,
+                 num_classes=10, name="mnist")
+
+
+def _find_local() -> pathlib.Path | None:
+  """The first of $DFAX_DATA_DIR/mnist, the shipped copy and the cache holding all four files."""
+  for folder in (default_data_dir(), EMBEDDED_DIR, download.cache_dir("mnist")):
+    if folder is not None and _local_paths(folder) is not None:
+      return folder
+  return None
+
+
 def load_mnist(data_dir: str | os.PathLike | None = None, source: str = "auto") -> Dataset:
   """Loads MNIST: 60000 train / 10000 test images of handwritten digits.
 
   Args:
-    data_dir: folder with the IDX files (``source`` "local"/"auto"), or the
-      tfds data directory (``source="tfds"``). ``None``: see ``default_data_dir``.
-    source: "local" reads only local files; "tfds" only tensorflow-datasets;
-      "auto" reads local files when found, else tensorflow-datasets (an
-      explicit ``data_dir`` without the files is an error, not a fallback).
+    data_dir: folder with the IDX files (``source`` "local"/"auto"), the
+      download target (``source="download"``), or the tfds data directory
+      (``source="tfds"``). ``None``: see below.
+    source: "local" reads only local files; "download" fetches the four files
+      (unless already there) and checks their sha256; "tfds" reads only
+      tensorflow-datasets; "auto" with an explicit ``data_dir`` reads the files
+      there (missing ones are an error, not a fallback); "auto" without one
+      reads ``$DFAX_DATA_DIR/mnist``, else the copy shipped with dfax, else the
+      cache, else downloads into the cache, else tries tensorflow-datasets.
 
   Returns:
     A ``Dataset``: float32 images in [0, 1] of shape ``(N, 28, 28, 1)``,
@@ -192,22 +254,38 @@ def load_mnist(data_dir: str | os.PathLike | None = None, source: str = "auto") 
     FileNotFoundError: local files missing (source "local", or "auto" with
       an explicit ``data_dir``).
     ValueError: a corrupt file, or an unknown ``source``.
-    DataUnavailableError: tfds has nothing prepared and cannot download.
+    dfax.data.download.ChecksumError: a downloaded file has the wrong content.
+    DataUnavailableError: nothing local, no download, and tfds has nothing
+      prepared.
 
   Example::
 
-    ds = load_mnist()  # offline checkout: reads ../shared/data/mnist
+    ds = load_mnist()  # the copy shipped with dfax, unless $DFAX_DATA_DIR/mnist has one
     ds.x_train.shape, ds.y_train[:3]  # (60000, 28, 28, 1), [5 0 4]
   """
   if source not in _SOURCES:
     raise ValueError(f"source must be one of {_SOURCES}, got {source!r}")
-  if source != "tfds":
-    folder = pathlib.Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    if folder is not None and _local_paths(folder) is not None:
-      return load_mnist_local(folder)
-    if source == "local" or data_dir is not None:
-      raise _missing_error(folder)
-  from dfax.data.tfds_source import load_tfds  # pylint: disable=g-import-not-at-top
-  ds = load_tfds("mnist", data_dir=None if data_dir is None else str(data_dir))
-  return Dataset(_to_float(ds.x_train), ds.y_train, _to_float(ds.x_test), ds.y_test,
-                 num_classes=10, name="mnist")
+  if source == "tfds":
+    return _from_tfds(data_dir)
+  if source == "download":
+    return load_mnist_local(download_mnist(data_dir))
+  if data_dir is not None:
+    return load_mnist_local(data_dir)
+  folder = _find_local()
+  if folder is not None:
+    return load_mnist_local(folder)
+  if source == "local":
+    raise _missing_error(default_data_dir())
+  try:
+    return load_mnist_local(download_mnist())
+  except download.ChecksumError:
+    raise
+  except OSError as download_error:
+    from dfax.data.tfds_source import DataUnavailableError  # pylint: disable=g-import-not-at-top
+    try:
+      return _from_tfds(None, download_ok=False)  # only what a user has prepared
+    except (DataUnavailableError, ImportError) as e:
+      raise DataUnavailableError(
+          f"MNIST: no local copy (DFAX_DATA_DIR, the copy shipped with dfax in {EMBEDDED_DIR}, "
+          f"the cache {download.cache_dir('mnist')}), the download failed ({download_error}), "
+          f"and tensorflow-datasets has nothing prepared ({e})") from e

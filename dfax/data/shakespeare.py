@@ -106,7 +106,7 @@ class CharCorpus:
 
 
 def default_path() -> pathlib.Path | None:
-  """``$DFAX_DATA_DIR/shakespeare/...`` or ``<repo>/../shared/data/shakespeare/...``."""
+  """``$DFAX_DATA_DIR/shakespeare/shakespeare_works.txt.gz``, or None when the variable is unset."""
   folder = default_data_dir("shakespeare")
   return None if folder is None else folder / FILENAME
 

@@ -1,4 +1,4 @@
-"""MNIST from the offline IDX files in ../shared/data/mnist."""
+"""MNIST from the offline IDX files in $DFAX_DATA_DIR/mnist (tests: ../shared/data/mnist)."""
 
 import gzip
 import shutil
@@ -80,14 +80,19 @@ def test_read_idx_plain_file(tmp_path, shared_data):
   assert read_idx(tmp_path / "labels-idx1-ubyte")[:3].tolist() == [7, 2, 1]
 
 
-def test_auto_falls_back_to_tfds_and_scales(monkeypatch, tmp_path):
-  monkeypatch.setenv("DFAX_DATA_DIR", str(tmp_path))  # no local files there
+def test_auto_falls_back_to_prepared_tfds_and_scales(monkeypatch, tmp_path):
+  monkeypatch.delenv("DFAX_DATA_DIR", raising=False)
+  monkeypatch.setenv("DFAX_CACHE_DIR", str(tmp_path / "cache"))
+  monkeypatch.setattr(mnist_module, "EMBEDDED_DIR", tmp_path / "nothing-shipped")
+  monkeypatch.setattr(mnist_module.download_mnist, "__defaults__",
+                      (None, ("http://127.0.0.1:9/",), 2.0))  # nothing listens: download fails
   images = np.full((4, 28, 28, 1), 255, np.uint8)
   labels = np.arange(4, dtype=np.int32)
   fake = mnist_module.Dataset(images, labels, images[:2], labels[:2], 10, "mnist")
-  monkeypatch.setattr(tfds_source, "load_tfds", lambda name, data_dir=None: fake)
+  monkeypatch.setattr(tfds_source, "load_tfds", lambda name, data_dir=None, download=True: fake)
   ds = load_mnist()
   assert ds.x_train.dtype == np.float32 and ds.x_train.max() == 1.0 and len(ds.y_test) == 2
+  assert load_mnist(source="tfds").x_train.max() == 1.0
 
 
 def test_unknown_source():
