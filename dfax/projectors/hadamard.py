@@ -49,7 +49,8 @@ def fwht(x: jax.Array) -> jax.Array:
 
   Example::
 
-    >>> fwht(jnp.array([1.0, 0.0]))   # [0.7071, 0.7071]
+    >>> fwht(jnp.array([1.0, 0.0]))
+    Array([0.7071, 0.7071], dtype=float32)
   """
   m = x.shape[-1]
   if m < 1 or m & (m - 1):
