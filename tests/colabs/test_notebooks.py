@@ -80,7 +80,8 @@ def test_quickstart():
   assert number(text, "one epoch of DFA: test accuracy") > 0.7
 
 
-def test_transformer_lm():
+def test_transformer_lm(shakespeare_file):
+  del shakespeare_file  # the notebook reads it through $DFAX_DATA_DIR (skipped without it)
   text, pngs = execute("transformer_lm.ipynb")
   assert pngs >= 1, "expected the validation-loss plot"
   unigram = number(text, "unigram entropy:")

@@ -14,8 +14,8 @@ from dfax.data import (
 
 
 @pytest.fixture(scope="module")
-def corpus(shared_data):
-  return load_shakespeare(shared_data / "shakespeare" / "shakespeare_works.txt.gz")
+def corpus(shakespeare_file):
+  return load_shakespeare(shakespeare_file)
 
 
 def test_corpus_sizes(corpus):
@@ -38,7 +38,7 @@ def test_encode_unknown_character():
   assert encode("hole", "ehlo").tolist() == [1, 3, 2, 0]
 
 
-def test_directory_path(shared_data, monkeypatch):
+def test_directory_path(shared_data, shakespeare_file, monkeypatch):
   monkeypatch.setenv("DFAX_DATA_DIR", str(shared_data))
   default = load_shakespeare(val_fraction=0.0)  # $DFAX_DATA_DIR/shakespeare/<file>
   assert len(default.val_tokens) == 0 and len(default.train_tokens) == 5057282
