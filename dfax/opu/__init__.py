@@ -1,8 +1,9 @@
-"""Simulated optical processing unit: a projector and its cost model."""
+"""Optical processing unit: a simulated one, a lightonml-driven one, and a cost model."""
 
 from dfax.opu.config import OPUConfig
 from dfax.opu.cost import DeviceSpec, StepCost, crossover_width, estimate_cost
+from dfax.opu.lighton import make_lightonml_projector
 from dfax.opu.projector import digital_reference, make_projector
 
-__all__ = ["OPUConfig", "make_projector", "digital_reference", "estimate_cost",
-           "crossover_width", "DeviceSpec", "StepCost"]
+__all__ = ["OPUConfig", "make_projector", "digital_reference", "make_lightonml_projector",
+           "estimate_cost", "crossover_width", "DeviceSpec", "StepCost"]
