@@ -18,7 +18,6 @@ def base_config() -> ml_collections.ConfigDict:
                                          "augment_shift": 0})  # random translation, pixels
   c.model = ml_collections.ConfigDict({"name": "mlp", "features": (800, 800),
                                        "activation": "tanh"})
-  c.num_classes = 10
   c.batch_size = 128
   c.num_epochs = 10
   c.num_steps = 0           # >0 overrides num_epochs

@@ -1,27 +1,32 @@
 """Command line: ``python -m dfax.train --config configs/mnist_mlp.py --workdir DIR``.
 
 Any config field can be overridden: ``--config.method=bp --config.num_epochs=5``.
+Resume a run by rerunning the same command; see docs/reliability.md for what is
+kept, when a resume is refused, and the exit statuses.
 """
 
-from absl import app, flags, logging
-from ml_collections import config_flags
-
-from dfax.train.trainer import train_and_evaluate
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
-flags.mark_flags_as_required(["config", "workdir"])
+import os
+import signal
+import sys
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  print(f"{results['status']}: {results['method']} {results['name']} "
-        f"test accuracy {100 * results['test_accuracy']:.2f}% after {results['steps']} steps "
-        f"({results['wall_time_s']:.0f} s)")
+def _quit_during_start_up(signum, frame):
+  """Until the trainer takes over the signals nothing is written: leave at once, quietly.
+
+  (A KeyboardInterrupt raised inside the imports can be swallowed by a garbage
+  collector callback, so the signal is handled here rather than as an exception.)
+  """
+  del frame
+  os.write(2, b"dfax.train: interrupted during start-up; nothing was written.\n")
+  os._exit(128 + signum)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  for _sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(_sig, _quit_during_start_up)
+  from absl import app  # noqa: E402 - after the handlers: the imports take seconds
+
+  from dfax.train import cli  # noqa: E402
+
+  app.run(cli.main, flags_parser=cli.parse_flags)
+  sys.exit(0)

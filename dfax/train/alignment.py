@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import flax
 import jax
 import jax.numpy as jnp
 
@@ -43,7 +42,3 @@ def layer_cosines(dfa_grads, bp_grads, stacked: Sequence[str] = ()) -> dict[str,
     else:
       out[name] = _cosine(a, b)
   return out
-
-
-def flatten_names(tree) -> dict[str, float]:
-  return {"/".join(k): float(v) for k, v in flax.traverse_util.flatten_dict(tree).items()}

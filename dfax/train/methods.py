@@ -1,15 +1,63 @@
-"""The three training methods: DFA, backprop, and the shallow (last layer) baseline."""
+"""Training methods and DFA projectors, each one entry in one table.
+
+A training method is a :class:`Method`: how it computes gradients, how it
+wraps the optimizer, and whether it logs the alignment diagnostic. Projectors
+are built from ``config.dfa.projector`` through :data:`PROJECTORS` (name ->
+factory). Extend either by adding an entry.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 
 import dfax
+from dfax import opu
+from dfax.models import presets
+from dfax.train import optim
 
-METHODS = ("dfa", "bp", "shallow")
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, reduce: Callable = jnp.mean) -> jax.Array:
+  """Softmax cross-entropy over the last axis with integer labels, reduced by ``reduce``.
+
+  >>> float(cross_entropy(jnp.zeros((2, 4)), jnp.array([0, 3])))  # log(4)
+  1.3862943649291992
+  """
+  return reduce(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+# --- projectors: config.dfa.projector -> factory(config, key, step) -----------------------
+
+
+def _per_point(config) -> dict:
+  return {"tie_copies": config.dfa.tie_layers, "feature_ndim": config.dfa.feature_ndim or None}
+
+
+def _opu(config, key, step):
+  noise_key = jax.random.key(config.dfa.seed + 1)
+  if step is not None:  # fresh noise per step, reproducible
+    noise_key = jax.random.fold_in(noise_key, step)
+  return opu.make_projector(opu.OPUConfig.from_dict(dict(config.dfa.opu)), key=key,
+                            noise_key=noise_key)
+
+
+PROJECTORS: dict[str, Callable[..., Any]] = {
+    "gaussian": lambda c, key, step: dfax.projectors.gaussian(key, scale=c.dfa.scale,
+                                                              **_per_point(c)),
+    "uniform": lambda c, key, step: dfax.projectors.uniform(key, scale=c.dfa.scale,
+                                                            **_per_point(c)),
+    "hadamard": lambda c, key, step: dfax.projectors.hadamard(key, **_per_point(c)),
+    "shared": lambda c, key, step: dfax.projectors.shared(key, scale=c.dfa.scale),
+    "opu": _opu,
+    "zeros": lambda c, key, step: dfax.projectors.zeros(),  # control: only the tail learns
+    "identity": lambda c, key, step: dfax.projectors.identity(),  # control: the error itself
+}
+PER_POINT_PROJECTORS = ("gaussian", "uniform", "hadamard")  # take tie_layers / feature_ndim
 
 
 def make_projector(config, step: jax.Array | None = None):
@@ -18,69 +66,85 @@ def make_projector(config, step: jax.Array | None = None):
   Args:
     config: the run config (``config.dfa``: projector, seed, scale, opu,
       tie_layers and feature_ndim; see ``dfax.projectors.dense``).
-    step: the train step, folded into the OPU's noise key (fresh noise per
-      step, reproducible); unused by the noiseless digital projectors.
+    step: the train step, folded into the OPU's noise key; unused by the
+      noiseless digital projectors.
+
+  Returns:
+    A projector ``(error, points) -> cotangents``.
   """
-  kind, key = config.dfa.projector, jax.random.key(config.dfa.seed)
-  tie, feature_ndim = config.dfa.get("tie_layers", False), config.dfa.get("feature_ndim", 0)
-  if (tie or feature_ndim) and kind not in ("gaussian", "uniform", "hadamard"):
-    raise ValueError(f"dfax.train: config.dfa.tie_layers / feature_ndim apply to the gaussian, "
-                     f"uniform and hadamard projectors, not {kind!r}; set "
+  kind = config.dfa.projector
+  if kind not in PROJECTORS:
+    raise ValueError(f"dfax.train: unknown config.dfa.projector {kind!r}; use one of "
+                     f"{', '.join(PROJECTORS)}.")
+  if (config.dfa.tie_layers or config.dfa.feature_ndim) and kind not in PER_POINT_PROJECTORS:
+    raise ValueError(f"dfax.train: config.dfa.tie_layers / feature_ndim apply to the "
+                     f"{', '.join(PER_POINT_PROJECTORS)} projectors, not {kind!r}; set "
                      "config.dfa.projector=gaussian or leave tie_layers=False and feature_ndim=0.")
-  per_point = {"tie_copies": tie, "feature_ndim": feature_ndim or None}
-  if kind in ("gaussian", "uniform"):
-    return getattr(dfax.projectors, kind)(key, scale=config.dfa.scale, **per_point)
-  if kind == "zeros":  # the control: only the segment after the last cut learns
-    return dfax.projectors.zeros()
-  if kind == "identity":  # the control: the error itself, fixed but not random
-    return dfax.projectors.identity()
-  if kind == "shared":
-    return dfax.projectors.shared(key, scale=config.dfa.scale)
-  if kind == "hadamard":
-    return dfax.projectors.hadamard(key, **per_point)
-  if kind == "opu":
-    try:
-      from dfax import opu  # noqa: PLC0415
-    except ImportError as e:  # pragma: no cover - the simulator ships with dfax
-      raise ValueError("dfax.train: config.dfa.projector='opu' needs dfax.opu") from e
-    noise_key = jax.random.key(config.dfa.seed + 1)
-    if step is not None:
-      noise_key = jax.random.fold_in(noise_key, step)
-    return opu.make_projector(opu.OPUConfig.from_dict(dict(config.dfa.opu)), key=key,
-                              noise_key=noise_key)
-  raise ValueError(f"dfax.train: unknown config.dfa.projector {kind!r}; use gaussian, "
-                   "uniform, shared, hadamard, opu, zeros or identity.")
+  return PROJECTORS[kind](config, jax.random.key(config.dfa.seed), step)
+
+
+def feedback_presets() -> tuple[str, ...]:
+  """The names ``config.dfa.feedback`` accepts besides '' (dfa_grad's default)."""
+  return tuple(presets.PRESETS)
 
 
 def make_feedback(config, model):
   """``feedback=`` for dfa_grad: config.dfa.feedback names a preset or is empty."""
-  preset = config.dfa.get("feedback", "")
+  preset = config.dfa.feedback
   if not preset:
     return None
-  from dfax.models import presets  # noqa: PLC0415
   if preset not in presets.PRESETS:
     raise ValueError(f"dfax.train: unknown config.dfa.feedback {preset!r}; use one of "
                      f"{', '.join(presets.PRESETS)}, or '' for dfa_grad's default.")
   return getattr(presets, preset)(model)
 
 
+# --- methods ---------------------------------------------------------------------------------
+
+
+def _dfa_grad(loss_fn, config, model, step):
+  return dfax.dfa_value_and_grad(loss_fn, projector=make_projector(config, step),
+                                 feedback=make_feedback(config, model))
+
+
+def _bp_grad(loss_fn, config, model, step):
+  del config, model, step
+  return jax.value_and_grad(loss_fn)
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A training method.
+
+  Attributes:
+    value_and_grad: ``(loss_fn, config, model, step) -> ((params, x, y) -> (loss, grads))``.
+    wrap_optimizer: applied to the config's optimizer.
+    logs_alignment: whether runs log the DFA/backprop alignment diagnostic.
+  """
+
+  value_and_grad: Callable[..., Callable[..., Any]]
+  wrap_optimizer: Callable[[optax.GradientTransformation], optax.GradientTransformation] = (
+      lambda opt: opt)
+  logs_alignment: bool = False
+
+
+METHODS: dict[str, Method] = {
+    "dfa": Method(_dfa_grad, logs_alignment=True),
+    "bp": Method(_bp_grad),
+    # backprop gradients; everything but the last layer gets exactly zero update
+    "shallow": Method(_bp_grad, wrap_optimizer=optim.train_last_layer_only),
+}
+
+
 def value_and_grad(method: str, loss_fn: Callable, config, model,
                    step: jax.Array | None = None) -> Callable[..., Any]:
-  """``(params, x, y) -> (loss, grads)`` for a method.
-
-  ``shallow`` computes backprop gradients; the optimizer (see optim.py) then
-  freezes everything but the last layer, so those layers get exactly no update.
-  """
-  if method == "dfa":
-    return dfax.dfa_value_and_grad(loss_fn, projector=make_projector(config, step),
-                                   feedback=make_feedback(config, model))
-  if method in ("bp", "shallow"):
-    return jax.value_and_grad(loss_fn)
-  raise ValueError(f"dfax.train: unknown method {method!r}; use one of {METHODS}.")
+  """``(params, x, y) -> (loss, grads)`` for the method named ``method``."""
+  if method not in METHODS:
+    raise ValueError(f"dfax.train: unknown method {method!r}; use one of {', '.join(METHODS)}.")
+  return METHODS[method].value_and_grad(loss_fn, config, model, step)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+# --- the simulated OPU's cost ------------------------------------------------------------------
 
 
 def feedback_points(loss_fn: Callable, config, model, params, x, y):
@@ -103,8 +167,6 @@ def feedback_points(loss_fn: Callable, config, model, params, x, y):
 
 def opu_cost(loss_fn: Callable, config, model, params, x, y) -> dict:
   """The simulated OPU's cost model for one step of this run (frames, time, energy)."""
-  import math  # noqa: PLC0415
-  from dfax import opu  # noqa: PLC0415
   points, error_shape = feedback_points(loss_fn, config, model, params, x, y)
   if not points:
     return {}

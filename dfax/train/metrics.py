@@ -1,4 +1,10 @@
-"""metrics.jsonl, results.json and config.json in the workdir."""
+"""metrics.jsonl, results.json and config.json in the workdir.
+
+``metrics.jsonl`` is only ever appended to. When a resume must drop rows
+(those past the restored step, or a line torn by a kill), the kept rows are
+written aside and renamed over the file, so a kill at any moment leaves
+either the old file or the new one, never a truncated mix.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +13,43 @@ import math
 import os
 from typing import Any
 
+from absl import logging
+
 
 class MetricsWriter:
   """Appends one JSON object per line to ``workdir/metrics.jsonl``.
 
-  On resume, lines past the restored step are dropped first, so the file
-  always describes one uninterrupted run.
+  Args:
+    workdir: the run's directory.
+    resume_step: the step the run resumes from; rows past it are dropped
+      first (atomically), so the file always describes one uninterrupted run.
+
+  Example::
+
+    writer = MetricsWriter("/tmp/run", resume_step=0)
+    writer.write({"step": 1, "train_loss": 2.3})
   """
 
   def __init__(self, workdir: str, resume_step: int = 0):
     self.path = os.path.join(workdir, "metrics.jsonl")
-    rows = read_metrics(self.path) if os.path.exists(self.path) else []
-    keep = [r for r in rows if r.get("step", 0) <= resume_step]
-    with open(self.path, "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in keep)
+    if os.path.exists(self.path):
+      rows, torn = read_metrics_checked(self.path)
+      keep = [r for r in rows if r.get("step", 0) <= resume_step]
+      if torn or len(keep) < len(rows):
+        _replace_lines(self.path, keep)
 
   def write(self, row: dict[str, Any]) -> None:
     with open(self.path, "a") as f:
       f.write(json.dumps({k: _plain(v) for k, v in row.items()}) + "\n")
+
+
+def _replace_lines(path: str, rows: list[dict[str, Any]]) -> None:
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
 
 
 def _plain(v):
@@ -34,13 +59,59 @@ def _plain(v):
   return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
+def read_metrics_checked(path: str) -> tuple[list[dict[str, Any]], bool]:
+  """The rows of a metrics file, and whether its last line was torn (and dropped).
+
+  A last line that is not complete JSON (a kill mid-write) is dropped with a
+  warning naming the file; a bad line anywhere else is an error.
+
+  Raises:
+    ValueError: naming the file and line of a damaged line before the last.
+  """
+  with open(path, "rb") as f:
+    lines = f.read().decode("utf-8", errors="replace").split("\n")
+  rows, torn = [], False
+  numbered = [(i, line) for i, line in enumerate(lines, start=1) if line.strip()]
+  for n, (i, line) in enumerate(numbered):
+    try:
+      rows.append(json.loads(line))
+    except ValueError:
+      if n < len(numbered) - 1:
+        raise ValueError(f"dfax.train: {path} line {i} is not JSON ({line[:60]!r}); the file "
+                         "was changed by something other than dfax. Fix or remove that "
+                         "line.") from None
+      logging.warning("dfax.train: the last line of %s was torn (%d characters, a kill "
+                      "mid-write); it is dropped.", path, len(line))
+      torn = True
+  return rows, torn
+
+
 def read_metrics(path: str) -> list[dict[str, Any]]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The rows of a metrics file; a torn last line is dropped with a warning."""
+  return read_metrics_checked(path)[0]
 
 
 def write_json(path: str, obj: Any) -> None:
+  """Writes ``obj`` as JSON to ``path`` atomically (write aside, fsync, rename)."""
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=2, sort_keys=True, default=_plain)
+    f.flush()
+    os.fsync(f.fileno())
   os.replace(tmp, path)
+
+
+def read_json(path: str) -> Any | None:
+  """The JSON in ``path``, or None if the file is missing.
+
+  Raises:
+    ValueError: naming the file when it is not JSON.
+  """
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except ValueError as e:
+    raise ValueError(f"dfax.train: {path} is not valid JSON ({e}); restore it or move it "
+                     "away.") from None

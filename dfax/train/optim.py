@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Callable
 
 import flax
-import jax
 import optax
 
 
@@ -78,22 +77,26 @@ def _natural_key(name: str):
   return (stem, int(num)) if num.isdigit() else (name, -1)
 
 
-def make_optimizer(config, total_steps: int, method: str) -> optax.GradientTransformation:
-  """The optimizer; for ``shallow``, all but the last layer get exactly zero update.
+def train_last_layer_only(opt: optax.GradientTransformation) -> optax.GradientTransformation:
+  """Wraps ``opt`` so all but the last top-level module get exactly zero update."""
+  return _zero_where_frozen(opt, last_layer_labels)
+
+
+def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
+  """The optimizer: ``config.optimizer`` on ``config.schedule``, clipped by ``grad_clip``.
 
   ``config.freeze`` ("patch_embed,pos_embed") names top-level modules that get
-  exactly zero update under any method.
+  exactly zero update under any method. A training method may wrap the result
+  (see ``methods.Method.wrap_optimizer``).
+
+  Example::
+
+    opt = make_optimizer(load_config("configs/smoke.py"), total_steps=150)
   """
   opt = _base(config, make_schedule(config, total_steps))
   if config.grad_clip:
     opt = optax.chain(optax.clip_by_global_norm(config.grad_clip), opt)
-  if method == "shallow":
-    opt = _zero_where_frozen(opt, last_layer_labels)
-  frozen = tuple(n.strip() for n in config.get("freeze", "").split(",") if n.strip())
+  frozen = tuple(n.strip() for n in config.freeze.split(",") if n.strip())
   if frozen:
     opt = _zero_where_frozen(opt, frozen_labels(frozen))
   return opt
-
-
-def schedule_value(config, total_steps: int, step) -> jax.Array:
-  return make_schedule(config, total_steps)(step)

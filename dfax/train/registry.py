@@ -1,13 +1,16 @@
 """Names in configs -> model and dataset builders. Extend by adding entries.
 
 Builder signatures:
-  MODELS[name](config) -> flax.linen.Module; ``config.model`` holds its fields.
+  MODELS[name](config, num_classes) -> flax.linen.Module; ``config.model``
+    holds exactly the fields in ``MODEL_FIELDS[name]`` (plus ``name``).
   DATASETS[name](config) -> ``TaskData``: a resumable train-batch stream
     factory ``train_batches(start_step) -> iterator of (x, y)`` and the
     evaluation arrays. A batch is ``(x, y)`` with integer labels ``y``; the
     loss is softmax cross-entropy over the logits' last axis, so classifiers
     (logits (B, C), labels (B,)) and language models (logits (B, T, V),
     labels (B, T)) share one trainer.
+
+Neither builder changes the config it is given.
 """
 
 from __future__ import annotations
@@ -23,23 +26,34 @@ from dfax import models
 
 @dataclasses.dataclass(frozen=True)
 class TaskData:
+  """A dataset as the trainer sees it.
+
+  Attributes:
+    train_batches: ``start_step -> iterator of (x, y)``; batch ``k`` depends
+      only on the config and ``k``, so a resumed run sees the same batches.
+    x_eval, y_eval: the evaluation arrays (after ``dataset.eval_limit``).
+    num_classes: the number of logits (the vocabulary size for an LM).
+    steps_per_epoch: full batches per pass over the training examples.
+    input_shape: one example's shape.
+    train_size, eval_size: examples in the full splits, before any limit.
+  """
+
   train_batches: Callable[[int], Iterator[tuple[np.ndarray, np.ndarray]]]
   x_eval: np.ndarray
   y_eval: np.ndarray
   num_classes: int
   steps_per_epoch: int
   input_shape: tuple[int, ...]
+  train_size: int = 0
+  eval_size: int = 0
 
 
 def _classification(ds: dfax_data.Dataset, config) -> TaskData:
-  limit = config.dataset.get("train_limit", 0)
+  limit, eval_limit = config.dataset.train_limit, config.dataset.eval_limit
   x, y = (ds.x_train[:limit], ds.y_train[:limit]) if limit else (ds.x_train, ds.y_train)
-  eval_limit = config.dataset.get("eval_limit", 0)
   xe, ye = (ds.x_test[:eval_limit], ds.y_test[:eval_limit]) if eval_limit else (ds.x_test,
                                                                                 ds.y_test)
-  batch, seed = config.batch_size, config.seed
-
-  shift = config.dataset.get("augment_shift", 0)
+  batch, seed, shift = config.batch_size, config.seed, config.dataset.augment_shift
 
   def train_batches(start_step: int):
     stream = dfax_data.infinite_batches(x, y, batch, seed, start_step=start_step)
@@ -47,26 +61,17 @@ def _classification(ds: dfax_data.Dataset, config) -> TaskData:
       return stream
     return dfax_data.augmented_batches(stream, shift, seed, start_step=start_step)
 
-  return TaskData(train_batches, xe, ye, ds.num_classes, len(x) // batch, tuple(x.shape[1:]))
+  return TaskData(train_batches, xe, ye, ds.num_classes, len(x) // batch, tuple(x.shape[1:]),
+                  train_size=len(ds.x_train), eval_size=len(ds.x_test))
 
 
 def mnist(config) -> TaskData:
   return _classification(
-      dfax_data.load_mnist(config.get("data_dir") or None, source=config.dataset.source), config)
+      dfax_data.load_mnist(config.data_dir or None, source=config.dataset.source), config)
 
 
 def mnist1d(config) -> TaskData:
   return _classification(dfax_data.load_mnist1d(), config)
-
-
-def mlp(config) -> Any:
-  return models.MLP(features=tuple(config.model.features), num_classes=config.num_classes,
-                    activation=config.model.activation)
-
-
-def cnn(config) -> Any:
-  return models.CNN(num_classes=config.num_classes, features=tuple(config.model.features),
-                    dense=tuple(config.model.dense), activation=config.model.activation)
 
 
 def shakespeare(config) -> TaskData:
@@ -84,34 +89,58 @@ def shakespeare(config) -> TaskData:
   rng = np.random.default_rng([seed, 10**9])
   val = dfax_data.sample_lm_batches(corpus.val_tokens, config.dataset.eval_windows, seq, rng)
   x_eval, y_eval = next(val)
-  steps_per_epoch = max(1, len(corpus.train_tokens) // (batch * seq))
-  return TaskData(train_batches, x_eval, y_eval, corpus.vocab_size, steps_per_epoch, (seq,))
+  windows = len(corpus.train_tokens) // seq
+  steps_per_epoch = max(1, windows // batch)
+  return TaskData(train_batches, x_eval, y_eval, corpus.vocab_size, steps_per_epoch, (seq,),
+                  train_size=windows, eval_size=len(x_eval))
 
 
-def transformer_lm(config) -> Any:
+def mlp(config, num_classes: int) -> Any:
+  return models.MLP(features=tuple(config.model.features), num_classes=num_classes,
+                    activation=config.model.activation)
+
+
+def cnn(config, num_classes: int) -> Any:
+  return models.CNN(num_classes=num_classes, features=tuple(config.model.features),
+                    dense=tuple(config.model.dense), activation=config.model.activation)
+
+
+def transformer_lm(config, num_classes: int) -> Any:
   m = config.model
   return models.TransformerLM(models.TransformerConfig(
-      vocab_size=config.num_classes, d_model=m.d_model, num_heads=m.num_heads,
+      vocab_size=num_classes, d_model=m.d_model, num_heads=m.num_heads,
       num_layers=m.num_layers, d_ff=m.d_ff, max_len=config.dataset.seq_len, remat=m.remat,
-      error_at=m.error_at, norm=m.get("norm", "pre")))
+      error_at=m.error_at, norm=m.norm))
 
 
-def vit(config) -> Any:
+def vit(config, num_classes: int) -> Any:
   m = config.model
-  return models.ViT(models.ViTConfig(num_classes=config.num_classes, patch=m.patch,
+  return models.ViT(models.ViTConfig(num_classes=num_classes, patch=m.patch,
                                      d_model=m.d_model, num_heads=m.num_heads,
                                      num_layers=m.num_layers, d_ff=m.d_ff, remat=m.remat,
-                                     norm=m.get("norm", "pre")))
+                                     norm=m.norm))
 
 
-MODELS: dict[str, Callable[[Any], Any]] = {"mlp": mlp, "cnn": cnn,
-                                           "transformer_lm": transformer_lm, "vit": vit}
+MODELS: dict[str, Callable[[Any, int], Any]] = {"mlp": mlp, "cnn": cnn,
+                                                "transformer_lm": transformer_lm, "vit": vit}
+MODEL_FIELDS: dict[str, tuple[str, ...]] = {
+    "mlp": ("features", "activation"),
+    "cnn": ("features", "dense", "activation"),
+    "transformer_lm": ("d_model", "num_heads", "num_layers", "d_ff", "remat", "error_at", "norm"),
+    "vit": ("patch", "d_model", "num_heads", "num_layers", "d_ff", "remat", "norm"),
+}
+MODEL_CONFIGS = {"mlp": "mnist_mlp.py", "cnn": "mnist_cnn.py",
+                 "transformer_lm": "shakespeare_lm.py", "vit": "vit_mnist.py"}
 DATASETS: dict[str, Callable[[Any], TaskData]] = {"mnist": mnist, "mnist1d": mnist1d,
                                                   "shakespeare": shakespeare}
 
 
 def build(config) -> tuple[Any, TaskData]:
-  """Builds (model, task data) from ``config.model.name`` and ``config.dataset.name``."""
+  """Builds (model, task data) from ``config.model.name`` and ``config.dataset.name``.
+
+  The model's output size comes from the data (``task.num_classes``);
+  ``config`` is not changed.
+  """
   for kind, table, name in (("model", MODELS, config.model.name),
                             ("dataset", DATASETS, config.dataset.name)):
     if name not in table:
@@ -119,6 +148,4 @@ def build(config) -> tuple[Any, TaskData]:
                        f"Set --config.{kind}.name to one of them, or add a builder to "
                        f"dfax/train/registry.py.")
   task = DATASETS[config.dataset.name](config)
-  with config.unlocked():
-    config.num_classes = task.num_classes
-  return MODELS[config.model.name](config), task
+  return MODELS[config.model.name](config, task.num_classes), task

@@ -1,5 +1,8 @@
 """The training loop: jitted pure steps, orbax checkpoints, metrics and plots.
 
+What a run guarantees (checkpoints kept, resumes refused, exit statuses) is
+described in docs/reliability.md.
+
 Example::
 
   from configs import mnist_mlp
@@ -8,22 +11,26 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Iterable
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 from tqdm.auto import tqdm
 
-from dfax.models import lm_forward
 from dfax import parallel
-from dfax.train import alignment, checkpoint, methods, metrics, optim, plots, registry
+from dfax.models import lm_forward
+from dfax.train import (alignment, checkpoint, lock, methods, metrics, optim, plots, registry,
+                        resume, validate)
+from dfax.train.errors import ConfigError, NonFiniteLossError, RunError, WriteFailedError
 
 
 @flax.struct.dataclass
@@ -34,10 +41,10 @@ class TrainState:
 
 
 class _Interrupt:
-  """SIGTERM/SIGINT set a flag; the loop saves a checkpoint and returns cleanly."""
+  """SIGTERM/SIGINT set a flag (and remember which); the loop saves and stops."""
 
   def __init__(self):
-    self.requested = False
+    self.signum = 0
     self._previous = {}
 
   def __enter__(self):
@@ -50,7 +57,7 @@ class _Interrupt:
 
   def _handle(self, signum, frame):
     del frame
-    self.requested = True
+    self.signum = signum
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
@@ -70,13 +77,15 @@ def _make_steps(config, model, opt):
     updates, opt_state = opt.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
-    return new, {"train_loss": loss, "grad_norm": optax.global_norm(grads)}
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(
+        optax.global_norm(updates))
+    return new, {"train_loss": loss, "grad_norm": grad_norm, "finite": finite}
 
   @jax.jit
   def eval_step(params, x, y):
     logits = lm_forward(model, params, x)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    return ce.sum(), (logits.argmax(-1) == y).sum()
+    return methods.cross_entropy(logits, y, reduce=jnp.sum), (logits.argmax(-1) == y).sum()
 
   @jax.jit
   def alignment_step(state: TrainState, x, y):
@@ -85,7 +94,7 @@ def _make_steps(config, model, opt):
                                    jax.grad(loss_fn)(state.params, x, y),
                                    stacked=getattr(model, "stacked_params", ()))
 
-  return train_step, eval_step, alignment_step
+  return loss_fn, train_step, eval_step, alignment_step
 
 
 def evaluate(eval_step, params, x, y, batch_size: int) -> dict[str, float]:
@@ -108,91 +117,253 @@ def _placers(config):
   return place_state, lambda x: jax.device_put(x, batch)
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-  """Trains per ``config``, resuming from ``workdir`` if it has checkpoints.
+def describe_bad_batch(x: np.ndarray, y: np.ndarray, num_classes: int) -> str:
+  """What is wrong with a batch itself ('' when nothing is).
+
+  >>> describe_bad_batch(np.array([[0.0, np.nan]]), np.array([12]), 10)
+  '1 non-finite input value(s); 1 label(s) outside [0, 10) (e.g. 12)'
+  """
+  problems = []
+  x, y = np.asarray(x), np.asarray(y)
+  if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+    problems.append(f"{int((~np.isfinite(x)).sum())} non-finite input value(s)")
+  bad = (y < 0) | (y >= num_classes)
+  if bad.any():
+    problems.append(f"{int(bad.sum())} label(s) outside [0, {num_classes}) "
+                    f"(e.g. {int(y[bad].flat[0])})")
+  return "; ".join(problems)
+
+
+@dataclasses.dataclass
+class _Run:
+  """Everything a start builds before it writes anything."""
+
+  config: Any
+  model: Any
+  task: registry.TaskData
+  opt: optax.GradientTransformation
+  state: TrainState
+  total_steps: int
+  steps: tuple
+
+
+def _build(config, skip_batches: Iterable[int]) -> _Run:
+  """Checks the config, builds model, data, optimizer and the traced step; writes nothing."""
+  validate.check_config(config)
+  model, task = registry.build(config)
+  total_steps = config.num_steps or config.num_epochs * task.steps_per_epoch
+  validate.check_task(config, task, total_steps)
+  bad = [s for s in skip_batches if not isinstance(s, int) or not 0 <= s < total_steps]
+  if bad:
+    raise ConfigError(f"dfax.train: skip_batches {bad} are not steps of this run (0 to "
+                      f"{total_steps - 1}); name the steps a non-finite-loss error reported.")
+  try:
+    opt = methods.METHODS[config.method].wrap_optimizer(optim.make_optimizer(config, total_steps))
+    params = model.init(jax.random.key(config.seed), jnp.asarray(task.x_eval[:1]))
+    state = TrainState(step=jnp.asarray(0, jnp.int32), params=params,
+                       opt_state=opt.init(params))
+    steps = _make_steps(config, model, opt)
+    x0, y0 = next(task.train_batches(0))
+    jax.eval_shape(steps[1], state, x0, y0)  # projector, feedback and shapes, before writing
+  except ConfigError:
+    raise
+  except (ValueError, TypeError, KeyError) as e:
+    raise ConfigError(f"dfax.train: this config cannot build its train step: {e}") from None
+  return _Run(config, model, task, opt, state, total_steps, steps)
+
+
+def _copy(config):
+  copy = config.copy_and_resolve_references()
+  return copy
+
+
+def train_and_evaluate(config, workdir: str, *, allow_changes: Iterable[str] = (),
+                       skip_batches: Iterable[int] = ()) -> dict[str, Any]:
+  """Trains per ``config``, resuming from ``workdir`` if it holds a run.
 
   Args:
-    config: an ml_collections ConfigDict (see configs/).
+    config: an ml_collections ConfigDict (see configs/); it is not changed.
     workdir: output directory: checkpoints/, metrics.jsonl, results.json,
-      curves.png, alignment.png, config.json.
+      curves.png, alignment.png, config.json, changes.jsonl, lock.
+    allow_changes: dotted config keys (or sections, e.g. "dfa") allowed to
+      differ from the workdir's saved config; see ``resume.FREE_KEYS``.
+    skip_batches: steps whose batches get no update (their step counts);
+      the steps a non-finite-loss error names.
 
   Returns:
     The results dict also written to ``results.json``. ``status`` is
-    "completed", or "interrupted" after SIGTERM/SIGINT (checkpoint saved).
+    "completed", or "interrupted" after SIGTERM/SIGINT (checkpoint saved,
+    ``signal`` holds its number). A workdir that already holds the completed
+    run returns its results unchanged and writes nothing.
 
   Raises:
-    FloatingPointError: the loss became NaN/inf; the last good checkpoint is kept.
+    ConfigError, ConfigChangedError, WorkdirBusyError, ResumeError: before
+      anything is written.
+    NonFiniteLossError: the loss or update of a step was not finite; the
+      state before that step is saved.
+    WriteFailedError: a checkpoint or metrics row could not be written.
   """
-  os.makedirs(workdir, exist_ok=True)
-  if config.method not in methods.METHODS:
-    raise ValueError(f"dfax.train: config.method={config.method!r}; use one of "
-                     f"{methods.METHODS}.")
-  model, task = registry.build(config)
-  total_steps = config.num_steps or config.num_epochs * task.steps_per_epoch
-  opt = optim.make_optimizer(config, total_steps, config.method)
-  params = model.init(jax.random.key(config.seed), jnp.asarray(task.x_eval[:1]))
-  state = TrainState(step=jnp.asarray(0, jnp.int32), params=params, opt_state=opt.init(params))
-  manager = checkpoint.make_manager(workdir, config)
-  restored = checkpoint.restore_latest(manager, state)
-  state = restored if restored is not None else state
+  config, allow_changes = _copy(config), tuple(allow_changes)
+  skips = set(skip_batches)
+  workdir = os.path.abspath(workdir)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"dfax.train: --workdir {workdir} is a file, not a directory; name a "
+                      "new or existing directory.")
+  with _Interrupt() as interrupt:
+    run = _build(config, skips)
+    if interrupt.signum:
+      return {"status": "interrupted", "signal": interrupt.signum, "steps": 0,
+              "started": False}
+    os.makedirs(workdir, exist_ok=True)
+    with lock.WorkdirLock(workdir) as owner:
+      if owner.note:
+        logging.warning("dfax.train: %s", owner.note)
+      return _resume_and_train(run, workdir, allow_changes, skips, interrupt)
+
+
+def _resume_and_train(run: _Run, workdir, allow_changes, skips, interrupt) -> dict[str, Any]:
+  config = run.config
+  new_config = json.loads(config.to_json_best_effort())
+  saved_config = metrics.read_json(os.path.join(workdir, "config.json"))
+  old_results = metrics.read_json(os.path.join(workdir, "results.json"))
+  restored, report = checkpoint.inspect(workdir, run.state, config.max_to_keep)
+  changes = {}
+  if (restored is not None or old_results is not None) and saved_config is None:
+    logging.warning("dfax.train: %s holds a run but no config.json; this config cannot be "
+                    "checked against it and is recorded as the run's config.", workdir)
+  elif restored is not None or old_results is not None:
+    changes = resume.check_changes(saved_config, new_config, allow_changes, workdir)
+    if (old_results and old_results.get("status") == "completed" and not changes
+        and old_results.get("steps") == run.total_steps):
+      logging.warning("dfax.train: %s already holds this completed run; nothing changed.",
+                      workdir)
+      return {**old_results, "already_completed": True}
+  for line in report.lines():
+    logging.warning("%s", line)
+  checkpoint.set_aside_skipped(workdir, report)
+  state = restored if restored is not None else run.state
   start = int(state.step)
-  metrics.write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
-  writer = metrics.MetricsWriter(workdir, resume_step=start)
-  train_step, eval_step, alignment_step = _make_steps(config, model, opt)
+  if restored is None:
+    changes = {}
+  if changes:
+    resume.record_changes(workdir, start, changes)
+  if changes or saved_config is None or restored is None:
+    metrics.write_json(os.path.join(workdir, "config.json"), new_config)
+  if skips - resume.recorded_skips(workdir):
+    resume.record_skips(workdir, start, skips)
+  skips |= resume.recorded_skips(workdir)
+  writer = metrics.MetricsWriter(workdir, resume_step=start if restored is not None else -1)
+  ckpts = checkpoint.Checkpoints(workdir, config.max_to_keep)
+  try:
+    return _loop(run, workdir, state, start, writer, ckpts, skips, interrupt)
+  finally:
+    ckpts.close()
+
+
+def _loop(run: _Run, workdir, state, start, writer, ckpts, skips, interrupt):
+  config, task, total_steps = run.config, run.task, run.total_steps
+  loss_fn, train_step, eval_step, alignment_step = run.steps
+  method = methods.METHODS[config.method]
   place_state, place = _placers(config)
   state = place_state(state)
   batches = task.train_batches(start)
   cost = {}
   if config.method == "dfa" and config.dfa.projector == "opu":
     x0, y0 = next(task.train_batches(start))
-    loss_fn = lambda p, x, y: methods.cross_entropy(lm_forward(model, p, x), y)
-    cost = methods.opu_cost(loss_fn, config, model, state.params, x0, y0)
-    writer.write({"step": start, "opu_cost_per_step": cost})
-  status, t0 = "completed", time.perf_counter()
-  with _Interrupt() as interrupt, tqdm(total=total_steps, initial=start,
-                                       desc=f"{config.method} {config.name}",
-                                       disable=not config.progress_bar) as bar:
-    while int(state.step) < total_steps:
+    cost = methods.opu_cost(loss_fn, config, run.model, state.params, x0, y0)
+    if start == 0:
+      writer.write({"step": start, "opu_cost_per_step": cost})
+  t0 = time.perf_counter()
+
+  def write(row):
+    try:
+      writer.write(row)
+    except OSError as e:
+      raise WriteFailedError(
+          f"dfax.train: could not append to {writer.path} at step {row['step']}: "
+          f"{checkpoint.write_failure_reason(e)}; the checkpoints (steps "
+          f"{ckpts.steps()}) are intact.") from None
+
+  with tqdm(total=total_steps, initial=start, desc=f"{config.method} {config.name}",
+            disable=not config.progress_bar) as bar:
+    prev = None  # the state before the last step: kept if the next one diverges
+    while int(state.step) < total_steps and not interrupt.signum:
+      step = int(state.step)
       x, y = next(batches)
-      x, y = place(x), place(y)
-      new_state, m = train_step(state, x, y)
-      loss = float(m["train_loss"])
-      if not np.isfinite(loss):
-        checkpoint.save(manager, state)
-        raise FloatingPointError(
-            f"dfax.train: the loss became {loss} at step {int(state.step)}; the run stopped "
-            f"and the last good checkpoint (step {manager.latest_step()}) is kept in "
-            f"{workdir}/checkpoints. Lower the learning rate or enable grad_clip.")
-      state, step = new_state, int(new_state.step)
+      if step in skips:
+        prev, state = None, state.replace(step=state.step + 1)
+        write({"step": step + 1, "skipped_batch": step})
+      else:
+        new_state, m = train_step(state, place(x), place(y))
+        loss = float(m["train_loss"])
+        if not bool(m["finite"]):
+          keep = state if np.isfinite(loss) else prev
+          dropped = ckpts.rewind(keep, step, f"the loss at step {step} was not finite")
+          raise _non_finite(loss, step, x, y, task.num_classes, workdir, keep, dropped, config)
+        prev, state = state, new_state
+        step = int(state.step)
+        if step % config.log_every == 0 or step == total_steps:
+          write({"step": step, "train_loss": loss, "grad_norm": m["grad_norm"]})
+          bar.set_postfix(loss=f"{loss:.4f}")
+        if step % config.eval_every == 0 or step == total_steps:
+          ev = evaluate(eval_step, state.params, task.x_eval, task.y_eval,
+                        config.eval_batch_size)
+          write({"step": step, **ev})
+        if method.logs_alignment and config.alignment_every and \
+            step % config.alignment_every == 0:
+          cos = alignment_step(state, place(x), place(y))
+          write({"step": step, "alignment": {k: float(v) for k, v in cos.items()}})
       bar.update(1)
-      if step % config.log_every == 0 or step == total_steps:
-        writer.write({"step": step, "train_loss": loss, "grad_norm": m["grad_norm"]})
-        bar.set_postfix(loss=f"{loss:.4f}")
-      if step % config.eval_every == 0 or step == total_steps:
-        ev = evaluate(eval_step, state.params, task.x_eval, task.y_eval, config.eval_batch_size)
-        writer.write({"step": step, **ev})
-      if config.method == "dfa" and config.alignment_every and step % config.alignment_every == 0:
-        cos = alignment_step(state, x, y)
-        writer.write({"step": step, "alignment": {k: float(v) for k, v in cos.items()}})
-      if step % config.checkpoint_every == 0:
-        checkpoint.save(manager, state)
-      if interrupt.requested:
-        status = "interrupted"
-        break
-  checkpoint.save(manager, state, force=True)
+      if int(state.step) % config.checkpoint_every == 0:
+        ckpts.save(state)
+  ckpts.save(state, force=True)
+  done = int(state.step) >= total_steps
   wall = time.perf_counter() - t0
   final = evaluate(eval_step, state.params, task.x_eval, task.y_eval, config.eval_batch_size)
-  results = {"status": status, "method": config.method, "name": config.name,
-             "steps": int(state.step), "total_steps": total_steps, "wall_time_s": wall,
-             "test_accuracy": final["eval_accuracy"], "test_loss": final["eval_loss"],
-             "resumed_from": start, "backend": jax.default_backend()}
+  results = {"status": "completed" if done else "interrupted", "method": config.method,
+             "name": config.name, "steps": int(state.step), "total_steps": total_steps,
+             "wall_time_s": wall, "test_accuracy": final["eval_accuracy"],
+             "test_loss": final["eval_loss"], "resumed_from": start,
+             "backend": jax.default_backend(), "num_classes": task.num_classes}
+  if not done:
+    results["signal"] = interrupt.signum
+  if skips:
+    results["skipped_batches"] = sorted(skips)
+  changes = resume.read_changes(workdir)
+  if any(row.get("changes") for row in changes):
+    results["config_changes"] = [row for row in changes if row.get("changes")]
   if cost:
     results["opu_cost_per_step"] = cost
   metrics.write_json(os.path.join(workdir, "results.json"), results)
-  rows = metrics.read_metrics(writer.path)
-  title = f"{config.name} ({config.method})"
-  plots.plot_curves(rows, os.path.join(workdir, "curves.png"), title)
-  if config.method == "dfa":
-    plots.plot_alignment(rows, os.path.join(workdir, "alignment.png"), title)
-  manager.close()
+  if done:
+    rows = metrics.read_metrics(writer.path)
+    title = f"{config.name} ({config.method})"
+    plots.plot_curves(rows, os.path.join(workdir, "curves.png"), title)
+    if method.logs_alignment:
+      plots.plot_alignment(rows, os.path.join(workdir, "alignment.png"), title)
   return results
+
+
+def _non_finite(loss, step, x, y, num_classes, workdir, keep, dropped, config) -> RunError:
+  bad = describe_bad_batch(x, y, num_classes)
+  what = f"the loss was {loss}" if not np.isfinite(loss) else \
+      f"the loss was finite ({loss:.4g}) but the gradients or updates were not"
+  aside = (f" Checkpoints {dropped} came after it and were moved to "
+           f"{checkpoint.SET_ASIDE}/." if dropped else "")
+  if keep is not None:
+    kept = (f"The last state whose loss was finite (step {int(keep.step)}) is the newest "
+            f"checkpoint in {workdir}/checkpoints.{aside}")
+  else:
+    kept = (f"The state this start resumed from gives that loss, so a resume starts from the "
+            f"newest checkpoint before step {step}.{aside}")
+  if bad:
+    return NonFiniteLossError(
+        f"dfax.train: step {step} is not finite ({what}) because its batch is bad: {bad} "
+        f"(the batch of step {step}, dataset {config.dataset.name!r}, seed {config.seed}). "
+        f"{kept} To go on without that batch, rerun with --skip_batches={step} "
+        f"(skip_batches=[{step}] in Python).")
+  return NonFiniteLossError(
+      f"dfax.train: step {step} is not finite ({what}); its batch is fine, so training "
+      f"diverged. {kept} To go on, lower the learning rate or clip gradients and allow the "
+      f"change, e.g. --config.learning_rate={config.learning_rate / 10:g} "
+      "--allow_changes=learning_rate, or --config.grad_clip=1.0 --allow_changes=grad_clip.")

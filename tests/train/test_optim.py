@@ -25,7 +25,7 @@ def test_warmup_longer_than_the_run_names_the_fix():
 
 def test_frozen_modules_get_exactly_zero_update():
   config = load_config(SMOKE, **{"freeze": "embed, blocks"})
-  opt = make_optimizer(config, 10, "dfa")
+  opt = make_optimizer(config, 10)
   grads = jax.tree.map(jnp.ones_like, PARAMS)
   updates, _ = opt.update(grads, opt.init(PARAMS), PARAMS)
   assert not np.any(updates["params"]["embed"]["embedding"])
@@ -36,4 +36,4 @@ def test_frozen_modules_get_exactly_zero_update():
 def test_freezing_an_unknown_module_names_the_real_ones():
   config = load_config(SMOKE, **{"freeze": "patch_embed"})
   with pytest.raises(ValueError, match=r"choose among \['embed', 'blocks', 'head'\]"):
-    make_optimizer(config, 10, "dfa").init(PARAMS)
+    make_optimizer(config, 10).init(PARAMS)

@@ -1,13 +1,11 @@
-"""The training loop: exact resume, SIGTERM, NaN, shallow, reproducibility, CLI."""
+"""The training loop: exact resume, shallow, reproducibility, CLI, mesh (faults: test_faults.py)."""
 
 import json
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -30,7 +28,7 @@ def _config(**overrides):
 
 
 def _latest_params(workdir):
-  manager = checkpoint.make_manager(str(workdir), _config())
+  manager = checkpoint.make_manager(str(workdir), max_to_keep=10)
   step = manager.latest_step()
   restored = manager.restore(step)
   manager.close()
@@ -81,28 +79,8 @@ def test_shallow_trains_only_the_last_layer(tmp_path):
   assert not np.allclose(trained["params"]["Dense_2"]["kernel"], init["params"]["Dense_2"]["kernel"])
 
 
-def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-  def poisoned_mnist(config):
-    task = registry.mnist(config)
-
-    def batches(start_step):
-      for step, (x, y) in enumerate(task.train_batches(start_step), start=start_step):
-        yield (x * np.nan if step >= 17 else x), y
-
-    return registry.TaskData(batches, task.x_eval, task.y_eval, task.num_classes,
-                             task.steps_per_epoch, task.input_shape)
-
-  monkeypatch.setitem(registry.DATASETS, "poisoned", poisoned_mnist)
-  config = _config(**{"dataset.name": "poisoned"})
-  with pytest.raises(FloatingPointError, match=r"loss became nan at step 17.*last good checkpoint"):
-    train_and_evaluate(config, str(tmp_path))
-  step, params = _latest_params(tmp_path)
-  assert step == 17
-  assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(params))
-
-
-def test_cli_end_to_end_and_sigterm_saves_a_checkpoint(tmp_path):
-  env = {**os.environ, "XLA_FLAGS": ""}
+def test_cli_end_to_end(tmp_path):
+  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
   done = subprocess.run([sys.executable, "-m", "dfax.train", "--config", str(SMOKE),
                          "--workdir", str(tmp_path / "smoke")], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=300)
@@ -112,24 +90,6 @@ def test_cli_end_to_end_and_sigterm_saves_a_checkpoint(tmp_path):
   assert results["test_accuracy"] > 0.5  # 150 DFA steps on 1024 examples
   for name in ("curves.png", "alignment.png", "metrics.jsonl"):
     assert (tmp_path / "smoke" / name).stat().st_size > 0
-
-  workdir = tmp_path / "long"
-  proc = subprocess.Popen([sys.executable, "-m", "dfax.train", "--config", str(SMOKE),
-                           "--workdir", str(workdir), "--config.num_steps=100000",
-                           "--config.checkpoint_every=100000"], cwd=REPO, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 240
-  while time.time() < deadline and not (workdir / "metrics.jsonl").exists():
-    time.sleep(0.5)
-  while time.time() < deadline and (workdir / "metrics.jsonl").stat().st_size == 0:
-    time.sleep(0.5)
-  proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 0, err[-2000:]
-  results = json.loads((workdir / "results.json").read_text())
-  assert results["status"] == "interrupted" and 0 < results["steps"] < 100000
-  step, _ = _latest_params(workdir)
-  assert step == results["steps"]
 
 
 def test_training_on_a_data_x_model_mesh_equals_one_device(tmp_path):

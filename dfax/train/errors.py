@@ -1,0 +1,71 @@
+"""The trainer's errors and the exit status the CLI gives each of them.
+
+Every error the trainer raises on purpose is a :class:`RunError`: its message
+is one or a few lines that name the problem and the fix, and the CLI prints
+it without a traceback. Which exit status a run ends with (see
+docs/reliability.md):
+
+  ====  ===========================================================
+  0     the run completed (or the workdir already held its result)
+  1     the run stopped on an error (non-finite loss, disk full, ...)
+  2     the run was refused before it started; nothing was written
+  130   interrupted by SIGINT (Ctrl-C); a checkpoint was saved
+  143   interrupted by SIGTERM; a checkpoint was saved
+  ====  ===========================================================
+"""
+
+from __future__ import annotations
+
+import signal
+
+EXIT_OK, EXIT_ERROR, EXIT_REFUSED = 0, 1, 2
+
+
+class RunError(Exception):
+  """A failure the trainer explains itself; ``exit_code`` is the CLI's status."""
+
+  exit_code = EXIT_ERROR
+
+
+class ConfigError(RunError, ValueError):
+  """A config value, file or workdir is unusable; raised before anything is written."""
+
+  exit_code = EXIT_REFUSED
+
+
+class WorkdirBusyError(RunError):
+  """Another live process trains into the same workdir."""
+
+  exit_code = EXIT_REFUSED
+
+
+class ConfigChangedError(RunError):
+  """A resume whose config differs from the saved one in ways that alter the run."""
+
+  exit_code = EXIT_REFUSED
+
+
+class ResumeError(RunError):
+  """The workdir cannot be resumed (no readable checkpoint, model mismatch)."""
+
+  exit_code = EXIT_REFUSED
+
+
+class NonFiniteLossError(RunError, FloatingPointError):
+  """A step gave a non-finite loss or update; the last finite state is saved."""
+
+
+class WriteFailedError(RunError, OSError):
+  """A checkpoint or metrics row could not be written (e.g. a full disk).
+
+  The message names the directory, the step and the checkpoints still intact.
+  """
+
+
+def interrupt_exit_code(signum: int) -> int:
+  """The status a shell reports for a process ended by ``signum``: 128 + signum.
+
+  >>> interrupt_exit_code(signal.SIGTERM), interrupt_exit_code(signal.SIGINT)
+  (143, 130)
+  """
+  return 128 + int(signum)

@@ -1,0 +1,161 @@
+"""Config checks run before a run writes anything; each error names the key and a fix.
+
+Two stages: :func:`check_config` needs only the config (names, signs, ranges,
+the model's fields), :func:`check_task` also the loaded data (limits within
+the dataset, a shift smaller than the image, a batch that fits the examples).
+
+Example::
+
+  check_config(load_config("configs/smoke.py", batch_size=0))
+  # ConfigError: dfax.train: config.batch_size=0 must be an integer >= 1; ...
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+
+from dfax.train import methods, registry
+from dfax.train.errors import ConfigError
+
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+
+
+def _fail(key: str, value: Any, want: str, example: Any) -> None:
+  raise ConfigError(f"dfax.train: config.{key}={value!r} {want}; set e.g. "
+                    f"--config.{key}={example}.")
+
+
+def _get(config, key: str) -> Any:
+  node = config
+  for part in key.split("."):
+    node = node[part]
+  return node
+
+
+def _has(config, key: str) -> bool:
+  parent, _, leaf = key.rpartition(".")
+  return leaf in (_get(config, parent) if parent else config)
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int_at_least(config, key: str, low: int, example: Any) -> None:
+  v = _get(config, key)
+  if not _is_int(v) or v < low:
+    _fail(key, v, f"must be an integer >= {low}", example)
+
+
+def _positive_float(config, key: str, example: Any, allow_zero: bool = False) -> None:
+  v = _get(config, key)
+  ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+  if not ok or v < 0 or (v == 0 and not allow_zero):
+    _fail(key, v, "must be a finite number " + (">= 0" if allow_zero else "> 0"), example)
+
+
+def _one_of(config, key: str, names) -> None:
+  v = _get(config, key)
+  if v not in names:
+    names = sorted(names)
+    _fail(key, v, f"is not one of {', '.join(map(repr, names))}", names[0])
+
+
+def _model_fields(config) -> None:
+  name, model = config.model.name, config.model
+  want = set(registry.MODEL_FIELDS[name]) | {"name"}
+  have = set(model.keys())
+  if have != want:
+    missing, extra = sorted(want - have), sorted(have - want)
+    raise ConfigError(
+        f"dfax.train: config.model does not fit model {name!r}: "
+        + (f"missing {missing}" if missing else "")
+        + ("; " if missing and extra else "") + (f"unexpected {extra}" if extra else "")
+        + f". Model {name!r} takes {sorted(want - {'name'})}; use a config written for it "
+        f"(e.g. configs/{registry.MODEL_CONFIGS.get(name, 'common.py')}) rather than "
+        "changing model.name alone.")
+  for key in ("features", "dense"):
+    if key in want:
+      v = tuple(model[key])
+      if not all(_is_int(f) and f >= 1 for f in v):
+        _fail(f"model.{key}", v, "must be integers >= 1", "'(64, 64)'")
+  for key in ("d_model", "num_heads", "num_layers", "d_ff", "patch"):
+    if key in want:
+      _int_at_least(config, f"model.{key}", 1, 4)
+  if {"d_model", "num_heads"} <= want and model.d_model % model.num_heads:
+    _fail("model.num_heads", model.num_heads, f"must divide model.d_model={model.d_model}", 4)
+
+
+def check_config(config) -> None:
+  """Checks every value that needs no data.
+
+  Args:
+    config: the run config (see configs/common.py).
+
+  Raises:
+    ConfigError: naming the first bad key and a valid value.
+  """
+  _one_of(config, "method", methods.METHODS)
+  _one_of(config, "model.name", registry.MODELS)
+  _one_of(config, "dataset.name", registry.DATASETS)
+  _one_of(config, "optimizer", OPTIMIZERS)
+  _one_of(config, "schedule", SCHEDULES)
+  _one_of(config, "dfa.projector", methods.PROJECTORS)
+  if config.dfa.feedback:
+    _one_of(config, "dfa.feedback", methods.feedback_presets())
+  _model_fields(config)
+  for key in ("seed", "dfa.seed", "num_steps", "warmup_steps", "alignment_every",
+              "dataset.train_limit", "dataset.eval_limit", "dataset.augment_shift",
+              "dfa.feature_ndim"):
+    if _has(config, key):
+      _int_at_least(config, key, 0, {"num_steps": 1000, "dataset.augment_shift": 2}.get(key, 0))
+  for key in ("batch_size", "eval_batch_size", "log_every", "eval_every", "checkpoint_every",
+              "max_to_keep", "mesh.data", "mesh.model"):
+    _int_at_least(config, key, 1, {"max_to_keep": 3}.get(key, 1 if "mesh" in key else 100))
+  if config.num_steps == 0:
+    _int_at_least(config, "num_epochs", 1, 10)
+  _positive_float(config, "learning_rate", 1e-3)
+  for key in ("grad_clip", "weight_decay"):
+    _positive_float(config, key, 1.0 if key == "grad_clip" else 0.0, allow_zero=True)
+  m = config.momentum
+  if not isinstance(m, (int, float)) or not 0 <= m < 1:
+    _fail("momentum", m, "must be in [0, 1)", 0.9)
+  devices = config.mesh.data * config.mesh.model
+  if devices > jax.device_count():
+    _fail("mesh.data", config.mesh.data, f"x mesh.model={config.mesh.model} needs {devices} "
+          f"devices, this process has {jax.device_count()}", 1)
+
+
+def check_task(config, task: registry.TaskData, total_steps: int) -> None:
+  """Checks the values that depend on the loaded data.
+
+  Args:
+    config: the run config, already through :func:`check_config`.
+    task: what ``registry.build`` returned for it.
+    total_steps: the run's length in steps.
+
+  Raises:
+    ConfigError: naming the key and a valid value.
+  """
+  limit = config.dataset.get("train_limit", 0)
+  if limit and task.train_size and limit > task.train_size:
+    _fail("dataset.train_limit", limit, f"is more than the {task.train_size} training "
+          "examples", 0)
+  examples = limit or task.train_size
+  if examples and config.batch_size > examples:
+    _fail("batch_size", config.batch_size, f"is more than the {examples} training examples",
+          min(128, examples))
+  eval_limit = config.dataset.get("eval_limit", 0)
+  if eval_limit and task.eval_size and eval_limit > task.eval_size:
+    _fail("dataset.eval_limit", eval_limit, f"is more than the {task.eval_size} evaluation "
+          "examples", 0)
+  shift = config.dataset.get("augment_shift", 0)
+  if shift and shift >= min(task.input_shape[:2]):
+    _fail("dataset.augment_shift", shift, f"must be smaller than the {task.input_shape[:2]} "
+          "image", 2)
+  if total_steps < 1:
+    _fail("num_steps", config.num_steps, "gives a run of 0 steps", 1000)
