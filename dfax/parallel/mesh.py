@@ -70,3 +70,19 @@ def count_collectives(hlo_text: str) -> dict[str, int]:
   for op in _COLLECTIVES:
     counts[op] = len(re.findall(rf"= [^=\n]*\b{op}(?:-start)?\(", hlo_text))
   return counts
+
+
+def make_pipeline_mesh(stage: int, data: int = 1, devices=None) -> Mesh:
+  """A ``(data, stage)`` mesh for ``dfax.parallel.pipeline`` over ``data * stage`` devices.
+
+  Example::
+
+    mesh = make_pipeline_mesh(4, data=2)   # 8 devices: 4 stages, 2 data shards
+  """
+  devices = jax.devices() if devices is None else devices
+  need = data * stage
+  if len(devices) < need:
+    raise ValueError(f"dfax.parallel: a pipeline of {stage} stages x {data} data shards needs "
+                     f"{need} devices, {len(devices)} available. On CPU set XLA_FLAGS="
+                     f"--xla_force_host_platform_device_count={need}.")
+  return Mesh(np.array(devices[:need]).reshape(data, stage), ("data", "stage"))

@@ -1,0 +1,80 @@
+"""Feedback for one stage: the copies of a stacked point that a device owns.
+
+A pipeline stage needs the cotangents of its own copies of a stacked feedback
+point (copy ``s`` of ``stages/out/in``, or copies ``s * k ... s * k + k - 1``
+of a per-block point), computed from the output error with the same matrices
+as ``dfax.dfa_grad`` on one device. ``from_projector`` works with any dfax
+projector by projecting every copy and keeping its own (cost: all copies on
+every stage); ``keyed_dense`` draws only the matrices it needs and equals
+``dfax.projectors.dense`` (untied copies, every feature dim its own column).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from dfax.core.points import PointSpec, check_lead_dims
+from dfax.projectors.dense import DEFAULT_TILE, resolve_scale, sample, tiled_matmul
+from dfax.projectors.keys import copy_keys, path_key
+
+# (error, stacked spec, flat copy indices (k,)) -> (k,) + spec.unstacked_shape
+StageFeedback = Callable[[jax.Array, PointSpec, jax.Array], jax.Array]
+
+
+def from_projector(projector: Callable) -> StageFeedback:
+  """Wraps any ``projector(error, points)``: projects all copies, keeps the asked ones.
+
+  Example::
+
+    >>> import dfax
+    >>> fb = from_projector(dfax.projectors.gaussian(jax.random.key(0)))
+    >>> spec = PointSpec("stages/out/in", (4, 2, 8), jnp.float32, stack_ndim=1)
+    >>> fb(jnp.ones((2, 3)), spec, jnp.array([1])).shape
+    (1, 2, 8)
+  """
+
+  def feedback(error, spec, copies):
+    full = projector(error, [spec])[0]
+    return full.reshape((spec.num_copies,) + spec.unstacked_shape)[copies]
+
+  return feedback
+
+
+def keyed_dense(key: jax.Array, *, distribution: str = "gaussian", scale: float | str = "error",
+                tile: int = DEFAULT_TILE) -> StageFeedback:
+  """Only the asked copies of ``dfax.projectors.dense(key, ...)``'s projection.
+
+  Args:
+    key: the projector's key (as given to ``dfax.projectors.dense``).
+    distribution, scale, tile: as in ``dfax.projectors.dense``.
+
+  Returns:
+    A ``StageFeedback``; its output equals the dense projector's copies.
+
+  Example::
+
+    >>> fb = keyed_dense(jax.random.key(0))
+    >>> spec = PointSpec("stages/out/in", (4, 2, 8), jnp.float32, stack_ndim=1)
+    >>> fb(jnp.ones((2, 3)), spec, jnp.array([3])).shape
+    (1, 2, 8)
+  """
+  sample(jax.random.key(0), (1,), distribution, jnp.float32)
+  resolve_scale(scale, 1, 1)
+
+  def feedback(error, spec, copies):
+    n_lead = check_lead_dims(error.shape, spec)
+    own = spec.unstacked_shape
+    width = math.prod(own[n_lead:])
+    error2d = error.reshape(-1, error.shape[-1])
+    keys = copy_keys(path_key(key, spec.path), spec.num_copies)[copies]
+    s = resolve_scale(scale, error2d.shape[-1], width)
+    rows = lambda k: tiled_matmul(error2d, k, width, distribution=distribution, scale=s,
+                                  tile=tile)
+    out = jax.vmap(rows)(keys)
+    return out.reshape((copies.shape[0],) + own).astype(spec.dtype)
+
+  return feedback
