@@ -5,6 +5,9 @@
 Digital: ``dfax.projectors.shared`` (one Gaussian matmul sliced per point, the
 same layout). OPU: ternarised error (two binary frames), complex medium,
 anchor recovery (two camera frames each), 8-bit camera with shot/read noise.
+Floor: the multiply-adds no faithful simulation can skip, the real and
+imaginary fields of both binary frames (``(2N, n) @ (n, 2D)``, 4x the
+digital matmul), on a medium drawn once, timed alone.
 """
 
 from __future__ import annotations
@@ -39,13 +42,18 @@ def main(argv=None):
   simulated = jax.jit(lambda e: opu.make_projector(opu.OPUConfig(), key=key,
                                                    noise_key=noise)(e, points))
   ideal = jax.jit(lambda e: opu.make_projector(opu.OPUConfig.ideal(), key=key)(e, points))
+  frames = (jax.random.normal(key, (2 * args.batch, args.n_out)) > 1.0).astype(jnp.float32)
+  medium = jax.random.normal(key, (args.n_out, 2 * sum(widths)))
+  floor = jax.jit(lambda x, m: x @ m)
   t = interleaved_medians({"digital": lambda: digital(error), "opu": lambda: simulated(error),
-                           "opu_ideal": lambda: ideal(error)}, repeats=args.repeats)
+                           "opu_ideal": lambda: ideal(error),
+                           "floor": lambda: floor(frames, medium)}, repeats=args.repeats)
   for name, sec in t.items():
     print(f"{name:>9}: {1e3 * sec:8.3f} ms")
   print(f"simulated OPU / digital = {t['opu'] / t['digital']:.2f}  (ideal OPU / digital = "
-        f"{t['opu_ideal'] / t['digital']:.2f})  [batch {args.batch}, error {args.n_out}, "
-        f"widths {widths}, {jax.default_backend()}]")
+        f"{t['opu_ideal'] / t['digital']:.2f}; frames' matmul alone / digital = "
+        f"{t['floor'] / t['digital']:.2f})  [batch {args.batch}, error {args.n_out}, "
+        f"widths {widths}, {jax.default_backend()}, jax {jax.__version__}]")
 
 
 if __name__ == "__main__":
