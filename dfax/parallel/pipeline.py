@@ -88,16 +88,13 @@ def _gpipe_forward(step_fn: Callable, emb: jax.Array, num_stages: int) -> tuple[
   return jnp.stack(outs), kept
 
 
-def backprop_pipeline(parts: PipelineParts, mesh: Mesh, num_microbatches: int, *,
-                      remat: bool = False) -> Callable:
+def backprop_pipeline(parts: PipelineParts, mesh: Mesh, num_microbatches: int) -> Callable:
   """``(params, x, y) -> (loss, grads)`` of the GPipe backprop pipeline.
 
   Args:
     parts: the model's pure functions (``dfax.parallel.stack.pipeline_parts``).
     mesh: a ``("data", "stage")`` mesh.
     num_microbatches: ``M``, microbatches per data shard.
-    remat: recompute each stage's forward in the backward (GPipe's
-      re-materialisation) instead of keeping its intermediates.
 
   Returns:
     A jitted function; ``loss`` is the mean over the global batch.
@@ -106,7 +103,7 @@ def backprop_pipeline(parts: PipelineParts, mesh: Mesh, num_microbatches: int, *
 
     loss, grads = backprop_pipeline(parts, make_pipeline_mesh(4), 8)(params, x, y)
   """
-  stage_fn = jax.checkpoint(parts.stage) if remat else parts.stage
+  stage_fn = parts.stage
 
   def fn(params, x, y):
     num_stages, batch = _check(params, x, mesh, num_microbatches)

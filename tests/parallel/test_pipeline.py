@@ -107,15 +107,6 @@ def test_block_cut_stage_modes_agree():
     _assert_close(_compiled(4, 1, 2, "dfa", "block", "keyed", mode)[2], vmap)
 
 
-def test_keyed_dense_equals_the_dense_projector():
-  spec = dfax.PointSpec("stages/blocks/out/in", (3, 2, 5, 7), jnp.float32, stack_ndim=2)
-  error = jax.random.normal(jax.random.key(3), (5, 4))
-  dense = jax.jit(lambda e: dfax.projectors.dense(KEY, distribution="uniform")(e, [spec])[0])
-  full = dense(error).reshape(6, 5, 7)
-  keyed = feedback.keyed_dense(KEY, distribution="uniform")
-  mine = jax.jit(lambda e, c: keyed(e, spec, c))(error, jnp.array([4, 1]))
-  np.testing.assert_allclose(mine, full[jnp.array([4, 1])], rtol=1e-6)
-
 
 def test_bad_input_is_named():
   _need(4)
