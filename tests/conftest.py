@@ -8,8 +8,10 @@ saying so. The download cache is a fresh temporary folder, so no test reads or
 writes a user's ``~/.cache/dfax``.
 """
 
+import atexit
 import os
 import pathlib
+import shutil
 import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -17,12 +19,19 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 SHIPPED_MNIST = REPO / "dfax" / "data" / "mnist_idx"
 
 
+def _temporary_folder(prefix: str) -> pathlib.Path:
+  """A fresh folder, removed when the test process exits."""
+  folder = pathlib.Path(tempfile.mkdtemp(prefix=prefix))
+  atexit.register(shutil.rmtree, folder, ignore_errors=True)
+  return folder
+
+
 def _test_data_dir() -> pathlib.Path:
   if os.environ.get("DFAX_DATA_DIR"):
     return pathlib.Path(os.environ["DFAX_DATA_DIR"])
   if SHARED_DATA.is_dir():
     return SHARED_DATA
-  folder = pathlib.Path(tempfile.mkdtemp(prefix="dfax-test-data-"))  # mnist/ -> the shipped copy
+  folder = _temporary_folder("dfax-test-data-")  # mnist/ -> the shipped copy
   (folder / "mnist").symlink_to(SHIPPED_MNIST, target_is_directory=True)
   return folder
 
@@ -32,7 +41,8 @@ TEST_DATA = _test_data_dir()
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TFDS_DATA_DIR", "/tmp/dfax-tfds-offline")
 os.environ["DFAX_DATA_DIR"] = str(TEST_DATA)
-os.environ.setdefault("DFAX_CACHE_DIR", tempfile.mkdtemp(prefix="dfax-test-cache-"))
+if not os.environ.get("DFAX_CACHE_DIR"):
+  os.environ["DFAX_CACHE_DIR"] = str(_temporary_folder("dfax-test-cache-"))
 
 import pytest  # noqa: E402
 
