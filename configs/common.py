@@ -43,4 +43,5 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000
   c.max_to_keep = 3
   c.progress_bar = True
+  c.tensorboard = True      # event files in the workdir (needs tensorboardX, the train extra)
   return c

@@ -16,7 +16,6 @@ docs/reliability.md):
 
 from __future__ import annotations
 
-import signal
 
 EXIT_OK, EXIT_ERROR, EXIT_REFUSED = 0, 1, 2
 
@@ -65,6 +64,7 @@ class WriteFailedError(RunError, OSError):
 def interrupt_exit_code(signum: int) -> int:
   """The status a shell reports for a process ended by ``signum``: 128 + signum.
 
+  >>> import signal
   >>> interrupt_exit_code(signal.SIGTERM), interrupt_exit_code(signal.SIGINT)
   (143, 130)
   """

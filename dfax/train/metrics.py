@@ -40,7 +40,7 @@ class MetricsWriter:
 
   def write(self, row: dict[str, Any]) -> None:
     with open(self.path, "a") as f:
-      f.write(json.dumps({k: _plain(v) for k, v in row.items()}) + "\n")
+      f.write(json.dumps(plain(row)) + "\n")
 
 
 def _replace_lines(path: str, rows: list[dict[str, Any]]) -> None:
@@ -52,9 +52,10 @@ def _replace_lines(path: str, rows: list[dict[str, Any]]) -> None:
   os.replace(tmp, path)
 
 
-def _plain(v):
+def plain(v):
+  """A JSON-ready copy: arrays and numpy scalars as floats, non-finite as None (nested)."""
   if isinstance(v, dict):
-    return {k: _plain(x) for k, x in v.items()}
+    return {k: plain(x) for k, x in v.items()}
   v = float(v) if hasattr(v, "__float__") and not isinstance(v, (int, str)) else v
   return None if isinstance(v, float) and not math.isfinite(v) else v
 
@@ -95,7 +96,7 @@ def write_json(path: str, obj: Any) -> None:
   """Writes ``obj`` as JSON to ``path`` atomically (write aside, fsync, rename)."""
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=_plain)
+    json.dump(obj, f, indent=2, sort_keys=True, default=plain)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)

@@ -1,7 +1,12 @@
-"""PNG plots of learning curves and alignment, from metrics.jsonl rows."""
+"""PNG plots of learning curves and alignment, from metrics.jsonl rows.
+
+Each PNG is written aside and renamed into place, so a kill never leaves a
+half-written image.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import matplotlib
@@ -23,8 +28,7 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: str, title: str = "") -> N
   ax_acc.set(xlabel="step", ylabel="eval accuracy (%)")
   fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _save(fig, path)
 
 
 def plot_alignment(rows: Sequence[dict[str, Any]], path: str, title: str = "") -> None:
@@ -38,5 +42,11 @@ def plot_alignment(rows: Sequence[dict[str, Any]], path: str, title: str = "") -
   ax.axhline(0.0, color="gray", lw=0.5)
   ax.set(xlabel="step", ylabel="cos(DFA update, BP gradient)", ylim=(-0.2, 1.05), title=title)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  _save(fig, path)
+
+
+def _save(fig, path: str) -> None:
+  tmp = f"{path}.tmp.png"
+  fig.savefig(tmp, dpi=110)
   plt.close(fig)
+  os.replace(tmp, path)

@@ -25,7 +25,8 @@ from dfax.train.errors import ConfigChangedError
 
 # Keys whose change leaves the trajectory of the parameters unchanged.
 FREE_KEYS = ("name", "data_dir", "progress_bar", "log_every", "eval_every", "eval_batch_size",
-             "alignment_every", "checkpoint_every", "max_to_keep", "mesh.data", "mesh.model")
+             "alignment_every", "checkpoint_every", "max_to_keep", "mesh.data", "mesh.model",
+             "tensorboard")
 CHANGES = "changes.jsonl"
 
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from dfax import parallel
 from dfax.models import lm_forward
 from dfax.train import (alignment, checkpoint, lock, methods, metrics, optim, plots, registry,
-                        resume, validate)
+                        resume, tensorboard, validate)
 from dfax.train.errors import ConfigError, NonFiniteLossError, RunError, WriteFailedError
 
 
@@ -254,13 +254,36 @@ def _resume_and_train(run: _Run, workdir, allow_changes, skips, interrupt) -> di
   skips |= resume.recorded_skips(workdir)
   writer = metrics.MetricsWriter(workdir, resume_step=start if restored is not None else -1)
   ckpts = checkpoint.Checkpoints(workdir, config.max_to_keep)
+  events = tensorboard.EventWriter(workdir, purge_step=start) if config.tensorboard else None
+  log = _Log(writer, events, ckpts)
   try:
-    return _loop(run, workdir, state, start, writer, ckpts, skips, interrupt)
+    return _loop(run, workdir, state, start, log, ckpts, skips, interrupt)
   finally:
     ckpts.close()
+    if events is not None:
+      events.close()
 
 
-def _loop(run: _Run, workdir, state, start, writer, ckpts, skips, interrupt):
+class _Log:
+  """Rows to metrics.jsonl and TensorBoard; a failed write names the file and the step."""
+
+  def __init__(self, writer: metrics.MetricsWriter, events, ckpts: checkpoint.Checkpoints):
+    self.writer, self.events, self.ckpts = writer, events, ckpts
+
+  def write(self, row: dict[str, Any]) -> None:
+    row = metrics.plain(row)
+    try:
+      self.writer.write(row)
+      if self.events is not None:
+        self.events.write(row)
+    except OSError as e:
+      raise WriteFailedError(
+          f"dfax.train: could not write the metrics of step {row['step']} to "
+          f"{os.path.dirname(self.writer.path)}: {checkpoint.write_failure_reason(e)}; the "
+          f"checkpoints (steps {self.ckpts.steps()}) are intact.") from None
+
+
+def _loop(run: _Run, workdir, state, start, log, ckpts, skips, interrupt):
   config, task, total_steps = run.config, run.task, run.total_steps
   loss_fn, train_step, eval_step, alignment_step = run.steps
   method = methods.METHODS[config.method]
@@ -272,18 +295,9 @@ def _loop(run: _Run, workdir, state, start, writer, ckpts, skips, interrupt):
     x0, y0 = next(task.train_batches(start))
     cost = methods.opu_cost(loss_fn, config, run.model, state.params, x0, y0)
     if start == 0:
-      writer.write({"step": start, "opu_cost_per_step": cost})
+      log.write({"step": start, "opu_cost_per_step": cost})
   t0 = time.perf_counter()
-
-  def write(row):
-    try:
-      writer.write(row)
-    except OSError as e:
-      raise WriteFailedError(
-          f"dfax.train: could not append to {writer.path} at step {row['step']}: "
-          f"{checkpoint.write_failure_reason(e)}; the checkpoints (steps "
-          f"{ckpts.steps()}) are intact.") from None
-
+  write = log.write
   with tqdm(total=total_steps, initial=start, desc=f"{config.method} {config.name}",
             disable=not config.progress_bar) as bar:
     prev = None  # the state before the last step: kept if the next one diverges
@@ -336,7 +350,7 @@ def _loop(run: _Run, workdir, state, start, writer, ckpts, skips, interrupt):
     results["opu_cost_per_step"] = cost
   metrics.write_json(os.path.join(workdir, "results.json"), results)
   if done:
-    rows = metrics.read_metrics(writer.path)
+    rows = metrics.read_metrics(log.writer.path)
     title = f"{config.name} ({config.method})"
     plots.plot_curves(rows, os.path.join(workdir, "curves.png"), title)
     if method.logs_alignment:

@@ -116,24 +116,27 @@ def reference(tmp_path_factory):
 
 # 1. A non-finite loss keeps the last finite state, names the step and the batch.
 
-@pytest.mark.parametrize("what, match", [("nan", "1 non-finite input value"),
-                                         ("label", r"1 label\(s\) outside \[0, 10\)")])
-def test_bad_batch_is_named_and_can_be_skipped(tmp_path, monkeypatch, what, match):
-  monkeypatch.setitem(registry.DATASETS, "poisoned", _poisoned(9, what))
+def test_bad_batch_is_named_and_can_be_skipped(tmp_path, monkeypatch):
+  monkeypatch.setitem(registry.DATASETS, "poisoned", _poisoned(9, "nan"))
   config = _config(**{"dataset.name": "poisoned"})
-  with pytest.raises(NonFiniteLossError, match=f"step 9 is not finite.*{match}.*"
-                     r"--skip_batches=9"):
+  with pytest.raises(NonFiniteLossError, match="step 9 is not finite.*1 non-finite input value"
+                     r".*--skip_batches=9"):
     train_and_evaluate(config, str(tmp_path))
   step, params = _params(tmp_path)
   assert step == 8  # the last state whose loss was finite
   assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(params))
-  with pytest.raises(NonFiniteLossError):  # the same command fails the same way
-    train_and_evaluate(config, str(tmp_path))
   results = train_and_evaluate(config, str(tmp_path), skip_batches=[9])
   assert results["status"] == "completed" and results["steps"] == 12
   assert results["skipped_batches"] == [9] and results["resumed_from"] == 8
   rows = metrics.read_metrics(str(tmp_path / "metrics.jsonl"))
   assert {"step": 10, "skipped_batch": 9} in rows
+
+
+def test_labels_out_of_range_are_named(tmp_path, monkeypatch):
+  monkeypatch.setitem(registry.DATASETS, "poisoned", _poisoned(2, "label"))
+  with pytest.raises(NonFiniteLossError, match=r"step 2 is not finite.*1 label\(s\) outside "
+                     r"\[0, 10\) \(e.g. 12\)"):
+    train_and_evaluate(_config(**{"dataset.name": "poisoned"}), str(tmp_path))
 
 
 def test_divergence_resumes_with_an_allowed_lower_learning_rate(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 
 from dfax.train import checkpoint, registry
 from dfax.train.config_file import load_config
-from dfax.train.trainer import TrainState, train_and_evaluate
+from dfax.train.trainer import train_and_evaluate
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.py"
