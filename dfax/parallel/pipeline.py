@@ -231,6 +231,8 @@ def place(params: dict, mesh: Mesh) -> dict:
 def train_step(grad_fn: Callable, optimizer: Any) -> Callable:
   """A jitted ``(params, opt_state, x, y) -> (params, opt_state, loss)`` for a trainer.
 
+  ``params`` and ``opt_state`` are donated (their buffers are reused).
+
   Args:
     grad_fn: ``dfa_pipeline(...)`` or ``backprop_pipeline(...)``.
     optimizer: an ``optax.GradientTransformation``.
