@@ -1,13 +1,16 @@
 """Simulated-OPU projector time against the digital projector, one process, medians.
 
-  python benchmarks/opu_projector.py [--batch 128 --n-out 10 --widths 800,800]
+  python benchmarks/opu_projector.py [--batch 128 --n-out 10 --widths 800,800] [--pieces]
 
 Digital: ``dfax.projectors.shared`` (one Gaussian matmul sliced per point, the
 same layout). OPU: ternarised error (two binary frames), complex medium,
 anchor recovery (two camera frames each), 8-bit camera with shot/read noise.
 Floor: the multiply-adds no faithful simulation can skip, the real and
 imaginary fields of both binary frames (``(2N, n) @ (n, 2D)``, 4x the
-digital matmul), on a medium drawn once, timed alone.
+digital matmul), on a medium drawn once, timed alone. ``--pieces`` also times
+the simulator's parts one by one (each its own jitted call, so each carries a
+call's overhead): the medium's draw, the anchor's, the frames' two matmuls,
+the camera (anchor recovery with noise and quantisation) and the ternarisation.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from timing import interleaved_medians  # noqa: E402
 
 import dfax  # noqa: E402
 from dfax import opu  # noqa: E402
+from dfax.opu import device  # noqa: E402
 
 
 def main(argv=None):
@@ -32,6 +36,7 @@ def main(argv=None):
   parser.add_argument("--n-out", type=int, default=10)
   parser.add_argument("--widths", default="800,800")
   parser.add_argument("--repeats", type=int, default=30)
+  parser.add_argument("--pieces", action="store_true", help="time the simulator's parts too")
   args = parser.parse_args(argv)
   widths = [int(w) for w in args.widths.split(",")]
   points = [dfax.PointSpec(f"p{i}/in", (args.batch, w), jnp.float32)
@@ -45,15 +50,42 @@ def main(argv=None):
   frames = (jax.random.normal(key, (2 * args.batch, args.n_out)) > 1.0).astype(jnp.float32)
   medium = jax.random.normal(key, (args.n_out, 2 * sum(widths)))
   floor = jax.jit(lambda x, m: x @ m)
-  t = interleaved_medians({"digital": lambda: digital(error), "opu": lambda: simulated(error),
-                           "opu_ideal": lambda: ideal(error),
-                           "floor": lambda: floor(frames, medium)}, repeats=args.repeats)
+  fns = {"digital": lambda: digital(error), "opu": lambda: simulated(error),
+         "opu_ideal": lambda: ideal(error), "floor": lambda: floor(frames, medium)}
+  if args.pieces:
+    fns.update(_pieces(error, frames, sum(widths), key))
+  t = interleaved_medians(fns, repeats=args.repeats)
   for name, sec in t.items():
     print(f"{name:>9}: {1e3 * sec:8.3f} ms")
   print(f"simulated OPU / digital = {t['opu'] / t['digital']:.2f}  (ideal OPU / digital = "
         f"{t['opu_ideal'] / t['digital']:.2f}; frames' matmul alone / digital = "
         f"{t['floor'] / t['digital']:.2f})  [batch {args.batch}, error {args.n_out}, "
         f"widths {widths}, {jax.default_backend()}, jax {jax.__version__}]")
+
+
+def _pieces(error, frames, total, key) -> dict:
+  """The simulated pass's parts as separate jitted calls, on one tile of ``total`` columns."""
+  config, n = opu.OPUConfig(), error.shape[-1]
+  medium = device.medium_tile(key, n, total, jnp.float32)
+  anchor = device.anchor_field(key, total, config, jnp.float32)
+  draw = jax.jit(lambda k: device.medium_tile(k, n, total, jnp.float32))
+  draw_anchor = jax.jit(lambda k: device.anchor_field(k, total, config, jnp.float32))
+  fields = jax.jit(lambda x, m: (x @ m[0], x @ m[1]))
+  re, im = fields(frames, medium)
+  a_re, a_im = anchor
+  a_abs = jnp.sqrt(a_re ** 2 + a_im ** 2)
+
+  @jax.jit
+  def camera(re, im, k):  # linear_tile after its matmuls
+    keys = jax.random.split(k)
+    with_anchor = device.camera((re + a_re) ** 2 + (im + a_im) ** 2, keys[0], config)
+    alone = device.camera(re ** 2 + im ** 2, keys[1], config)
+    return (with_anchor - alone - a_abs ** 2) / (2 * a_abs)
+
+  ternarize = jax.jit(lambda e: device.ternarize(e, config))
+  return {"medium": lambda: draw(key), "anchor": lambda: draw_anchor(key),
+          "fields": lambda: fields(frames, medium), "camera": lambda: camera(re, im, key),
+          "ternarize": lambda: ternarize(error)}
 
 
 if __name__ == "__main__":

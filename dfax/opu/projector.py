@@ -4,7 +4,10 @@ An OPU projects its whole input frame onto all camera pixels at once, so the
 projector lays the feedback points side by side on the camera (the layout of
 ``dfax.projectors.shared``) and simulates the pass tile by tile of camera
 columns: the complex transmission matrix is regenerated from keys per tile
-and never materialised whole.
+and never materialised whole. Within a tile, a large batch is simulated in
+blocks of rows (``ROW_BLOCK`` frame pixels at a time), which keeps the camera's
+intermediates in cache (1.5x faster at 1024 x 256 -> 4x256 on CPU); the medium
+does not depend on the blocking.
 
 Fresh noise per training step while staying reproducible: build the projector
 inside the jitted step with ``noise_key=jax.random.fold_in(base_key, step)``
@@ -52,6 +55,34 @@ def _run_tiles(error: jax.Array, points, tile_fn, tile: int):
   return _split_points(full, error.shape, points, n_lead)
 
 
+ROW_BLOCK = 1 << 19
+
+
+def _row_blocks(error2d: jax.Array, cols: int, fn, noise_key: jax.Array | None):
+  """``fn(rows, noise_key)`` over blocks of error rows, for one tile of ``cols`` camera columns.
+
+  A block holds at most ``ROW_BLOCK`` frame pixels (2 frames x rows x cols),
+  so the camera's intermediates stay in cache: a large batch is cut into
+  blocks (zero rows pad the last; they project to zero and are dropped),
+  each with the noise key folded with its index. The medium of the tile is
+  shared by all blocks, so the projection does not depend on the blocking;
+  only the noise realisation does.
+  """
+  n_rows = error2d.shape[0]
+  block = max(1, ROW_BLOCK // (2 * cols))
+  if n_rows <= block:
+    return fn(error2d, noise_key)
+  count = -(-n_rows // block)
+  padded = jnp.pad(error2d, ((0, count * block - n_rows), (0, 0)))
+
+  def one(args):
+    rows, b = args
+    return fn(rows, None if noise_key is None else jax.random.fold_in(noise_key, b))
+
+  out = jax.lax.map(one, (padded.reshape(count, block, -1), jnp.arange(count)))
+  return out.reshape(count * block, -1)[:n_rows]
+
+
 def make_projector(config: OPUConfig | None = None, *, key: jax.Array,
                    noise_key: jax.Array | None = None):
   """A projector that sends the error through the simulated OPU.
@@ -75,19 +106,23 @@ def make_projector(config: OPUConfig | None = None, *, key: jax.Array,
     raise ValueError("dfax.opu: config.noise=True needs a noise_key (e.g. "
                      "jax.random.fold_in(key, step) for fresh noise each step).")
 
+  def rows_fn(rows, medium, anchor, noise):
+    if not config.ternarize:
+      return device.linear_tile(rows, medium, anchor, noise, config)
+    e_plus, e_minus, magnitude = device.ternarize(rows, config)
+    frames = jnp.concatenate([e_plus, e_minus])  # both frames in one device pass
+    lin = device.linear_tile(frames, medium, anchor, noise, config)
+    batch = rows.shape[0]
+    return (lin[:batch] - lin[batch:]) * magnitude
+
   def tile_fn(error2d, j, cols):
     n = error2d.shape[-1]
     medium_key, anchor_key = _tile_keys(key, j)
     medium = device.medium_tile(medium_key, n, cols, error2d.dtype)
     anchor = device.anchor_field(anchor_key, cols, config, error2d.dtype)
     tile_noise = jax.random.fold_in(noise_key, j) if noise_key is not None else None
-    if not config.ternarize:
-      return device.linear_tile(error2d, medium, anchor, tile_noise, config)
-    e_plus, e_minus, magnitude = device.ternarize(error2d, config)
-    frames = jnp.concatenate([e_plus, e_minus])  # both frames in one device pass
-    lin = device.linear_tile(frames, medium, anchor, tile_noise, config)
-    batch = error2d.shape[0]
-    return (lin[:batch] - lin[batch:]) * magnitude
+    return _row_blocks(error2d, cols, lambda rows, noise: rows_fn(rows, medium, anchor, noise),
+                       tile_noise)
 
   def projector(error, points):
     return _run_tiles(error, points, tile_fn, config.tile)
