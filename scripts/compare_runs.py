@@ -38,7 +38,11 @@ def main(argv=None):
             label=name)
     with open(os.path.join(workdir, "results.json")) as f:
       res = json.load(f)
-    print(f"| {name} | {res['method']} | {100 * res['test_accuracy']:.2f}% | "
+    method = res["method"]
+    changed = sorted({k for row in res.get("config_changes", []) for k in row["changes"]})
+    if changed:  # a resumed run whose config was changed on purpose (changes.jsonl)
+      method += f" (changed mid-run: {', '.join(changed)})"
+    print(f"| {name} | {method} | {100 * res['test_accuracy']:.2f}% | "
           f"{res['test_loss']:.4f} | {res['steps']} | {res['wall_time_s']:.0f} s |")
   ax.set(xlabel="step", ylabel="test accuracy (%)" if args.metric == "eval_accuracy" else
          "validation loss")

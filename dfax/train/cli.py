@@ -8,6 +8,8 @@ checkpoint saved.
 
 from __future__ import annotations
 
+import logging as std_logging
+import os
 import sys
 
 from absl import flags, logging
@@ -23,9 +25,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and m
 _ALLOW = flags.DEFINE_list(
     "allow_changes", [], "Config keys (or sections, e.g. dfa) allowed to differ from the "
     "workdir's saved config on resume; the change is recorded in changes.jsonl.")
-_SKIP = flags.DEFINE_multi_integer(
-    "skip_batches", [], "Steps whose batches get no update (those a non-finite-loss error "
-    "names); repeat or comma-separate.")
+_SKIP = flags.DEFINE_list(
+    "skip_batches", [], "Comma-separated steps whose batches get no update (those a "
+    "non-finite-loss error names); recorded in changes.jsonl.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -63,13 +65,28 @@ def _load_config():
           EXIT_REFUSED)
 
 
+def _not_orbax(record: std_logging.LogRecord) -> bool:
+  return f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+def quiet_logging() -> None:
+  """Warnings as plain lines; orbax's own logs off (its failures reach the user as one line)."""
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  logging.get_absl_handler().setFormatter(std_logging.Formatter("%(message)s"))
+  std_logging.getLogger("absl").addFilter(_not_orbax)
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     _fail(f"dfax.train: unexpected arguments {argv[1:]}; all options are --flags.",
           EXIT_REFUSED)
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  quiet_logging()
   config = _load_config()
-  skips = [int(s) for v in _SKIP.value for s in str(v).split(",")]
+  try:
+    skips = [int(s) for s in _SKIP.value]
+  except ValueError:
+    _fail(f"dfax.train: --skip_batches={','.join(_SKIP.value)} must be step numbers, e.g. "
+          "--skip_batches=17,18.", EXIT_REFUSED)
   try:
     results = train_and_evaluate(config, _WORKDIR.value, allow_changes=_ALLOW.value,
                                  skip_batches=skips)

@@ -133,6 +133,12 @@ MODEL_CONFIGS = {"mlp": "mnist_mlp.py", "cnn": "mnist_cnn.py",
                  "transformer_lm": "shakespeare_lm.py", "vit": "vit_mnist.py"}
 DATASETS: dict[str, Callable[[Any], TaskData]] = {"mnist": mnist, "mnist1d": mnist1d,
                                                   "shakespeare": shakespeare}
+_IMAGES = ("source", "train_limit", "eval_limit", "augment_shift")
+DATASET_FIELDS: dict[str, tuple[str, ...]] = {
+    "mnist": _IMAGES, "mnist1d": _IMAGES,
+    "shakespeare": ("source", "seq_len", "eval_windows", "train_limit", "eval_limit"),
+}
+UNUSED_FIELDS = {"shakespeare": ("train_limit", "eval_limit")}  # must stay 0
 
 
 def build(config) -> tuple[Any, TaskData]:

@@ -172,11 +172,6 @@ def _build(config, skip_batches: Iterable[int]) -> _Run:
   return _Run(config, model, task, opt, state, total_steps, steps)
 
 
-def _copy(config):
-  copy = config.copy_and_resolve_references()
-  return copy
-
-
 def train_and_evaluate(config, workdir: str, *, allow_changes: Iterable[str] = (),
                        skip_batches: Iterable[int] = ()) -> dict[str, Any]:
   """Trains per ``config``, resuming from ``workdir`` if it holds a run.
@@ -193,8 +188,9 @@ def train_and_evaluate(config, workdir: str, *, allow_changes: Iterable[str] = (
   Returns:
     The results dict also written to ``results.json``. ``status`` is
     "completed", or "interrupted" after SIGTERM/SIGINT (checkpoint saved,
-    ``signal`` holds its number). A workdir that already holds the completed
-    run returns its results unchanged and writes nothing.
+    ``signal`` holds its number; ``started`` is False when the signal came
+    before anything was written). A workdir that already holds the completed
+    run returns its results unchanged (``already_completed``) and writes nothing.
 
   Raises:
     ConfigError, ConfigChangedError, WorkdirBusyError, ResumeError: before
@@ -203,7 +199,7 @@ def train_and_evaluate(config, workdir: str, *, allow_changes: Iterable[str] = (
       state before that step is saved.
     WriteFailedError: a checkpoint or metrics row could not be written.
   """
-  config, allow_changes = _copy(config), tuple(allow_changes)
+  config, allow_changes = config.copy_and_resolve_references(), tuple(allow_changes)
   skips = set(skip_batches)
   workdir = os.path.abspath(workdir)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -243,6 +239,8 @@ def _resume_and_train(run: _Run, workdir, allow_changes, skips, interrupt) -> di
   checkpoint.set_aside_skipped(workdir, report)
   state = restored if restored is not None else run.state
   start = int(state.step)
+  if restored is not None:
+    logging.warning("dfax.train: resuming %s from the checkpoint of step %d.", workdir, start)
   if restored is None:
     changes = {}
   if changes:

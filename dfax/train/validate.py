@@ -65,19 +65,27 @@ def _one_of(config, key: str, names) -> None:
     _fail(key, v, f"is not one of {', '.join(map(repr, names))}", names[0])
 
 
-def _model_fields(config) -> None:
-  name, model = config.model.name, config.model
-  want = set(registry.MODEL_FIELDS[name]) | {"name"}
-  have = set(model.keys())
+def _fields_match(config, section: str, table: dict, configs: dict) -> None:
+  node = config[section]
+  name = node.name
+  if name not in table:  # a builder registered without a field list: not checked
+    return
+  want, have = set(table[name]) | {"name"}, set(node.keys())
   if have != want:
     missing, extra = sorted(want - have), sorted(have - want)
     raise ConfigError(
-        f"dfax.train: config.model does not fit model {name!r}: "
+        f"dfax.train: config.{section} does not fit {section} {name!r}: "
         + (f"missing {missing}" if missing else "")
         + ("; " if missing and extra else "") + (f"unexpected {extra}" if extra else "")
-        + f". Model {name!r} takes {sorted(want - {'name'})}; use a config written for it "
-        f"(e.g. configs/{registry.MODEL_CONFIGS.get(name, 'common.py')}) rather than "
-        "changing model.name alone.")
+        + f". {section.capitalize()} {name!r} takes {sorted(want - {'name'})}; use a config "
+        f"written for it (e.g. configs/{configs.get(name, 'common.py')}) rather than "
+        f"changing {section}.name alone.")
+
+
+def _model_fields(config) -> None:
+  model = config.model
+  _fields_match(config, "model", registry.MODEL_FIELDS, registry.MODEL_CONFIGS)
+  want = set(registry.MODEL_FIELDS[model.name])
   for key in ("features", "dense"):
     if key in want:
       v = tuple(model[key])
@@ -108,6 +116,12 @@ def check_config(config) -> None:
   if config.dfa.feedback:
     _one_of(config, "dfa.feedback", methods.feedback_presets())
   _model_fields(config)
+  _fields_match(config, "dataset", registry.DATASET_FIELDS,
+                {"shakespeare": "shakespeare_lm.py", "mnist1d": "mnist1d_mlp.py"})
+  for key in registry.UNUSED_FIELDS.get(config.dataset.name, ()):
+    if config.dataset[key]:
+      _fail(f"dataset.{key}", config.dataset[key], f"is not used by dataset "
+            f"{config.dataset.name!r} and must stay 0", 0)
   for key in ("seed", "dfa.seed", "num_steps", "warmup_steps", "alignment_every",
               "dataset.train_limit", "dataset.eval_limit", "dataset.augment_shift",
               "dfa.feature_ndim"):
@@ -141,7 +155,7 @@ def check_task(config, task: registry.TaskData, total_steps: int) -> None:
   Raises:
     ConfigError: naming the key and a valid value.
   """
-  limit = config.dataset.get("train_limit", 0)
+  limit = config.dataset.train_limit
   if limit and task.train_size and limit > task.train_size:
     _fail("dataset.train_limit", limit, f"is more than the {task.train_size} training "
           "examples", 0)
@@ -149,11 +163,11 @@ def check_task(config, task: registry.TaskData, total_steps: int) -> None:
   if examples and config.batch_size > examples:
     _fail("batch_size", config.batch_size, f"is more than the {examples} training examples",
           min(128, examples))
-  eval_limit = config.dataset.get("eval_limit", 0)
+  eval_limit = config.dataset.eval_limit
   if eval_limit and task.eval_size and eval_limit > task.eval_size:
     _fail("dataset.eval_limit", eval_limit, f"is more than the {task.eval_size} evaluation "
           "examples", 0)
-  shift = config.dataset.get("augment_shift", 0)
+  shift = config.dataset.augment_shift if "augment_shift" in config.dataset else 0
   if shift and shift >= min(task.input_shape[:2]):
     _fail("dataset.augment_shift", shift, f"must be smaller than the {task.input_shape[:2]} "
           "image", 2)

@@ -57,7 +57,10 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, method):
 
 
 def test_same_seed_same_run_and_outputs(tmp_path):
-  a = train_and_evaluate(_config(), str(tmp_path / "a"))
+  config = _config()
+  before = config.to_json()
+  a = train_and_evaluate(config, str(tmp_path / "a"))
+  assert config.to_json() == before  # the caller's config is not changed
   b = train_and_evaluate(_config(), str(tmp_path / "b"))
   assert a["test_accuracy"] == b["test_accuracy"] and a["test_loss"] == b["test_loss"]
   for name in ("metrics.jsonl", "results.json", "curves.png", "alignment.png", "config.json"):
