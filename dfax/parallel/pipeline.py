@@ -146,7 +146,8 @@ def _stage_step(parts: PipelineParts, stage_mode: str):
 
 
 def dfa_pipeline(parts: PipelineParts, mesh: Mesh, num_microbatches: int,
-                 feedback: StageFeedback, *, stage_mode: str = "vmap") -> Callable:
+                 feedback: StageFeedback, *, stage_mode: str = "vmap",
+                 microbatch_mode: str = "scan") -> Callable:
   """``(params, x, y) -> (loss, grads)`` of the DFA pipeline (no backward bubble).
 
   Args:
@@ -159,6 +160,9 @@ def dfa_pipeline(parts: PipelineParts, mesh: Mesh, num_microbatches: int,
     stage_mode: for block-cut stages, how a stage replays its blocks'
       backwards: ``"vmap"`` (layer-parallel), ``"scan"`` (one by one) or
       ``"vjp"`` (``jax.vjp`` of the cut stack, as ``dfa_grad`` does).
+    microbatch_mode: how a stage runs its ``M`` microbatch backwards (none of
+      which waits for another stage): ``"scan"``, a local loop accumulating
+      the gradients, or ``"vmap"``, all at once (``M`` gradient copies in memory).
 
   Returns:
     A jitted function; gradients are structured like ``params``.
@@ -168,6 +172,9 @@ def dfa_pipeline(parts: PipelineParts, mesh: Mesh, num_microbatches: int,
     fb = dfax.parallel.feedback.keyed_dense(jax.random.key(0))
     loss, grads = dfa_pipeline(parts, make_pipeline_mesh(4), 8, fb)(params, x, y)
   """
+  if microbatch_mode not in ("scan", "vmap"):
+    raise ValueError("dfax.parallel.pipeline: microbatch_mode must be 'scan' or 'vmap', "
+                     f"got {microbatch_mode!r}.")
   if stage_mode not in STAGE_MODES:
     raise ValueError(f"dfax.parallel.pipeline: stage_mode must be one of {STAGE_MODES}, "
                      f"got {stage_mode!r}.")
@@ -203,8 +210,16 @@ def dfa_pipeline(parts: PipelineParts, mesh: Mesh, num_microbatches: int,
       cots = jnp.moveaxis(cots.reshape((k, num_micro, -1) + cots.shape[2:]), 1, 0)
       window = jax.tree.map(
           lambda *a: jax.lax.dynamic_slice_in_dim(jnp.stack(a), stage, num_micro), *stored)
-      g_stage, g_in = jax.vmap(bwd, in_axes=(None, 0, 0))(sp, window, cots)
-      g_stage = jax.tree.map(lambda a: a.sum(0)[None], g_stage)
+      if microbatch_mode == "vmap":
+        g_stage, g_in = jax.vmap(bwd, in_axes=(None, 0, 0))(sp, window, cots)
+        g_stage = jax.tree.map(lambda a: a.sum(0), g_stage)
+      else:  # a local loop over microbatches, accumulating: no transfers either way
+        def one(acc, a):
+          g, dh = bwd(sp, *a)
+          return jax.tree.map(jnp.add, acc, g), dh
+        zero = jax.tree.map(jnp.zeros_like, sp)
+        g_stage, g_in = jax.lax.scan(one, zero, (window, cots))
+      g_stage = jax.tree.map(lambda a: a[None], g_stage)
       g_in = jnp.where(first, g_in.reshape(emb.shape), 0.0)
       (g_embed,) = embed_vjp(g_in)
       mask = lambda tree, keep: jax.tree.map(lambda a: jnp.where(keep, a, 0.0), tree)

@@ -43,7 +43,7 @@ def _reference(stages, cut, method):
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(stages, data, micro, method, cut="stage", fb="keyed", mode="vmap"):
+def _compiled(stages, data, micro, method, cut="stage", fb="keyed", mode="vmap", mb="scan"):
   """The compiled pipeline step and what it returns."""
   _need(stages * data)
   config, params, x, y, _ = _problem(stages, cut)
@@ -51,7 +51,7 @@ def _compiled(stages, data, micro, method, cut="stage", fb="keyed", mode="vmap")
   if method == "dfa":
     fbk = (feedback.keyed_dense(KEY) if fb == "keyed"
            else feedback.from_projector(dfax.projectors.gaussian(KEY)))
-    fn = pipeline.dfa_pipeline(parts, mesh, micro, fbk, stage_mode=mode)
+    fn = pipeline.dfa_pipeline(parts, mesh, micro, fbk, stage_mode=mode, microbatch_mode=mb)
   else:
     fn = pipeline.backprop_pipeline(parts, mesh, micro)
   compiled = fn.lower(to_pipeline(params), x, y).compile()
@@ -101,10 +101,9 @@ def test_dfa_backward_has_no_transfer_chain_and_a_shorter_critical_path():
   assert saved >= 0.9 * (stages - 1) * stage_backward, (saved, stage_backward)
 
 
-def test_block_cut_stage_modes_agree():
-  _, _, vmap = _compiled(4, 1, 2, "dfa", "block", "keyed", "vmap")
-  for mode in ("scan",):
-    _assert_close(_compiled(4, 1, 2, "dfa", "block", "keyed", mode)[2], vmap)
+def test_block_cut_stage_and_microbatch_modes_agree():
+  _, _, vmap_scan = _compiled(4, 1, 2, "dfa", "block", "keyed", "vmap")  # cached
+  _assert_close(_compiled(4, 1, 2, "dfa", "block", "keyed", "scan", "vmap")[2], vmap_scan)
 
 
 
@@ -119,6 +118,8 @@ def test_bad_input_is_named():
     pipeline.dfa_pipeline(parts, make_pipeline_mesh(2), 2, fbk)(to_pipeline(params), x, y)
   with pytest.raises(ValueError, match="'embed', 'stages', 'head'"):
     pipeline.backprop_pipeline(parts, mesh, 2)(params, x, y)
+  with pytest.raises(ValueError, match="microbatch_mode"):
+    pipeline.dfa_pipeline(parts, mesh, 2, fbk, microbatch_mode="loop")
   with pytest.raises(ValueError, match="stage_mode"):
     pipeline.dfa_pipeline(parts, mesh, 2, fbk, stage_mode="fast")
   with pytest.raises(ValueError, match="device_count=64"):
