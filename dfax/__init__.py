@@ -8,12 +8,12 @@ Switch ``jax.grad`` to ``dfax.dfa_grad``::
 import importlib
 
 from dfax import projectors
-from dfax.core import (DEFAULT_FEEDBACK, FeedbackPoint, PointSpec, by_name, dfa_grad,
+from dfax.core import (DEFAULT_FEEDBACK, FeedbackPoint, PointSpec, after, by_name, dfa_grad,
                        dfa_value_and_grad)
 
 __version__ = "0.1.0"
 
-__all__ = ["dfa_grad", "dfa_value_and_grad", "FeedbackPoint", "PointSpec", "by_name",
+__all__ = ["dfa_grad", "dfa_value_and_grad", "FeedbackPoint", "PointSpec", "after", "by_name",
            "DEFAULT_FEEDBACK", "projectors", "nnx", "opu"]
 
 _LAZY = ("nnx", "opu", "models", "data", "train", "parallel")

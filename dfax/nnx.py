@@ -1,34 +1,41 @@
-"""DFA for Flax NNX models: ``dfax.nnx.dfa_grad(loss_fn)(model, x, y)``.
+"""DFA for Flax NNX models: ``dfax.nnx.dfa_value_and_grad(loss_fn)(model, x, y)``.
 
-NNX has no method interceptor, so dfax makes one for the duration of a trace:
-the model is split into (graphdef, params, rest) and merged again inside the
-differentiated function, exactly as ``nnx.grad`` does; while the loss runs,
-``__call__`` of each module class found in that *fresh copy* of the model is
-routed through the same recorder as for linen. The user's model object and its
-classes are untouched outside the trace.
+Built on ``nnx.value_and_grad`` itself, so everything it does holds: the
+gradient is the ``nnx.State`` of the model's ``nnx.Param`` variables, and
+state the loss updates (BatchNorm statistics, Dropout's ``RngCount``, an
+``nnx.Rngs`` passed as an argument) ends up on the caller's objects exactly as
+with ``nnx.value_and_grad``.
 
-Trade-off (documented in the README): only ``__call__`` of modules reachable
-from the differentiated model is visible (a feedback point in a module created
-inside ``__call__`` is not), the class patch is process-wide for the length of
-one trace (do not trace the same classes from two threads at once), and NNX
-transforms (``nnx.scan``) inside the model are not supported: a selected module
-called inside one raises an error naming the alternatives (linen's
-``nn.scan``, a Python loop).
+NNX has no method interceptor. While the loss runs, dfax gives each module
+of the *fresh copies* that ``nnx.value_and_grad`` hands the loss a routing
+subclass of its own class (``obj.__class__``, restored before the call
+returns); the user's objects and classes are never changed. Modules called
+inside NNX transforms (``nnx.scan`` over an ``nnx.vmap``-built stack,
+``nnx.remat``, ``nnx.vmap``) run on copies made inside the transform: their
+candidate values leave the transform as NNX state (a private ``Variable``
+type), stacked per layer as ``nnx.scan`` stacks any state, and become one
+point per layer, as for linen's ``nn.scan``.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
+import weakref
 from typing import Any, Callable, Sequence
 
 import jax
 from flax import nnx
-from jax._src import core as jax_core
 
-from dfax.core.recorder import Recorder
-from dfax.core.selection import make_selector
-from dfax.core.transform import _check_argnums, _check_loss, _default_projector
+from dfax.core.checks import (check_argnums_in_range, check_holomorphic, check_loss,
+                              check_projector)
+from dfax.core.outputs import OutputSelector, check_output_selector, is_float_array
+from dfax.core.recorder import Recorder, _Meta, cut_value
+from dfax.core.selection import Selector, make_selection
 from dfax.core.tap import Projector
+from dfax.core.transform import check_points, default_projector
+
+_ATTR = "_dfax_candidate_"
 
 
 class FeedbackPoint(nnx.Module):
@@ -49,139 +56,225 @@ DEFAULT_FEEDBACK: tuple[type, ...] = (
     nnx.Linear, nnx.LinearGeneral, nnx.Conv, nnx.ConvTranspose, FeedbackPoint)
 
 
-def _make_selector(feedback) -> Callable[[Any, tuple], bool]:
-  return make_selector(feedback, default=DEFAULT_FEEDBACK, base=nnx.Module)
+class Candidate(nnx.Variable):
+  """A value recorded inside an NNX transform, on its way out as state."""
 
 
-def _selects_without_path(selector, module) -> bool:
-  """Whether ``selector`` picks ``module`` when its path is unknown (best effort)."""
-  try:
-    return bool(selector(module, ()))
-  except Exception:  # noqa: BLE001 - a user predicate may index the path
-    return False
+_routing_classes: "weakref.WeakKeyDictionary[type, type]" = weakref.WeakKeyDictionary()
+_local = threading.local()  # .stack: (recorder, paths) of the traces running on this thread
 
 
-class _patched_calls:
-  """Routes ``__call__`` of the modules in ``models`` through ``recorder``."""
+def _stack() -> list:
+  if not hasattr(_local, "stack"):
+    _local.stack = []
+  return _local.stack
 
-  def __init__(self, models: Sequence[nnx.Module], recorder: Recorder):
-    self.paths = {}
-    for model in models:
-      for path, node in nnx.iter_graph(model):
-        if isinstance(node, nnx.Module):
-          self.paths.setdefault(id(node), tuple(str(p) for p in path))
-    self.recorder = recorder
-    self.originals: dict[type, Any] = {}
-    self.classes = {type(node) for model in models for _, node in nnx.iter_graph(model)
-                    if isinstance(node, nnx.Module)}
+
+def _has_call(cls: type) -> bool:
+  return any("__call__" in c.__dict__ for c in cls.__mro__ if c not in (object, nnx.Module))
+
+
+def _routing_class(cls: type) -> type:
+  """A subclass of ``cls`` whose ``__call__`` reports to the active recorder."""
+  sub = _routing_classes.get(cls)
+  if sub is None:
+    original = cls.__call__
+
+    @functools.wraps(original)
+    def __call__(self, *args, **kwargs):
+      if not _stack():
+        return original(self, *args, **kwargs)
+      recorder, paths = _stack()[-1]
+      return _intercept(recorder, paths, original, self, args, kwargs)
+
+    sub = type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__,
+                                      "__qualname__": cls.__qualname__})
+    _routing_classes[cls] = sub
+  return sub
+
+
+def _intercept(recorder, paths, original, module, args, kwargs):
+  next_fun = lambda *a, **k: original(module, *a, **k)
+  path = paths.get(id(module))
+  if path is not None:
+    return recorder.intercept(next_fun, args, kwargs, module, "__call__", path)
+  # A copy made inside an NNX transform: cut here, send the value out as state.
+  ins, outs = recorder.selection.match(module, ())
+  if not (ins or outs):
+    return next_fun(*args, **kwargs)
+  recorder.modules_seen[type(module).__name__] = recorder.modules_seen.get(
+      type(module).__name__, 0) + 1
+  if ins:
+    args, kwargs = _cut_as_state(module, (args, kwargs), "in", ins + outs)
+  out = next_fun(*args, **kwargs)
+  if outs:
+    out = _cut_as_state(module, out, "out", ins + outs)
+  _pending(recorder).append(type(module).__name__)
+  return out
+
+
+def _pending(recorder) -> list:
+  """Classes of transform copies that stored candidates not yet collected."""
+  if not hasattr(recorder, "nnx_pending"):
+    recorder.nnx_pending = []
+  return recorder.nnx_pending
+
+
+def _cut_as_state(module, tree, side: str, entries: list):
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  floats = [i for i, x in enumerate(leaves) if is_float_array(x)]
+  for k, i in enumerate(floats):
+    name = side if len(floats) == 1 else f"{side}{k}"
+    setattr(module, f"{_ATTR}{name}", Candidate(leaves[i], entries=tuple(entries),
+                                                 inner_ndim=leaves[i].ndim))
+    leaves[i] = cut_value(leaves[i], name)
+  return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _collect_candidates(models: Sequence[Any], recorder: Recorder) -> list:
+  """Takes the candidates that NNX transforms carried out; removes them."""
+  found, seen, collected = [], set(), set()
+  for model in models:
+    for path, node in nnx.iter_graph(model):
+      if not isinstance(node, nnx.Module) or id(node) in seen:
+        continue
+      seen.add(id(node))
+      for attr in [a for a in vars(node) if a.startswith(_ATTR)]:
+        var = getattr(node, attr)
+        label = "/".join(str(p) for p in path) or type(node).__name__
+        side = attr[len(_ATTR):]
+        value = var.get_value()
+        info = recorder.selected.setdefault(label, [type(node).__name__, set(), True])
+        info[1].update(var.get_metadata()["entries"])
+        stack = value.ndim - var.get_metadata()["inner_ndim"]
+        found.append((value, _Meta(f"{label}/{side}", stack, (label,))))
+        delattr(node, attr)
+        collected.add(label)
+  if collected:
+    del _pending(recorder)[:]
+  return found
+
+
+class _routed:
+  """Gives the modules of ``models`` routing classes while the loss runs."""
+
+  def __init__(self, models: Sequence[Any], recorder: Recorder):
+    self.models, self.recorder = models, recorder
+    self.paths: dict[int, tuple] = {}
+    self.swapped: list = []
 
   def __enter__(self):
-    for cls in self.classes:
-      owner = next(c for c in cls.__mro__ if "__call__" in c.__dict__)
-      if owner in self.originals:
-        continue
-      self.originals[owner] = owner.__dict__["__call__"]
-      owner.__call__ = self._route(self.originals[owner])
+    for model in self.models:
+      for path, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.Module) and id(node) not in self.paths:
+          self.paths[id(node)] = tuple(str(p) for p in path)
+          cls = type(node)
+          if _has_call(cls) and cls not in _routing_classes.values():
+            object.__setattr__(node, "__class__", _routing_class(cls))
+            self.swapped.append((node, cls))
+    _stack().append((self.recorder, self.paths))
+    self.recorder.collect_extra = lambda: _collect_candidates(self.models, self.recorder)
     return self
 
   def __exit__(self, *exc):
-    for owner, original in self.originals.items():
-      owner.__call__ = original
+    _stack().pop()
+    for node, cls in self.swapped:
+      object.__setattr__(node, "__class__", cls)
 
-  def _route(self, original):
-    paths, recorder = self.paths, self.recorder
 
-    @functools.wraps(original)
-    def call(module, *args, **kwargs):
-      path = paths.get(id(module))
-      if path is None:
-        if _selects_without_path(recorder.selector, module):
-          raise ValueError(
-              f"dfax.nnx: a {type(module).__name__} that feedback= selects was called on a "
-              "copy that is not part of the differentiated model's graph, as happens inside "
-              "nnx.scan / nnx.vmap bodies or for modules created during the call. DFA cannot "
-              "place a cut there, and silently back-propagating through it would not be DFA. "
-              "Use flax.linen's nn.scan (supported), call the layers in a Python loop, or "
-              "select only modules called directly (feedback=).")
-        return original(module, *args, **kwargs)
-      next_fun = lambda *a, **k: original(module, *a, **k)
-      return recorder.intercept(next_fun, args, kwargs, module, "__call__", path)
-
-    return call
+def _graph_args(args: Sequence[Any]) -> list:
+  return [a for a in jax.tree_util.tree_leaves(args, is_leaf=lambda x: isinstance(
+      x, nnx.Module)) if isinstance(a, nnx.Module)]
 
 
 def dfa_value_and_grad(fun: Callable[..., Any], argnums: int | Sequence[int] = 0,
-                       has_aux: bool = False, *, projector: Projector | None = None,
-                       feedback=None) -> Callable[..., Any]:
+                       has_aux: bool = False, holomorphic: bool = False, *,
+                       projector: Projector | None = None, feedback: Selector = None,
+                       output: OutputSelector = None) -> Callable[..., Any]:
   """``nnx.value_and_grad`` with DFA; differentiated NNX modules give ``nnx.State``.
 
   Args:
-    fun: loss function taking the model(s) like for ``nnx.grad``.
-    argnums, has_aux: as in ``nnx.value_and_grad`` (int or tuple).
+    fun: loss function taking the model(s) like for ``nnx.value_and_grad``.
+    argnums: as in ``nnx.value_and_grad`` (an int, a tuple, or
+      ``nnx.DiffState``).
+    has_aux: whether ``fun`` returns ``(loss, aux)``.
+    holomorphic: refused, as for ``dfax.dfa_grad``.
     projector: as in ``dfax.dfa_grad``.
-    feedback: nnx.Module class(es) or predicate ``(module, path) -> bool``;
-      default every nnx.Linear, LinearGeneral, Conv, ConvTranspose and
+    feedback: ``nnx.Module`` class(es), a predicate ``(module, path) ->
+      bool``, ``dfax.after(...)``, or a tuple of these; default in front of
+      every nnx.Linear, LinearGeneral, Conv, ConvTranspose and
       ``dfax.nnx.FeedbackPoint``.
+    output: as in ``dfax.dfa_grad``, for models returning pytrees.
 
   Returns:
-    ``fn(*args) -> (value, grads)``; grads of a module argument are the
-    ``nnx.State`` of its ``nnx.Param`` variables, as ``nnx.grad`` returns.
+    ``fn(*args) -> (value, grads)``, as ``nnx.value_and_grad`` returns them.
 
-  Example::
+  Example:
 
-    loss, grads = dfax.nnx.dfa_value_and_grad(loss_fn)(model, x, y)
-    optimizer.update(model, grads)
+    >>> import jax.numpy as jnp, optax
+    >>> from flax import nnx
+    >>> import dfax.nnx
+    >>> model = nnx.Sequential(nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.tanh,
+    ...                        nnx.Linear(8, 2, rngs=nnx.Rngs(1)))
+    >>> loss_fn = lambda m, x: m(x).sum()
+    >>> loss, grads = dfax.nnx.dfa_value_and_grad(loss_fn)(model, jnp.ones((3, 4)))
+    >>> sorted(grads["layers"].keys())
+    [0, 2]
   """
-  selector = _make_selector(feedback)
-  projector = projector if projector is not None else _default_projector()
-  nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+  check_holomorphic(holomorphic)
+  projector = projector if projector is not None else default_projector()
+  check_projector(projector)
+  check_output_selector(output)
+  selection = make_selection(feedback, default=DEFAULT_FEEDBACK, base=nnx.Module)
 
   @functools.wraps(fun)
-  def value_and_grad_fn(*args):
-    _check_argnums(argnums, len(args))
-    split = {}
-    for i in nums:
-      if isinstance(args[i], nnx.Module):
-        split[i] = nnx.split(args[i], nnx.Param, ...)
+  def traced(*args, **kwargs):
+    recorder = Recorder(selection, projector, output)
+    with _routed(_graph_args((args, kwargs)), recorder):
+      out = fun(*args, **kwargs)
+    check_loss(out, has_aux)
+    if _pending(recorder):
+      raise ValueError(
+          f"dfax.nnx: a {_pending(recorder)[0]} that feedback= selects ran on a module that "
+          "is not part of the differentiated model's graph (created during the call, or "
+          "returned by a transform that drops state). DFA cannot carry its feedback point "
+          "out, and silently back-propagating through it would not be DFA. Create the "
+          "module in __init__, or leave it out of feedback=.")
+    if not recorder.modules_seen:
+      raise ValueError("dfax.nnx: the loss function called no nnx.Module of its "
+                       "arguments; pass the model as an argument, as for nnx.grad.")
+    check_points(recorder, "dfax.nnx")
+    return out
 
-    def pure(*diff):
-      call_args = list(args)
-      for i, value in zip(nums, diff):
-        call_args[i] = nnx.merge(split[i][0], value, split[i][2]) if i in split else value
-      models = [call_args[i] for i in split]
-      recorder = Recorder(selector, projector, jax_core.trace_ctx.trace)
-      with _patched_calls(models, recorder):
-        out = fun(*call_args)
-      _check_loss(out, has_aux)
-      if recorder.num_selected == 0:
-        seen = ", ".join(sorted(recorder.modules_seen)) or "none"
-        raise ValueError(f"dfax.nnx: no feedback points found (modules called: {seen}). "
-                         "Select some with feedback=: an nnx.Module class, a tuple of "
-                         "classes or a predicate (module, path) -> bool, or place "
-                         "dfax.nnx.FeedbackPoint() markers.")
-      return out
+  value_and_grad = nnx.value_and_grad(traced, argnums=argnums, has_aux=has_aux)
 
-    diff_args = [split[i][1] if i in split else args[i] for i in nums]
-    value, grads = jax.value_and_grad(pure, tuple(range(len(nums))), has_aux)(*diff_args)
-    return value, (grads[0] if isinstance(argnums, int) else grads)
+  @functools.wraps(fun)
+  def value_and_grad_fn(*args, **kwargs):
+    nums = [argnums] if isinstance(argnums, int) else (
+        [argnums.argnum] if isinstance(argnums, nnx.DiffState) else list(argnums))
+    check_argnums_in_range([n.argnum if isinstance(n, nnx.DiffState) else n
+                            for n in nums], len(args))
+    return value_and_grad(*args, **kwargs)
 
   return value_and_grad_fn
 
 
 def dfa_grad(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False,
-             *, projector: Projector | None = None, feedback=None) -> Callable[..., Any]:
+             holomorphic: bool = False, *, projector: Projector | None = None,
+             feedback: Selector = None, output: OutputSelector = None) -> Callable[..., Any]:
   """``nnx.grad`` with DFA. See ``dfa_value_and_grad``.
 
   Example::
 
     grads = dfax.nnx.dfa_grad(loss_fn)(model, x, y)   # was: nnx.grad(loss_fn)
   """
-  value_and_grad_fn = dfa_value_and_grad(fun, argnums, has_aux, projector=projector,
-                                         feedback=feedback)
+  value_and_grad_fn = dfa_value_and_grad(fun, argnums, has_aux, holomorphic,
+                                         projector=projector, feedback=feedback,
+                                         output=output)
 
   @functools.wraps(fun)
-  def grad_fn(*args):
-    value, grads = value_and_grad_fn(*args)
+  def grad_fn(*args, **kwargs):
+    value, grads = value_and_grad_fn(*args, **kwargs)
     return (grads, value[1]) if has_aux else grads
 
   return grad_fn

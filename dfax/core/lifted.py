@@ -1,53 +1,52 @@
-"""Making Flax lifted module classes (``nn.scan(Block)``, ``nn.remat``) visible.
+"""Reaching the outer call of Flax lifted module classes (``nn.scan(Block)``).
 
-Flax does not run method interceptors on the outer call of a lifted class
-(``ScanBlock.__call__``), only inside its body. dfax needs that outer call:
-values recorded inside a scan body must leave the body as extra (stacked)
-outputs and be stripped again outside. ``prepare_lifted_classes`` wraps the
-lifted methods of every such class once; the wrapper is a no-op unless a
-dfax trace is active on this thread.
+Flax runs method interceptors inside a lifted body (on the clone it binds to
+fresh scopes) but not on the outer call of a lifted class
+(``ScanBlock.__call__``). dfax needs that outer call: values recorded inside
+a scan body leave the body as extra (stacked) outputs and must be stripped
+again outside, before the caller sees them.
+
+No public Flax API exposes that call, so this module is the one place that
+relies on Flax internals (``flax.linen.transforms``), and only while a dfax
+trace runs: ``routed(recorder)`` wraps the lifted methods of the lifted
+classes that exist, and of those created during the trace, and restores
+everything when the trace ends. Importing dfax changes nothing in Flax.
+``check_flax_internals()`` verifies the assumptions; the test suite calls it
+so that a Flax release that changes them fails loudly instead of silently
+dropping points.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import threading
-import weakref
-from typing import Any
+from typing import Any, Iterator
 
 from flax import linen as nn
+from flax.linen import transforms as _transforms
 
 _LIFT_MODULE = "flax.linen.transforms"
-_ACTIVE = threading.local()
-# Weak: nn.scan(...) inside a compact method makes a new class on every trace.
-_prepared: "weakref.WeakSet[type]" = weakref.WeakSet()
-_wrappers: "weakref.WeakSet" = weakref.WeakSet()
+_LIFT_FACTORY = "module_class_lift_transform"
+_local = threading.local()
+_lock = threading.RLock()
+_installed = {"depth": 0, "factory": None, "classes": {}}  # class -> {name: original}
 
 
 def active_recorder():
-  stack = getattr(_ACTIVE, "stack", None)
+  """The recorder of the innermost dfax trace on this thread, or None."""
+  stack = getattr(_local, "stack", None)
   return stack[-1] if stack else None
 
 
-class activate:
-  """Context manager: routes lifted calls on this thread to ``recorder``."""
+# -- the Flax internals, in one place ------------------------------------------
+def _lift_kwargs(fn) -> dict | None:
+  """The lift's keyword arguments if ``fn`` is Flax's lifted method wrapper.
 
-  def __init__(self, recorder):
-    self.recorder = recorder
-
-  def __enter__(self):
-    if not hasattr(_ACTIVE, "stack"):
-      _ACTIVE.stack = []
-    _ACTIVE.stack.append(self.recorder)
-    return self.recorder
-
-  def __exit__(self, *exc):
-    _ACTIVE.stack.pop()
-
-
-def _transform_kwargs(fn) -> dict | None:
-  """The lift's keyword arguments if ``fn`` is Flax's lifted method wrapper."""
+  Flax builds each lifted method as a closure named ``wrapped_fn`` in
+  ``flax/linen/transforms.py`` that holds the transform's ``trafo_kwargs``.
+  """
   while fn is not None:
     code = getattr(fn, "__code__", None)
     if code is not None and code.co_name == "wrapped_fn" and code.co_filename.endswith(
@@ -58,14 +57,49 @@ def _transform_kwargs(fn) -> dict | None:
 
 
 def _lift_kind(cls: type) -> str:
+  """"scan", "vmap" or "other", from the generated class name (ScanBlock)."""
   base = cls.__bases__[0].__name__
   prefix = cls.__name__[: len(cls.__name__) - len(base)].lower()
   return prefix if prefix in ("scan", "vmap") else "other"
 
 
-def _wrap(cls: type, name: str, orig, kwargs: dict) -> None:
-  kind, out_axes = _lift_kind(cls), kwargs.get("out_axes", 0)
+def check_flax_internals() -> None:
+  """Raises RuntimeError if the Flax internals dfax relies on have changed."""
+  factory = getattr(_transforms, _LIFT_FACTORY, None)
+  if factory is None:
+    raise RuntimeError(f"flax.linen.transforms.{_LIFT_FACTORY} is gone: dfax cannot "
+                       "reach points inside nn.scan/nn.remat with this Flax.")
 
+  class _Probe(nn.Module):
+    @nn.compact
+    def __call__(self, c, x):
+      return c, x
+
+  scanned = nn.scan(_Probe, variable_axes={"params": 0}, split_rngs={"params": True},
+                    length=2, out_axes=0)
+  kwargs = _lift_kwargs(vars(scanned)["__call__"])
+  if kwargs is None or kwargs.get("out_axes") != 0 or _lift_kind(scanned) != "scan":
+    raise RuntimeError("Flax's lifted method wrappers changed shape: dfax cannot read "
+                       "nn.scan's out_axes; feedback points inside lifted modules would "
+                       "be lost.")
+
+
+# -- wrapping, only while a trace runs -----------------------------------------
+def _wrap(cls: type) -> None:
+  if cls in _installed["classes"] or cls.__module__ != _LIFT_MODULE or len(
+      cls.__bases__) != 1:
+    return
+  originals = {}
+  for name, fn in list(vars(cls).items()):
+    kwargs = _lift_kwargs(fn) if inspect.isfunction(fn) else None
+    if kwargs is None:
+      continue
+    originals[name] = fn
+    setattr(cls, name, _routing(fn, _lift_kind(cls), kwargs.get("out_axes", 0)))
+  _installed["classes"][cls] = originals
+
+
+def _routing(orig, kind: str, out_axes: Any):
   @functools.wraps(orig)
   def lifted_method(self, *args, **kw):
     recorder = active_recorder()
@@ -73,50 +107,66 @@ def _wrap(cls: type, name: str, orig, kwargs: dict) -> None:
       return orig(self, *args, **kw)
     return recorder.run_lifted(functools.partial(orig, self), args, kw, kind, out_axes)
 
-  lifted_method.method_handler_wrapped = True
-  _wrappers.add(lifted_method)
-  setattr(cls, name, lifted_method)
+  return lifted_method
 
 
-def prepare_lifted_classes() -> None:
-  """Wraps the lifted methods of every Flax lifted Module class (idempotent)."""
+def _wrap_existing() -> None:
   pending = [nn.Module]
   while pending:
     cls = pending.pop()
     pending.extend(cls.__subclasses__())
-    prepare_class(cls)
+    _wrap(cls)
 
 
-def prepare_class(cls: type) -> None:
-  """Wraps the lifted methods of one class, if it is a Flax lifted class."""
-  if cls in _prepared or cls.__module__ != _LIFT_MODULE or len(cls.__bases__) != 1:
-    return
-  _prepared.add(cls)
-  for name, fn in list(vars(cls).items()):
-    if not inspect.isfunction(fn) or fn in _wrappers:  # (wraps copies flags)
-      continue
-    kwargs = _transform_kwargs(fn)
-    if kwargs is not None:
-      _wrap(cls, name, fn, kwargs)
+def _install() -> None:
+  factory = getattr(_transforms, _LIFT_FACTORY)
+
+  @functools.wraps(factory)
+  def lift_factory(*args, **kwargs):
+    made = factory(*args, **kwargs)
+    with _lock:
+      if _installed["depth"]:
+        _wrap(made.func if isinstance(made, functools.partial) else made)
+    return made
+
+  _installed["factory"] = factory
+  setattr(_transforms, _LIFT_FACTORY, lift_factory)
+  _wrap_existing()
 
 
-def _prepare_on_creation() -> None:
-  """Also wraps lifted classes created later (e.g. nn.scan(...) inside compact)."""
-  from flax.linen import transforms
-
-  original = transforms.module_class_lift_transform
-  if getattr(original, "dfax_hooked", False):
-    return
-
-  @functools.wraps(original)
-  def module_class_lift_transform(*args, **kwargs):
-    cls = original(*args, **kwargs)
-    target = cls.func if isinstance(cls, functools.partial) else cls
-    prepare_class(target)
-    return cls
-
-  module_class_lift_transform.dfax_hooked = True
-  transforms.module_class_lift_transform = module_class_lift_transform
+def _uninstall() -> None:
+  setattr(_transforms, _LIFT_FACTORY, _installed["factory"])
+  for cls, originals in _installed["classes"].items():
+    for name, fn in originals.items():
+      setattr(cls, name, fn)
+  _installed["classes"] = {}
+  _installed["factory"] = None
 
 
-_prepare_on_creation()
+@contextlib.contextmanager
+def routed(recorder) -> Iterator[None]:
+  """Routes lifted outer calls on this thread to ``recorder`` while active.
+
+  Args:
+    recorder: the ``Recorder`` of the trace.
+
+  Example::
+
+    with lifted.routed(recorder), nn.intercept_methods(recorder):
+      loss = loss_fn(params, batch)
+  """
+  with _lock:
+    if _installed["depth"] == 0:
+      _install()
+    _installed["depth"] += 1
+  if not hasattr(_local, "stack"):
+    _local.stack = []
+  _local.stack.append(recorder)
+  try:
+    yield
+  finally:
+    _local.stack.pop()
+    with _lock:
+      _installed["depth"] -= 1
+      if _installed["depth"] == 0:
+        _uninstall()

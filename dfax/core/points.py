@@ -6,7 +6,6 @@ import dataclasses
 import math
 from typing import Any
 
-import jax.numpy as jnp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +23,7 @@ class PointSpec:
 
   Example::
 
-    >>> spec = PointSpec("Dense_1/in", (4, 8, 32), jnp.float32, stack_ndim=1)
+    >>> spec = PointSpec("Dense_1/in", (4, 8, 32), "float32", stack_ndim=1)
     >>> spec.stack_shape, spec.num_copies
     ((4,), 4)
   """
@@ -72,6 +71,3 @@ def check_lead_dims(error_shape: tuple[int, ...], spec: PointSpec) -> int:
         "projector that handles this layout.")
   return len(lead)
 
-
-def as_dtype(x, spec: PointSpec):
-  return jnp.asarray(x).astype(spec.dtype)

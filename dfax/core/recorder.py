@@ -1,36 +1,66 @@
 """Cuts feedback points while a loss function runs, and taps the output.
 
 A ``Recorder`` is installed with ``flax.linen.intercept_methods`` for one
-trace of the loss function. For every selected module call it cuts the
-module's floating-point inputs (the module sees ``stop_gradient(x)``) and
-remembers ``x``. When the outermost module call returns, its output ``y`` is
-passed through the tap (see ``tap.py``) together with every remembered value.
+trace of the loss function (``dfax.nnx`` routes NNX module calls to it too).
+For every selected module call it cuts the module's floating-point inputs
+(the module sees ``stop_gradient(x)``), or with ``dfax.after`` its outputs,
+and remembers the uncut value as a candidate point. When the outermost
+module call returns, the tap (``tap.py``) is applied to its output together
+with every candidate; the tap keeps those that depend on the differentiated
+arguments.
 
 Flax lifted transforms (``nn.scan``, ``nn.remat``, ``nn.jit``, ``nn.vmap``)
 trace their body in a separate JAX trace, so values remembered inside cannot
 be used outside. The recorder therefore opens a new frame for each lifted
-body and returns the body's remembered values as extra outputs of the body;
+body and returns the body's candidates as extra outputs of the body;
 ``nn.scan`` stacks them per layer like any other scanned output. Outside, the
-extra outputs are stripped again and become stacked feedback points.
+extra outputs are stripped again and become stacked candidates (see
+``lifted.py`` for how the outer call of a lifted class is reached).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
-from jax._src import core as jax_core  # trace identity: which values depend on params
-from flax import linen as nn
 from flax.core.scope import Scope
 
+from dfax.core.outputs import OutputSelector, is_float_array, select_output
 from dfax.core.points import PointSpec
-from dfax.core.tap import make_tap, value_vma
+from dfax.core.selection import Selection
+from dfax.core.tap import TapState, make_tap, value_vma
+
+
+def _stop(x, name: str):
+  del name
+  return jax.lax.stop_gradient(x)
+
+
+_CUT: contextvars.ContextVar = contextvars.ContextVar("dfax_cut", default=_stop)
+
+
+def cut_value(x, name: str):
+  """Applies the cut at point ``name``: ``stop_gradient`` unless probing."""
+  return _CUT.get()(x, name)
+
+
+@contextlib.contextmanager
+def cutting(cut: Callable[[Any, str], Any]) -> Iterator[None]:
+  """Replaces the cut ``stop_gradient`` by ``cut(x, name)`` (for dfax.testing)."""
+  token = _CUT.set(cut)
+  try:
+    yield
+  finally:
+    _CUT.reset(token)
+
 
 @jax.tree_util.register_pytree_node_class
 class _WithPoints:
-  """A lifted body's output plus the feedback values recorded inside it."""
+  """A lifted body's output plus the candidate values recorded inside it."""
 
   def __init__(self, output, values, meta):
     self.output, self.values, self.meta = output, values, meta
@@ -43,11 +73,18 @@ class _WithPoints:
     return cls(children[0], children[1], meta)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Meta:
+  path: str  # the point's name
+  stack_ndim: int
+  owners: tuple[str, ...]  # the selected modules whose cut this value is
+
+
 @dataclasses.dataclass
 class _Frame:
   values: list = dataclasses.field(default_factory=list)
-  meta: list = dataclasses.field(default_factory=list)  # (path, stack_ndim)
-  cut_of: dict = dataclasses.field(default_factory=dict)  # id(x) -> (x, cut)
+  meta: list = dataclasses.field(default_factory=list)
+  cut_of: dict = dataclasses.field(default_factory=dict)  # id(x) -> (x, cut, index)
   cut_ids: set = dataclasses.field(default_factory=set)
   lifted: bool = False
 
@@ -59,51 +96,44 @@ class _Lift:
   active: bool = False
 
 
-def _is_body_root(module: nn.Module) -> bool:
-  """The clone a lifted transform binds to fresh scopes to run its body."""
-  return isinstance(module.parent, Scope) and type(module.parent).__name__ != "TestScope"
+@dataclasses.dataclass
+class _Tapped:
+  state: TapState
+  meta: tuple[_Meta, ...]
 
 
-def _is_float_array(x) -> bool:
-  return isinstance(x, (jax.Array, jax_core.Tracer)) and jnp.issubdtype(
-      jnp.result_type(x), jnp.inexact)
+def _is_body_root(module: Any) -> bool:
+  """The clone a lifted linen transform binds to fresh scopes to run its body."""
+  parent = getattr(module, "parent", None)
+  return isinstance(parent, Scope) and type(parent).__name__ != "TestScope"
+
+
+def _label(path: tuple, module: Any) -> str:
+  return "/".join(str(p) for p in path) or type(module).__name__
 
 
 class Recorder:
-  """Method interceptor that turns selected module inputs into DFA cuts.
+  """Method interceptor that turns selected module inputs/outputs into DFA cuts.
 
   Args:
-    selector: ``(module, path) -> bool``, whether to cut in front of a call.
+    selection: the parsed ``feedback=`` argument.
     projector: the projector the output tap uses.
-    diff_trace: the JAX trace of the differentiated arguments; values that
-      are not tracers of it (or of a trace nested inside it) do not depend on
-      them and are not projected to.
+    output: which leaf of a pytree model output the error is taken at.
   """
 
-  def __init__(self, selector: Callable[[nn.Module, tuple], bool],
-               projector: Callable, diff_trace: Any):
-    self.selector = selector
+  def __init__(self, selection: Selection, projector: Callable,
+               output: OutputSelector = None):
+    self.selection = selection
     self.projector = projector
-    self.diff_trace = diff_trace
+    self.output = output
     self.frames: list[_Frame] = []
     self.lifts: list[_Lift] = []
     self.modules_seen: dict[str, int] = {}
-    self.num_selected = 0
-    self.num_taps = 0
-    self.specs: list[PointSpec] = []
-
-  # -- dependency on the differentiated arguments ---------------------------
-  def depends(self, x) -> bool:
-    if not isinstance(x, jax_core.Tracer):
-      return False
-    trace = getattr(x, "_trace", None)
-    if trace is None or self.diff_trace is None:
-      return True
-    while trace is not None:
-      if trace is self.diff_trace:
-        return True
-      trace = getattr(trace, "parent_trace", None)
-    return False
+    # module label -> (class name, entry indices, whether it had float values)
+    self.selected: dict[str, list] = {}
+    self.taps: list[_Tapped] = []
+    # Set by dfax.nnx: candidates that left NNX transforms as state, taken at the tap.
+    self.collect_extra: Callable[[], list] | None = None
 
   # -- the interceptor -------------------------------------------------------
   def __call__(self, next_fun, args, kwargs, context):
@@ -116,47 +146,57 @@ class Recorder:
 
   def intercept(self, next_fun, args, kwargs, module, method: str, path: tuple,
                 body_root: bool = False):
-    """Runs one module method call, cutting its inputs if it is selected.
+    """Runs one module method call, cutting its inputs/outputs if it is selected.
 
     Args:
       next_fun: calls the method with (possibly cut) ``*args, **kwargs``.
+      args, kwargs: the call's arguments.
       module: the module instance (linen or nnx).
       method: the method's name; only ``__call__`` can be selected.
       path: the module's path, e.g. ``("block_0", "mlp")``.
       body_root: whether this call runs the body of a lifted transform.
+
+    Returns:
+      The call's output (cut where selected; tapped for the outermost call).
     """
     name = type(module).__name__
     self.modules_seen[name] = self.modules_seen.get(name, 0) + 1
-    select = method == "__call__" and self.selector(module, path)
+    ins, outs = self.selection.match(module, path) if method == "__call__" else ([], [])
+    if ins or outs:
+      label = _label(path, module)
+      entry = self.selected.setdefault(label, [name, set(), False])
+      entry[1].update(ins + outs)
+    call = _Call(module, path, ins, outs, top=not self.frames)
     if not self.frames:
-      return self._run_top(next_fun, module, path, args, kwargs, select)
+      frame = _Frame()
+      out = self._run_in_frame(frame, next_fun, call, args, kwargs)
+      return self._tap(out, frame, module)
     if self.lifts and not self.lifts[-1].active and body_root:
-      return self._run_lifted_body(next_fun, path, args, kwargs, select, module)
-    if select:
-      args, kwargs = self._cut_inputs(path, module, args, kwargs)
-    return next_fun(*args, **kwargs)
+      return self._run_lifted_body(next_fun, call, args, kwargs)
+    return self._run_cut(next_fun, call, args, kwargs)
 
   # -- frames ----------------------------------------------------------------
-  def _run_in_frame(self, frame, next_fun, path, module, args, kwargs, select):
+  def _run_cut(self, next_fun, call, args, kwargs):
+    if call.ins:
+      args, kwargs = self._cut_tree(call, (args, kwargs), "in")
+    out = next_fun(*args, **kwargs)
+    if call.outs and not call.top:  # the model output itself is never cut
+      out = self._cut_tree(call, out, "out")
+    return out
+
+  def _run_in_frame(self, frame, next_fun, call, args, kwargs):
     self.frames.append(frame)
     try:
-      if select:
-        args, kwargs = self._cut_inputs(path, module, args, kwargs)
-      return next_fun(*args, **kwargs)
+      return self._run_cut(next_fun, call, args, kwargs)
     finally:
       self.frames.pop()
 
-  def _run_top(self, next_fun, module, path, args, kwargs, select):
-    frame = _Frame()
-    out = self._run_in_frame(frame, next_fun, path, module, args, kwargs, select)
-    return self._tap(out, frame, module)
-
-  def _run_lifted_body(self, next_fun, path, args, kwargs, select, module=None):
+  def _run_lifted_body(self, next_fun, call, args, kwargs):
     lift = self.lifts[-1]
     frame = _Frame(lifted=True)
     lift.active = True
     try:
-      out = self._run_in_frame(frame, next_fun, path, module, args, kwargs, select)
+      out = self._run_in_frame(frame, next_fun, call, args, kwargs)
     finally:
       lift.active = False
     if not frame.values:
@@ -167,20 +207,20 @@ class Recorder:
       return carry, _WithPoints(ys, tuple(frame.values), meta)
     return _WithPoints(out, tuple(frame.values), meta)
 
-  def run_lifted(self, call, args, kwargs, kind: str, out_axes: Any):
+  def run_lifted(self, call_fn, args, kwargs, kind: str, out_axes: Any):
     """Runs the outer call of a lifted class; strips what its body recorded."""
     if self.lifts and not self.lifts[-1].active:
       # This lifted call is itself the body of an enclosing lift
       # (nn.scan(nn.remat(Block))): open that body's frame around it.
-      inner = lambda *a, **k: self._lifted_call(call, a, k, kind, out_axes)
-      return self._run_lifted_body(inner, (), args, kwargs, select=False)
-    return self._lifted_call(call, args, kwargs, kind, out_axes)
+      inner = lambda *a, **k: self._lifted_call(call_fn, a, k, kind, out_axes)
+      return self._run_lifted_body(inner, _Call(None, (), [], []), args, kwargs)
+    return self._lifted_call(call_fn, args, kwargs, kind, out_axes)
 
-  def _lifted_call(self, call, args, kwargs, kind: str, out_axes: Any):
+  def _lifted_call(self, call_fn, args, kwargs, kind: str, out_axes: Any):
     lift = _Lift(kind=kind, out_axes=out_axes)
     self.lifts.append(lift)
     try:
-      out = call(*args, **kwargs)
+      out = call_fn(*args, **kwargs)
     finally:
       self.lifts.pop()
     return self._strip_lifted(out, lift)
@@ -202,58 +242,81 @@ class Recorder:
           f"out_axes (got {lift.out_axes!r}). Use out_axes=0, or select "
           "points outside the transformed module.")
     frame = self.frames[-1]
-    for value, (path, stack_ndim) in zip(packed.values, packed.meta):
+    for value, meta in zip(packed.values, packed.meta):
       if extra and lift.out_axes != 0:
         value = jnp.moveaxis(value, lift.out_axes, 0)
       frame.values.append(value)
-      frame.meta.append((path, stack_ndim + extra))
+      frame.meta.append(dataclasses.replace(meta, stack_ndim=meta.stack_ndim + extra))
     return stripped
 
   # -- cuts ------------------------------------------------------------------
-  def _cut_inputs(self, path, module, args, kwargs):
-    self.num_selected += 1
+  def _cut_tree(self, call, tree, side: str):
     frame = self.frames[-1]
-    base = "/".join(str(p) for p in path) or type(module).__name__
-    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
-    n_float = sum(_is_float_array(x) for x in leaves)
+    label = _label(call.path, call.module)
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    n_float = sum(is_float_array(x) for x in leaves)
+    if n_float:
+      self.selected[label][2] = True
     new_leaves, k = [], 0
     for x in leaves:
-      if _is_float_array(x):
-        path = f"{base}/in" if n_float == 1 else f"{base}/in{k}"
+      if is_float_array(x):
+        name = f"{label}/{side}" if n_float == 1 else f"{label}/{side}{k}"
         k += 1
-        x = self._cut(frame, x, path)
+        x = self._cut(frame, x, name, label)
       new_leaves.append(x)
     return jax.tree_util.tree_unflatten(treedef, new_leaves)
 
-  def _cut(self, frame: _Frame, x, path: str):
-    if id(x) in frame.cut_ids:
-      return x
+  def _cut(self, frame: _Frame, x, name: str, owner: str):
+    if id(x) in frame.cut_ids:  # already a cut value (e.g. one block's output
+      return x                  # is the next block's input)
     if id(x) in frame.cut_of:
-      return frame.cut_of[id(x)][1]
-    if frame.lifted or self.depends(x):
-      frame.values.append(x)
-      frame.meta.append((path, 0))
-    cut = jax.lax.stop_gradient(x)
-    frame.cut_of[id(x)] = (x, cut)
+      _, cut, index = frame.cut_of[id(x)]
+      meta = frame.meta[index]
+      if owner not in meta.owners:
+        frame.meta[index] = dataclasses.replace(meta, owners=meta.owners + (owner,))
+      return cut
+    frame.values.append(x)
+    frame.meta.append(_Meta(name, 0, (owner,)))
+    cut = cut_value(x, name)
+    frame.cut_of[id(x)] = (x, cut, len(frame.values) - 1)
     frame.cut_ids.add(id(cut))
     return cut
 
   # -- the tap ---------------------------------------------------------------
   def _tap(self, out, frame: _Frame, module):
-    keep = [(v, m) for v, m in zip(frame.values, frame.meta) if self.depends(v)]
-    if not keep:
+    if self.collect_extra is not None:
+      for value, meta in self.collect_extra():
+        frame.values.append(value)
+        frame.meta.append(meta)
+    if not frame.values:
       return out
-    if not _is_float_array(out):
-      raise TypeError(
-          f"dfax: the model's output (from {type(module).__name__}) is a "
-          f"{type(out).__name__}, not an array. DFA needs one output array "
-          "whose error it projects: make __call__ return the logits (return "
-          "auxiliary values through has_aux or a separate method), or apply "
-          "the model with method= pointing at a method that returns an array.")
-    specs = [PointSpec(path=p, shape=tuple(v.shape), dtype=v.dtype, stack_ndim=s)
-             for v, (p, s) in keep]
-    values = tuple(v for v, _ in keep)
-    self.specs.extend(specs)
-    self.num_taps += 1
-    tap = make_tap(specs, self.projector, [value_vma(v) for v in values])
-    return tap(out, values)
+    index, leaves, treedef = select_output(out, self.output, type(module).__name__)
+    values = tuple(frame.values)
+    specs = [PointSpec(path=m.path, shape=tuple(v.shape), dtype=v.dtype,
+                       stack_ndim=m.stack_ndim) for v, m in zip(values, frame.meta)]
+    state = TapState()
+    self.taps.append(_Tapped(state, tuple(frame.meta)))
+    tap = make_tap(specs, self.projector, state, [value_vma(v) for v in values])
+    leaves = list(leaves)
+    leaves[index] = tap(leaves[index], values)
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+  # -- after the trace -------------------------------------------------------
+  def points_by_module(self) -> dict[str, int]:
+    """How many feedback points each selected module made (0: none)."""
+    made = {label: 0 for label in self.selected}
+    for tapped in self.taps:
+      flags = tapped.state.perturbed or (False,) * len(tapped.meta)
+      for flag, meta in zip(flags, tapped.meta):
+        for owner in meta.owners:
+          made[owner] = made.get(owner, 0) + int(flag)
+    return made
+
+
+@dataclasses.dataclass
+class _Call:
+  module: Any
+  path: tuple
+  ins: list
+  outs: list
+  top: bool = False

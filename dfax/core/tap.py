@@ -6,10 +6,16 @@ backward pass it receives the output error ``e = dL/dy``, passes ``e`` on to
 hands each feedback value the cotangent ``projector(e, specs)[k]``. Since
 the values themselves are cut (stop-gradient) before flowing on, that
 cotangent back-propagates only through the segment that produced each value.
+
+Which candidate values are feedback points is decided here, with JAX's
+public ``symbolic_zeros`` protocol: the tap's forward rule is told which of
+its inputs are *perturbed*, i.e. depend on the differentiated arguments. A
+value that is not (raw inputs, token ids, a mask) gets no projection.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import jax
@@ -26,7 +32,7 @@ def value_vma(x) -> frozenset:
   axis_type = getattr(aval, "manual_axis_type", None)  # jax >= 0.9
   if axis_type is not None:
     return frozenset(axis_type.varying)
-  return frozenset(getattr(aval, "vma", frozenset()))  # older jax
+  return frozenset(getattr(aval, "vma", frozenset()))
 
 
 def _match_vma(c: jax.Array, vma: frozenset) -> jax.Array:
@@ -41,7 +47,18 @@ def _match_vma(c: jax.Array, vma: frozenset) -> jax.Array:
 
 
 def check_cotangents(cotangents: Any, specs: Sequence[PointSpec]) -> list[jax.Array]:
-  """Validates a projector's output against the points it was asked for."""
+  """Validates a projector's output against the points it was asked for.
+
+  Args:
+    cotangents: what the projector returned.
+    specs: the points it was asked for.
+
+  Returns:
+    The cotangents, cast to their points' dtypes.
+
+  Raises:
+    TypeError / ValueError: naming the point and the fix.
+  """
   if not isinstance(cotangents, (list, tuple)):
     raise TypeError(
         "dfax: a projector must return a list or tuple of arrays, one per "
@@ -58,17 +75,39 @@ def check_cotangents(cotangents: Any, specs: Sequence[PointSpec]) -> list[jax.Ar
           f"dfax: the projector returned shape {tuple(jnp.shape(c))} for "
           f"feedback point {spec.path!r}, which has shape {spec.shape}; "
           "each cotangent must have exactly its point's shape.")
+    dtype = jnp.result_type(c)
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise TypeError(
+          f"dfax: the projector returned dtype {dtype} for feedback point "
+          f"{spec.path!r}; cotangents must be real floating-point arrays (take the "
+          "real part of a complex projection, cast integer or boolean results).")
     out.append(jnp.asarray(c).astype(spec.dtype))
   return out
 
 
-def make_tap(specs: Sequence[PointSpec], projector: Projector,
+@dataclasses.dataclass
+class TapState:
+  """What the tap's forward rule learnt, read back by the caller."""
+
+  perturbed: tuple[bool, ...] | None = None  # per value; None: never differentiated
+
+
+def _dense(ct):
+  """A cotangent that may be a symbolic zero, as an array."""
+  if isinstance(ct, jax.custom_derivatives.SymbolicZero):
+    return jnp.zeros(ct.aval.shape, ct.aval.dtype)
+  return ct
+
+
+def make_tap(specs: Sequence[PointSpec], projector: Projector, state: TapState,
              vmas: Sequence[frozenset] | None = None):
   """Builds ``tap(y, values) -> y`` whose backward projects the output error.
 
   Args:
-    specs: one ``PointSpec`` per feedback value, in forward order.
-    projector: ``projector(error, specs) -> cotangents``.
+    specs: one ``PointSpec`` per candidate value, in forward order.
+    projector: ``projector(error, specs) -> cotangents``; it is asked only
+      for the values that depend on the differentiated arguments.
+    state: filled in by the forward rule with the perturbed flags.
     vmas: per value, the manual mesh axes it varies over (inside shard_map).
 
   Returns:
@@ -83,13 +122,20 @@ def make_tap(specs: Sequence[PointSpec], projector: Projector,
     return y
 
   def tap_fwd(y, values):
-    del values
-    return y, None
+    state.perturbed = tuple(bool(v.perturbed) for v in values)
+    return y.value, None
 
   def tap_bwd(_, error):
-    cotangents = check_cotangents(projector(error, specs), specs)
-    cotangents = [_match_vma(c, vma) for c, vma in zip(cotangents, vmas)]
+    error = _dense(error)
+    keep = [i for i, p in enumerate(state.perturbed) if p]
+    if not keep:  # the caller raises: no value depends on the arguments
+      return error, (None,) * len(specs)
+    projected = check_cotangents(projector(error, [specs[i] for i in keep]),
+                                 [specs[i] for i in keep])
+    cotangents: list[Any] = [None] * len(specs)
+    for i, c in zip(keep, projected):
+      cotangents[i] = _match_vma(c, vmas[i])
     return error, tuple(cotangents)
 
-  tap.defvjp(tap_fwd, tap_bwd)
+  tap.defvjp(tap_fwd, tap_bwd, symbolic_zeros=True)
   return tap

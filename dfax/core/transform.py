@@ -6,112 +6,154 @@ import functools
 from typing import Any, Callable, Sequence
 
 import jax
-import jax.numpy as jnp
-from jax._src import core as jax_core
 from flax import linen as nn
 
 from dfax.core import lifted
+from dfax.core.checks import (check_argnums, check_argnums_in_range, check_holomorphic,
+                              check_loss, check_projector)
+from dfax.core.outputs import OutputSelector, check_output_selector
 from dfax.core.recorder import Recorder
-from dfax.core.selection import Selector, make_selector
+from dfax.core.selection import Selection, Selector, make_selection
 from dfax.core.tap import Projector
 
 _DEFAULT_SEED = 0
 
 
-def _default_projector() -> Projector:
+def default_projector() -> Projector:
+  """``dfax.projectors.gaussian(jax.random.key(0))``, the default projector."""
   from dfax.projectors.dense import gaussian  # the core only needs the protocol
   return gaussian(jax.random.key(_DEFAULT_SEED))
 
 
-def _check_argnums(argnums: int | Sequence[int], num_args: int) -> None:
-  nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
-  for n in nums:
-    if not -num_args <= n < num_args:
-      raise ValueError(
-          f"dfax: argnums={argnums!r} but the function was called with "
-          f"{num_args} positional arguments.")
+def _reason(has_float: bool) -> str:
+  return ("its inputs do not depend on the differentiated arguments (raw data, token "
+          "ids, masks)" if has_float else "it has no floating-point inputs/outputs")
 
 
-def _check_loss(out: Any, has_aux: bool) -> None:
-  if has_aux and not (isinstance(out, (tuple, list)) and len(out) == 2):
-    raise TypeError(
-        "dfax: has_aux=True needs the loss function to return a pair "
-        f"(loss, aux); it returned {type(out).__name__}.")
-  loss = out[0] if has_aux else out
-  shape = jnp.shape(loss)
-  if shape != ():
-    raise TypeError(
-        f"dfax: the loss function must return a scalar, got shape {shape}. "
-        "Reduce it (e.g. loss.mean()), or return (loss, aux) with has_aux=True.")
+def check_points(recorder: Recorder, api: str = "dfax") -> None:
+  """Refuses a trace in which DFA would silently be backprop.
 
+  Raises ValueError when no module was selected, when no selected module
+  made a feedback point, or when one explicit ``feedback=`` entry made none.
 
-def _check_found(recorder: Recorder) -> None:
-  if not recorder.modules_seen:
-    raise ValueError(
-        "dfax: the loss function called no Flax linen module, so there is no "
-        "model output to take the error from. Call model.apply(params, ...) "
-        "inside the loss function (for flax.nnx models use dfax.nnx).")
-  if recorder.num_selected == 0:
+  Args:
+    recorder: the trace's recorder.
+    api: "dfax" or "dfax.nnx", for messages.
+  """
+  entries = recorder.selection.entries
+  if not recorder.selected:
     seen = ", ".join(f"{k} x{v}" for k, v in sorted(recorder.modules_seen.items()))
     raise ValueError(
-        f"dfax: no feedback points found. Modules called: {seen}. Select some "
-        "with feedback=: a module class (feedback=nn.Dense, or your Block "
-        "class), a tuple of classes, a predicate (module, path) -> bool "
-        "(e.g. dfax.by_name('*/mlp')), or place dfax.FeedbackPoint() markers "
-        "in the model.")
+        f"{api}: no feedback points found. Modules called: {seen or 'none'}. Select "
+        "some with feedback=: a module class (e.g. your Block class), a tuple of "
+        "classes, a predicate (module, path) -> bool (e.g. dfax.by_name('**/mlp')), "
+        "dfax.after(Block) to cut after blocks, or place FeedbackPoint markers.")
+  made = recorder.points_by_module()
+
+  def describe(labels):
+    return "; ".join(f"{label} ({recorder.selected[label][0]}): "
+                     f"{_reason(recorder.selected[label][2])}" for label in labels[:8])
+
+  if not any(made.values()):
+    labels = sorted(recorder.selected)
+    raise ValueError(
+        f"{api}: the selected modules made no feedback point, so every gradient would "
+        f"be plain backprop. Selected: {describe(labels)}. Select modules whose "
+        "inputs are computed from the parameters (e.g. the blocks, not the embedding "
+        "fed token ids), or cut after a module with dfax.after(...).")
+  if not recorder.selection.explicit:
+    return
+  for i, entry in enumerate(entries):
+    labels = sorted(lb for lb, info in recorder.selected.items() if i in info[1])
+    if labels and not any(made[lb] for lb in labels):
+      raise ValueError(
+          f"{api}: feedback= entry {entry.label} (cut at the {entry.side}puts) made no "
+          f"feedback point: {describe(labels)}. Drop it from feedback=, or use "
+          "dfax.after(...) to cut at the module's outputs instead.")
+
+
+def _validate(argnums, projector, feedback, output, holomorphic) -> tuple[
+    tuple[int, ...], Projector, Selection]:
+  nums = check_argnums(argnums)
+  check_holomorphic(holomorphic)
+  projector = projector if projector is not None else default_projector()
+  check_projector(projector)
+  check_output_selector(output)
+  return nums, projector, make_selection(feedback)
 
 
 def dfa_value_and_grad(
     fun: Callable[..., Any],
     argnums: int | Sequence[int] = 0,
     has_aux: bool = False,
+    holomorphic: bool = False,
+    allow_int: bool = False,
     *,
     projector: Projector | None = None,
-    feedback: Selector | None = None,
+    feedback: Selector = None,
+    output: OutputSelector = None,
 ) -> Callable[..., Any]:
   """Like ``jax.value_and_grad``, with DFA gradients for hidden segments.
 
   The loss function is an ordinary one that calls ``model.apply(...)`` of an
-  unmodified Flax linen model. A cut is placed in front of every selected
-  module; the segment after the last cut gets the true output error; the
-  value at each cut gets ``projector(error, points)[k]`` as cotangent, which
+  unmodified Flax linen model (HuggingFace Flax models included). A cut is
+  placed in front of every selected module (behind it with ``dfax.after``);
+  the segment after the last cut gets the true output error; the value at
+  each cut gets ``projector(error, points)[k]`` as cotangent, which
   back-propagates only down to the previous cut.
 
   Args:
     fun: loss function, ``fun(*args) -> loss`` or ``-> (loss, aux)``.
     argnums: which positional argument(s) to differentiate, as in jax.grad.
     has_aux: whether ``fun`` returns ``(loss, aux)``.
+    holomorphic: refused (DFA's error and matrices are real).
+    allow_int: as in jax.grad: integer arguments get float0 gradients.
     projector: ``projector(error, points) -> cotangents``; default
       ``dfax.projectors.gaussian(jax.random.key(0))``.
-    feedback: where to cut: a Module class, tuple of classes or predicate
-      ``(module, path) -> bool``; default every Dense, DenseGeneral, Conv,
-      ConvTranspose and ``dfax.FeedbackPoint``.
+    feedback: where to cut: a Module class, a predicate ``(module, path) ->
+      bool``, ``dfax.after(...)``, or a tuple of these; default in front of
+      every Dense, DenseGeneral, Conv, ConvTranspose and ``dfax.FeedbackPoint``.
+    output: when the model returns a pytree (dict, dataclass, HF
+      ``ModelOutput``), the leaf the error is taken at: a key or attribute
+      name, or a function of the output; default the first floating leaf.
 
   Returns:
     A function with the signature of ``fun`` returning ``(value, grads)``,
     with ``value`` and ``grads`` structured exactly as by jax.value_and_grad.
 
-  Example::
+  Example:
 
-    loss, grads = dfax.dfa_value_and_grad(loss_fn)(params, batch)
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, dfax
+    >>> model = nn.Sequential([nn.Dense(8), nn.tanh, nn.Dense(3)])
+    >>> x = jnp.ones((4, 5))
+    >>> params = model.init(jax.random.key(0), x)
+    >>> loss_fn = lambda p: model.apply(p, x).sum()
+    >>> loss, grads = dfax.dfa_value_and_grad(loss_fn)(params)
+    >>> jax.tree.structure(grads) == jax.tree.structure(params)
+    True
   """
-  selector = make_selector(feedback)
-  projector = projector if projector is not None else _default_projector()
+  nums, projector, selection = _validate(argnums, projector, feedback, output, holomorphic)
 
   @functools.wraps(fun)
   def value_and_grad_fn(*args, **kwargs):
-    _check_argnums(argnums, len(args))
+    check_argnums_in_range(nums, len(args))
 
     def traced(*args, **kwargs):
-      recorder = Recorder(selector, projector, jax_core.trace_ctx.trace)
-      lifted.prepare_lifted_classes()
-      with lifted.activate(recorder), nn.intercept_methods(recorder):
+      recorder = Recorder(selection, projector, output)
+      with lifted.routed(recorder), nn.intercept_methods(recorder):
         out = fun(*args, **kwargs)
-      _check_loss(out, has_aux)
-      _check_found(recorder)
+      check_loss(out, has_aux)
+      if not recorder.modules_seen:
+        raise ValueError(
+            "dfax: the loss function called no Flax linen module, so there is no "
+            "model output to take the error from. Call model.apply(params, ...) "
+            "inside the loss function (for flax.nnx models use dfax.nnx).")
+      check_points(recorder)
       return out
 
-    return jax.value_and_grad(traced, argnums, has_aux)(*args, **kwargs)
+    diff = argnums if isinstance(argnums, int) else nums
+    return jax.value_and_grad(traced, diff, has_aux, allow_int=allow_int)(
+        *args, **kwargs)
 
   return value_and_grad_fn
 
@@ -120,9 +162,12 @@ def dfa_grad(
     fun: Callable[..., Any],
     argnums: int | Sequence[int] = 0,
     has_aux: bool = False,
+    holomorphic: bool = False,
+    allow_int: bool = False,
     *,
     projector: Projector | None = None,
-    feedback: Selector | None = None,
+    feedback: Selector = None,
+    output: OutputSelector = None,
 ) -> Callable[..., Any]:
   """Like ``jax.grad``, with DFA gradients for hidden segments.
 
@@ -137,7 +182,8 @@ def dfa_grad(
     updates, opt_state = optimizer.update(grads, opt_state, params)
   """
   value_and_grad_fn = dfa_value_and_grad(
-      fun, argnums, has_aux, projector=projector, feedback=feedback)
+      fun, argnums, has_aux, holomorphic, allow_int, projector=projector,
+      feedback=feedback, output=output)
 
   @functools.wraps(fun)
   def grad_fn(*args, **kwargs):

@@ -51,11 +51,17 @@ def test_loss_not_scalar():
     dfax.dfa_grad(lambda p: model.apply(p, X))(_params())
 
 
-def test_model_output_not_an_array():
-  model = TupleOut()
+def test_model_output_without_a_floating_leaf():
+  class IdsOut(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      h = nn.Dense(3)(nn.tanh(nn.Dense(8)(x)))
+      return {"ids": jnp.argmax(h, -1)}
+
+  model = IdsOut()
   params = model.init(jax.random.key(0), X)
-  with pytest.raises(TypeError, match="not an array.*return the logits"):
-    dfax.dfa_grad(lambda p: model.apply(p, X)[0].sum())(params)
+  with pytest.raises(TypeError, match="no floating-point array.*output="):
+    dfax.dfa_grad(lambda p: model.apply(p, X)["ids"].sum() * 1.0)(params)
 
 
 def test_projector_wrong_count_and_shape():

@@ -93,37 +93,3 @@ def test_nnx_marker_and_no_points_error():
   assert paths == ["fb/in"]
   with pytest.raises(ValueError, match="no feedback points found"):
     dfax.nnx.dfa_grad(lambda m: m(x).sum(), feedback=nnx.Conv)(model)
-
-
-def test_selected_module_inside_nnx_scan_is_refused_not_silently_backpropagated():
-  class Layer(nnx.Module):
-    def __init__(self, rngs):
-      self.lin = nnx.Linear(8, 8, rngs=rngs)
-
-    def __call__(self, x):
-      return jnp.tanh(self.lin(x))
-
-  class Stack(nnx.Module):
-    def __init__(self, rngs):
-      @nnx.split_rngs(splits=3)
-      @nnx.vmap(in_axes=(0,), out_axes=0)
-      def make(rngs):
-        return Layer(rngs)
-
-      self.layers = make(rngs)
-      self.out = nnx.Linear(8, 2, rngs=rngs)
-
-    def __call__(self, x):
-      @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
-      def body(x, layer):
-        return layer(x)
-
-      return self.out(body(x, self.layers))
-
-  model = Stack(nnx.Rngs(0))
-  x = jnp.ones((4, 8))
-  with pytest.raises(ValueError, match="nn.scan"):
-    dfax.nnx.dfa_grad(lambda m: (m(x) ** 2).sum())(model)
-  # Selecting only modules called directly stays allowed (the stack backpropagates).
-  dfax.nnx.dfa_grad(lambda m: (m(x) ** 2).sum(),
-                    feedback=lambda module, path: path == ("out",))(model)

@@ -1,0 +1,124 @@
+"""Checking the DFA plumbing on any model: the oracle projector.
+
+A projector that hands every feedback point its *true* backprop cotangent
+turns DFA back into backprop: with it, ``dfax.dfa_grad`` must reproduce
+``jax.grad`` for every parameter. That proves, on a model nobody here wrote,
+that the cuts sit where they should, that the tail is exact and that each
+segment's local backward is complete.
+
+``oracle_projector`` finds the true cotangents by running the gradient once
+with every cut replaced by an identity that records the cotangent arriving
+from downstream (eagerly, under ``jax.disable_jit``, so that ``nn.scan``
+bodies run as Python loops and every layer's cotangent is a concrete array).
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from dfax.core.points import PointSpec
+from dfax.core.recorder import cutting
+from dfax.core.tap import Projector
+
+
+def _zeros(error, points):
+  del error
+  return [jnp.zeros(p.shape, p.dtype) for p in points]
+
+
+def _recording_identity(name: str, store: dict):
+  @jax.custom_vjp
+  def probe(x):
+    return x
+
+  def bwd(_, ct):
+    store[name].append(ct)
+    return (ct,)
+
+  probe.defvjp(lambda x: (x, None), bwd)
+  return probe
+
+
+def true_cotangents(make_grad_fn: Callable[[Projector], Callable], *args,
+                    **kwargs) -> dict[str, list[jax.Array]]:
+  """The backprop cotangent at every feedback point, by point name.
+
+  Args:
+    make_grad_fn: ``projector -> gradient function``, e.g.
+      ``lambda p: dfax.dfa_grad(loss_fn, projector=p, feedback=Block)``.
+    *args, **kwargs: the arguments to call the gradient function with.
+
+  Returns:
+    ``{point name: [cotangent, ...]}``, one entry per time the point was cut,
+    in the order the backward pass reached them.
+  """
+  store: dict[str, list] = collections.defaultdict(list)
+  cut = lambda x, name: _recording_identity(name, store)(x)
+  with jax.disable_jit(), cutting(cut):
+    jax.block_until_ready(make_grad_fn(_zeros)(*args, **kwargs))
+  for name, cts in store.items():
+    if any(isinstance(c, jax.core.Tracer) for c in cts):
+      raise NotImplementedError(
+          f"dfax.testing: the cotangent at {name!r} was not concrete (a transform "
+          "that disable_jit does not unroll); the oracle needs eager cotangents.")
+  return dict(store)
+
+
+def oracle_projector(make_grad_fn: Callable[[Projector], Callable], *args,
+                     **kwargs) -> Projector:
+  """A projector that returns each point's true backprop cotangent.
+
+  The cotangents are those of these very arguments: use the projector with
+  the same ``args`` only.
+
+  Args:
+    make_grad_fn: ``projector -> gradient function``, as for ``true_cotangents``.
+    *args, **kwargs: the arguments the gradient function will be called with.
+
+  Returns:
+    ``projector(error, points)``: with it, the DFA gradient equals backprop's.
+
+  Example::
+
+    make = lambda p: dfax.dfa_grad(loss_fn, projector=p, feedback=Block)
+    oracle = dfax.testing.oracle_projector(make, params, batch)
+    assert_trees_close(make(oracle)(params, batch), jax.grad(loss_fn)(params, batch))
+  """
+  cts = true_cotangents(make_grad_fn, *args, **kwargs)
+
+  def projector(error: jax.Array, points: Sequence[PointSpec]) -> list[jax.Array]:
+    del error
+    # The backward pass reaches points in reverse forward order.
+    pending = {name: list(reversed(found)) for name, found in cts.items()}
+    out = []
+    for spec in points:
+      found = pending.get(spec.path)
+      n = spec.num_copies
+      if not found or len(found) < n:
+        raise KeyError(f"dfax.testing: no recorded cotangent for point {spec.path!r}; "
+                       f"recorded: {sorted(cts)}.")
+      taken, pending[spec.path] = found[:n], found[n:]
+      value = taken[0] if spec.stack_ndim == 0 else jnp.stack(taken).reshape(spec.shape)
+      out.append(value.astype(spec.dtype))
+    return out
+
+  return projector
+
+
+def assert_trees_close(actual: Any, expected: Any, rtol: float = 1e-5,
+                       atol: float = 1e-6) -> None:
+  """Asserts two pytrees have the same structure and close leaves, naming a path."""
+  flat_a, tree_a = jax.tree_util.tree_flatten_with_path(actual)
+  flat_e, tree_e = jax.tree_util.tree_flatten_with_path(expected)
+  if tree_a != tree_e:
+    raise AssertionError(f"tree structures differ:\n{tree_a}\n{tree_e}")
+  for (path, a), (_, e) in zip(flat_a, flat_e):
+    a, e = jnp.asarray(a, jnp.float32), jnp.asarray(e, jnp.float32)
+    if not jnp.allclose(a, e, rtol=rtol, atol=atol):
+      err = float(jnp.max(jnp.abs(a - e)))
+      raise AssertionError(f"{jax.tree_util.keystr(path)}: max abs difference {err:.3g} "
+                           f"(scale {float(jnp.max(jnp.abs(e))):.3g})")
