@@ -23,11 +23,11 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(__file__))
-from timing import interleaved_medians  # noqa: E402
+from timing import interleaved_medians
 
-import dfax  # noqa: E402
-from dfax import opu  # noqa: E402
-from dfax.opu import device  # noqa: E402
+import dfax
+from dfax import opu
+from dfax.opu import device
 
 
 def main(argv=None):

@@ -32,7 +32,7 @@ def main(argv=None):
   parser.add_argument("--n-out", type=int, default=32)
   parser.add_argument("--width", type=int, default=1024)
   args = parser.parse_args(argv)
-  import lightonml  # noqa: PLC0415  (bash scripts/install_lightonml.sh)
+  import lightonml
 
   points = [dfax.PointSpec("p/in", (args.batch, args.width), jnp.float32)]
   error = jax.random.normal(jax.random.key(0), (args.batch, args.n_out))

@@ -22,18 +22,17 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import optax
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-import dfax  # noqa: E402
-from dfax import opu  # noqa: E402
-from dfax.data import infinite_batches, load_mnist  # noqa: E402
-from dfax.models import MLP  # noqa: E402
+import dfax
+from dfax import opu
+from dfax.data import infinite_batches, load_mnist
+from dfax.models import MLP
 
 
 def train(projector, ds, args, noise_base=None) -> dict:
@@ -76,7 +75,7 @@ def main(argv=None):
   parser.add_argument("--lr", type=float, default=1e-3)
   args = parser.parse_args(argv)
   args.features = [int(f) for f in args.features.split(",")]
-  import lightonml  # noqa: PLC0415  (bash scripts/install_lightonml.sh)
+  import lightonml
 
   ds = load_mnist()
   key = jax.random.key(0)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,12 +55,12 @@ class OPUConfig:
   tile: int = 4096
 
   @classmethod
-  def ideal(cls) -> "OPUConfig":
+  def ideal(cls) -> OPUConfig:
     """No non-ideality: reduces exactly to the digital linear projection."""
     return cls(ternarize=False, intensity=True, bits=None, noise=False)
 
   @classmethod
-  def from_dict(cls, values: Mapping[str, Any] | None) -> "OPUConfig":
+  def from_dict(cls, values: Mapping[str, Any] | None) -> OPUConfig:
     """From a (possibly empty) mapping such as ``config.dfa.opu``; unknown keys raise."""
     values = dict(values or {})
     known = {f.name for f in dataclasses.fields(cls)}

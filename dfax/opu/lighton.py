@@ -168,8 +168,9 @@ class LightonDriver:
 
     Example::
 
-      driver = LightonDriver(lightonml.OPU(simulated=True), OPUConfig(noise=False))
-      y = driver.project(np.eye(10, dtype=np.uint8), 64)   # rows of R_eff
+      device = lightonml.OPU(n_components=8, max_n_features=8, simulated=True)
+      driver = LightonDriver(device, OPUConfig(noise=False))
+      y = driver.project(np.eye(10, dtype=np.uint8), 64)   # rows of R_eff, variance 1/10
     """
     frames = np.asarray(frames, dtype=np.uint8)
     anchor_intensity, scale = self._calibrate(frames.shape[1], n_components)
@@ -183,13 +184,14 @@ def make_lightonml_projector(opu: Any, config: OPUConfig | None = None, *,
 
   Args:
     opu: ``lightonml.OPU(...)``; ``lightonml.OPU(simulated=True)`` runs without
-      hardware. Its size is set here (``n_components``, ``fit1d``).
+      hardware (give it small sizes: its defaults build a 1000 x 200000
+      complex matrix). Its size is set here (``n_components``, ``fit1d``).
     config: ``OPUConfig`` with ``noise=False`` (a device brings its own noise;
       lightonml's simulated device has none) and ``ternarize=True`` (the input
       device is binary); ``threshold``/``topk``, ``intensity`` (anchor
       recovery from ``transform``; False: lightonml's ``linear_transform``),
-      ``anchor_amplitude``, ``bits`` and ``full_scale`` (emulated camera)
-      apply. Default ``OPUConfig(noise=False)``.
+      ``anchor_amplitude``, and in intensity mode ``bits`` and ``full_scale``
+      (the emulated camera) apply. Default ``OPUConfig(noise=False)``.
     anchor_pixels: always-on input pixels of the anchor; None matches the
       simulator's ``anchor_amplitude`` (see ``default_anchor_pixels``).
     emulate_camera: apply the ``bits``/``full_scale`` camera on the host;
@@ -202,7 +204,7 @@ def make_lightonml_projector(opu: Any, config: OPUConfig | None = None, *,
 
   Example::
 
-    opu = lightonml.OPU(simulated=True)
+    opu = lightonml.OPU(n_components=8, max_n_features=8, simulated=True)  # resized here
     proj = dfax.opu.make_lightonml_projector(opu, dfax.opu.OPUConfig(noise=False))
     grads = jax.jit(dfax.dfa_grad(loss_fn, projector=proj))(params, x, y)
   """

@@ -16,7 +16,7 @@ inside the jitted step with ``noise_key=jax.random.fold_in(base_key, step)``
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

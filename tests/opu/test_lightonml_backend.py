@@ -110,7 +110,7 @@ def test_one_device_call_per_step_and_jitted_dfa_gradients(device):
 
 def test_projected_values_distributed_like_the_simulators(device):
   """Same settings, different media: the projected values have the same distribution."""
-  from scipy import stats  # noqa: PLC0415
+  from scipy import stats
   config = opu.OPUConfig(noise=False)
   got = _flat(opu.make_lightonml_projector(device, config)(_error(), POINTS))
   sim = _simulated(config)
