@@ -13,7 +13,7 @@ Example::
 
   manager = make_manager("/tmp/run", max_to_keep=3)
   save(manager, state)
-  state, report = restore_newest_readable("/tmp/run", like=state, max_to_keep=3)
+  state, report = find_newest_readable("/tmp/run", like=state, max_to_keep=3)
 """
 
 from __future__ import annotations
@@ -245,7 +245,8 @@ class Checkpoints:
       pass
 
 
-def inspect(workdir: str, like: Any, max_to_keep: int) -> tuple[Any | None, RestoreReport]:
+def find_newest_readable(workdir: str, like: Any,
+                         max_to_keep: int) -> tuple[Any | None, RestoreReport]:
   """Finds the newest readable checkpoint without changing anything on disk.
 
   Args:
@@ -308,5 +309,5 @@ def _none_readable(root: str, report: RestoreReport) -> str:
 
 
 def set_aside_skipped(workdir: str, report: RestoreReport) -> None:
-  """Moves the folders ``inspect`` skipped to ``checkpoints_set_aside/``."""
+  """Moves the folders ``find_newest_readable`` skipped to ``checkpoints_set_aside/``."""
   _set_aside(workdir, report.skipped)

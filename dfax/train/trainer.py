@@ -222,7 +222,7 @@ def _resume_and_train(run: _Run, workdir, allow_changes, skips, interrupt) -> di
   new_config = json.loads(config.to_json_best_effort())
   saved_config = metrics.read_json(os.path.join(workdir, "config.json"))
   old_results = metrics.read_json(os.path.join(workdir, "results.json"))
-  restored, report = checkpoint.inspect(workdir, run.state, config.max_to_keep)
+  restored, report = checkpoint.find_newest_readable(workdir, run.state, config.max_to_keep)
   changes = {}
   if (restored is not None or old_results is not None) and saved_config is None:
     logging.warning("dfax.train: %s holds a run but no config.json; this config cannot be "

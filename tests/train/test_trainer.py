@@ -79,7 +79,8 @@ def test_shallow_trains_only_the_last_layer(tmp_path):
   init = model.init(jax.random.key(config.seed), task.x_eval[:1])
   _assert_same(trained["params"]["Dense_0"], init["params"]["Dense_0"])
   _assert_same(trained["params"]["Dense_1"], init["params"]["Dense_1"])
-  assert not np.allclose(trained["params"]["Dense_2"]["kernel"], init["params"]["Dense_2"]["kernel"])
+  assert not np.allclose(trained["params"]["Dense_2"]["kernel"],
+                         init["params"]["Dense_2"]["kernel"])
 
 
 def test_cli_end_to_end(tmp_path):
