@@ -47,7 +47,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     given = [a.split("=")[0] for a in argv if a.startswith("--config.") and field in a]
     _fail(f"dfax.train: {', '.join(given) or field} names no field of the config file; "
           "overrides are --config.<field>=<value> with the fields of the file (see "
-          "configs/common.py).", EXIT_REFUSED)
+          "dfax/train/config_schema.py).", EXIT_REFUSED)
 
 
 def _load_config():

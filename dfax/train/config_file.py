@@ -46,6 +46,6 @@ def load_config(path: str | os.PathLike, **overrides) -> ml_collections.ConfigDi
       node = node.get(name) if isinstance(node, ml_collections.ConfigDict) else None
     if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
       raise ConfigError(f"dfax.train: override {dotted!r} names no field of {path}; see the "
-                        "fields in configs/common.py.")
+                        "fields in dfax/train/config_schema.py.")
     node[leaf] = value
   return config

@@ -17,7 +17,7 @@ from typing import Any
 
 import jax
 
-from dfax.train import methods, registry
+from dfax.train import config_schema, methods, registry
 from dfax.train.errors import ConfigError
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
@@ -98,15 +98,32 @@ def _model_fields(config) -> None:
     _fail("model.num_heads", model.num_heads, f"must divide model.d_model={model.d_model}", 4)
 
 
+def _schema_fields(config) -> None:
+  """The config's fields are the schema's (top level and the fixed sections)."""
+  schema = config_schema.default_config()
+  for section in ("",) + config_schema.FIXED_SECTIONS:
+    want = set((schema[section] if section else schema).keys())
+    have = set((config[section] if section else config).keys())
+    where = f"config.{section}" if section else "the config"
+    if want - have:
+      raise ConfigError(f"dfax.train: {where} lacks {sorted(want - have)}; start config files "
+                        "from dfax.train.config_schema.default_config() (configs/common.py) "
+                        "and assign only what they change.")
+    if have - want:
+      raise ConfigError(f"dfax.train: {where} has unknown fields {sorted(have - want)}; the "
+                        "fields are those of dfax.train.config_schema.default_config().")
+
+
 def check_config(config) -> None:
   """Checks every value that needs no data.
 
   Args:
-    config: the run config (see configs/common.py).
+    config: the run config (see dfax.train.config_schema).
 
   Raises:
     ConfigError: naming the first bad key and a valid value.
   """
+  _schema_fields(config)
   _one_of(config, "method", methods.METHODS)
   _one_of(config, "model.name", registry.MODELS)
   _one_of(config, "dataset.name", registry.DATASETS)

@@ -287,6 +287,17 @@ def test_bad_values_are_refused_before_writing(tmp_path, overrides, key):
   assert not workdir.exists()
 
 
+def test_fields_outside_the_schema_are_refused(tmp_path):
+  config = _config()
+  with config.unlocked():
+    config.learnig_rate = 3e-3
+  with pytest.raises(ConfigError, match=r"unknown fields \['learnig_rate'\]"):
+    train_and_evaluate(config, str(tmp_path / "run"))
+  with pytest.raises(ConfigError, match="override 'learnig_rate' names no field"):
+    _config(learnig_rate=3e-3)
+  assert not (tmp_path / "run").exists()
+
+
 def test_workdir_that_is_a_file_is_refused(tmp_path):
   (tmp_path / "file").write_text("")
   with pytest.raises(ConfigError, match="is a file, not a directory"):
