@@ -44,8 +44,8 @@ class ConfigChangedError(RunError):
   exit_code = EXIT_REFUSED
 
 
-class ResumeError(RunError):
-  """The workdir cannot be resumed (no readable checkpoint, model mismatch)."""
+class ResumeError(RunError, ValueError):
+  """The workdir cannot be resumed (no readable checkpoint, model mismatch, a damaged file)."""
 
   exit_code = EXIT_REFUSED
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from absl import logging
 
+from dfax.train.errors import ResumeError
+
 
 class MetricsWriter:
   """Appends one JSON object per line to ``workdir/metrics.jsonl``.
@@ -67,7 +69,7 @@ def read_metrics_checked(path: str) -> tuple[list[dict[str, Any]], bool]:
   warning naming the file; a bad line anywhere else is an error.
 
   Raises:
-    ValueError: naming the file and line of a damaged line before the last.
+    ResumeError: naming the file and line of a damaged line before the last.
   """
   with open(path, "rb") as f:
     lines = f.read().decode("utf-8", errors="replace").split("\n")
@@ -78,7 +80,7 @@ def read_metrics_checked(path: str) -> tuple[list[dict[str, Any]], bool]:
       rows.append(json.loads(line))
     except ValueError:
       if n < len(numbered) - 1:
-        raise ValueError(f"dfax.train: {path} line {i} is not JSON ({line[:60]!r}); the file "
+        raise ResumeError(f"dfax.train: {path} line {i} is not JSON ({line[:60]!r}); the file "
                          "was changed by something other than dfax. Fix or remove that "
                          "line.") from None
       logging.warning("dfax.train: the last line of %s was torn (%d characters, a kill "
@@ -106,7 +108,7 @@ def read_json(path: str) -> Any | None:
   """The JSON in ``path``, or None if the file is missing.
 
   Raises:
-    ValueError: naming the file when it is not JSON.
+    ResumeError: naming the file when it is not JSON.
   """
   if not os.path.exists(path):
     return None
@@ -114,5 +116,5 @@ def read_json(path: str) -> Any | None:
     with open(path) as f:
       return json.load(f)
   except ValueError as e:
-    raise ValueError(f"dfax.train: {path} is not valid JSON ({e}); restore it or move it "
+    raise ResumeError(f"dfax.train: {path} is not valid JSON ({e}); restore it or move it "
                      "away.") from None

@@ -266,6 +266,12 @@ def test_metrics_truncation_is_atomic(tmp_path, reference, monkeypatch):
   assert max(r["step"] for r in metrics.read_metrics(str(path))) == 4
 
 
+def test_a_damaged_line_before_the_last_is_named(tmp_path):
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, "tr\n{"step": 3}\n')
+  with pytest.raises(ResumeError, match=r"metrics.jsonl line 2 is not JSON"):
+    metrics.MetricsWriter(str(tmp_path), resume_step=3)
+
+
 # 6 and 7. Every bad value is refused before anything is written, naming the key.
 
 @pytest.mark.parametrize("overrides, key", [
