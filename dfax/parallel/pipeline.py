@@ -145,6 +145,23 @@ def _stage_step(parts: PipelineParts, stage_mode: str):
   return lambda p, h: stack.forward(p["blocks"], h), bwd
 
 
+def _replay_microbatches(bwd: Callable, params, window, cots, mode: str):
+  """A stage's ``M`` microbatch backwards; none waits for another stage.
+
+  ``mode="scan"``: a local loop accumulating the gradients; ``"vmap"``: all at
+  once (``M`` copies of the gradients in memory). Returns ``(grads, dh)``.
+  """
+  if mode == "vmap":
+    g, dh = jax.vmap(bwd, in_axes=(None, 0, 0))(params, window, cots)
+    return jax.tree.map(lambda a: a.sum(0), g), dh
+
+  def one(acc, a):
+    g, dh = bwd(params, *a)
+    return jax.tree.map(jnp.add, acc, g), dh
+
+  return jax.lax.scan(one, jax.tree.map(jnp.zeros_like, params), (window, cots))
+
+
 def dfa_pipeline(parts: PipelineParts, mesh: Mesh, num_microbatches: int,
                  feedback: StageFeedback, *, stage_mode: str = "vmap",
                  microbatch_mode: str = "scan") -> Callable:
@@ -189,11 +206,10 @@ def dfa_pipeline(parts: PipelineParts, mesh: Mesh, num_microbatches: int,
       first, last = stage == 0, stage == num_stages - 1
       sp = jax.tree.map(lambda a: a[0], params["stages"])
       emb, embed_vjp = jax.vjp(lambda p: parts.embed(p, x), params["embed"])
-      kept = {}
+      k = jax.tree.leaves(sp)[0].shape[0] if parts.block else 1  # points per stage
 
       def step(h):
         points, stored = fwd(sp, h)
-        kept.setdefault("k", points.shape[0])
         return points[-1], stored
 
       outs, stored = _gpipe_forward(step, _microbatches(emb, num_micro), num_stages)
@@ -203,22 +219,13 @@ def dfa_pipeline(parts: PipelineParts, mesh: Mesh, num_microbatches: int,
       (g_head,) = head_vjp(error)
       error = jax.lax.psum(jnp.where(last, error, 0.0), "stage")  # the one collective
 
-      k = kept["k"]
       stack_shape = (num_stages, k) if parts.block else (num_stages,)
       spec = PointSpec(parts.point, stack_shape + flat.shape, flat.dtype, len(stack_shape))
       cots = feedback(error, spec, stage * k + jnp.arange(k))  # (k, M * mb, ...)
       cots = jnp.moveaxis(cots.reshape((k, num_micro, -1) + cots.shape[2:]), 1, 0)
       window = jax.tree.map(
           lambda *a: jax.lax.dynamic_slice_in_dim(jnp.stack(a), stage, num_micro), *stored)
-      if microbatch_mode == "vmap":
-        g_stage, g_in = jax.vmap(bwd, in_axes=(None, 0, 0))(sp, window, cots)
-        g_stage = jax.tree.map(lambda a: a.sum(0), g_stage)
-      else:  # a local loop over microbatches, accumulating: no transfers either way
-        def one(acc, a):
-          g, dh = bwd(sp, *a)
-          return jax.tree.map(jnp.add, acc, g), dh
-        zero = jax.tree.map(jnp.zeros_like, sp)
-        g_stage, g_in = jax.lax.scan(one, zero, (window, cots))
+      g_stage, g_in = _replay_microbatches(bwd, sp, window, cots, microbatch_mode)
       g_stage = jax.tree.map(lambda a: a[None], g_stage)
       g_in = jnp.where(first, g_in.reshape(emb.shape), 0.0)
       (g_embed,) = embed_vjp(g_in)
