@@ -3,13 +3,13 @@
 * ``macro``: one point per block, at its input; the embeddings are a segment
   of their own, and the last block, the final LayerNorm and the head form the
   tail that trains exactly.
-* ``macro_out``: one point per block, at its output: the layout of Launay et
-  al. 2020's TinyDFA Transformer. The embeddings train through the first
+* ``macro_out``: one point per block, at its output (``dfax.after(Block)``):
+  the layout of Launay et al. 2020's TinyDFA Transformer. The embeddings train through the first
   block (by backprop from its feedback), the last block from feedback too;
   only what follows the last block (final LayerNorm if any, head) is exact.
   With post-LN blocks (``TransformerConfig(norm="post")``, also theirs) this
   is the layout under which DFA trains the Shakespeare LM far beyond its
-  zero-feedback control; see the README.
+  zero-feedback control; see docs/feedback_points.md.
 * ``micro``: three points per block: after attention + residual, after the
   MLP hidden layer, and at the block output.
 * ``sublayer``: ``macro`` plus a point at each sublayer's normalised input (in
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from dfax.core.selection import FeedbackPoint
+from dfax.core.selection import After, FeedbackPoint, after
 
 PRESETS = ("macro", "macro_out", "micro", "sublayer")  # the functions below, by name
 MICRO_MARKERS = ("attn_res", "mlp_hidden", "out")
@@ -40,14 +40,11 @@ def macro(model: Any) -> tuple[type, ...]:
   return (Block,)
 
 
-def macro_out(model: Any) -> Callable[[Any, tuple], bool]:
-  """Cut after every Transformer block (its ``out`` marker)."""
+def macro_out(model: Any) -> After:
+  """Cut after every Transformer block: ``dfax.after(Block)``, no marker needed."""
   del model
-
-  def predicate(module, path) -> bool:
-    return isinstance(module, FeedbackPoint) and bool(path) and path[-1] == "out"
-
-  return predicate
+  from dfax.models.transformer import Block  # noqa: PLC0415
+  return after(Block)
 
 
 def micro(model: Any) -> Callable[[Any, tuple], bool]:

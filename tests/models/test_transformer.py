@@ -62,7 +62,7 @@ def test_macro_out_cuts_every_block_output_and_trains_the_embeddings_through_blo
   projector = _keeping(log, sent)
   g = dfax.dfa_grad(_loss(model), projector=projector,
                     feedback=presets.macro_out(model))(params, x, y)
-  assert log == [((2, 6, 16), [("blocks/out/in", (3, 2, 6, 16), 1)])]
+  assert log == [((2, 6, 16), [("blocks/out", (3, 2, 6, 16), 1)])]
   bp = jax.grad(_loss(model))(params, x, y)
   for name in ("head", "ln_final"):  # only what follows the last block is exact
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
@@ -78,7 +78,7 @@ def test_macro_out_cuts_every_block_output_and_trains_the_embeddings_through_blo
 
   _, pull = jax.vjp(block0, params["params"]["embed"]["embedding"])
   np.testing.assert_allclose(g["params"]["embed"]["embedding"],
-                             pull(sent["blocks/out/in"][0])[0], rtol=1e-4, atol=1e-6)
+                             pull(sent["blocks/out"][0])[0], rtol=1e-4, atol=1e-6)
 
 
 def test_error_after_the_head_projects_the_vocabulary_error():
