@@ -175,6 +175,7 @@ def _truncate_unchecked(folder):  # no checksums: orbax's own failure to restore
   _truncate(folder)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax, failed IO
 @pytest.mark.parametrize("damage", [_truncate, _flip, _no_metadata, _truncate_unchecked])
 def test_damaged_latest_checkpoint_falls_back(tmp_path, reference, damage, caplog):
   workdir = tmp_path / "run"
@@ -403,6 +404,7 @@ def _small_tmpfs(path, size):
   return done.returncode == 0
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax, failed IO
 def test_full_disk_is_one_line_and_keeps_earlier_checkpoints(tmp_path, reference, monkeypatch):
   """On a small tmpfs where the machine allows it (root), else an injected ENOSPC."""
   disk = tmp_path / "disk"
