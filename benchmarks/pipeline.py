@@ -125,8 +125,9 @@ def block_costs_1b(seq: int) -> dict:
   bwd = lambda p, x, g: jax.vjp(fwd, p, x)[1](g)                  # backprop: dW and dx
   dfa_bwd = lambda p, x, g: jax.vjp(lambda q: fwd(q, x), p)[1](g)  # DFA: input cut, dW only
   flops = lambda f, *a: schedule.analyze(jax.jit(f).lower(*a).compile().as_text()).total_flops
-  return {"fwd": flops(fwd, params, x), "bwd": flops(bwd, params, x, x),
-          "dfa_bwd": flops(dfa_bwd, params, x, x), "seq": seq, "d_model": c.d_model,
+  f = flops(fwd, params, x)  # a vjp runs the forward too: subtract it
+  return {"fwd": f, "bwd": flops(bwd, params, x, x) - f,
+          "dfa_bwd": flops(dfa_bwd, params, x, x) - f, "seq": seq, "d_model": c.d_model,
           "num_layers": c.num_layers, "act_bytes": 2 * seq * c.d_model}
 
 
