@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 import dfax
@@ -257,3 +258,40 @@ def test_after_every_layer_in_an_nnx_scan_stack():
                              rtol=1e-5)
   assert not np.allclose(grads["layers"]["linear"]["kernel"][...][0],
                          exact["layers"]["linear"]["kernel"][...][0])
+
+
+class ShardedMLP(nnx.Module):
+  """Flax's NNX sharding guide: parameters annotated with nnx.with_partitioning."""
+
+  def __init__(self, rngs, sharded=True):
+    init = nnx.initializers.lecun_normal()
+    part = (lambda names: nnx.with_partitioning(init, names)) if sharded else (lambda _: init)
+    self.hidden = nnx.Linear(8, 32, rngs=rngs, kernel_init=part((None, "model")))
+    self.out = nnx.Linear(32, 4, rngs=rngs, kernel_init=part(("model", None)))
+
+  def __call__(self, x):
+    h = jnp.tanh(self.hidden(x))
+    return {"logits": self.out(h), "hidden": h}  # a pytree output: error at "logits"
+
+
+def test_sharded_nnx_model_under_nnx_jit_equals_unsharded():
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+  if jax.device_count() < 8:
+    pytest.fail("needs XLA_FLAGS=--xla_force_host_platform_device_count=8 (tests/conftest.py)")
+  x = jax.random.normal(jax.random.key(6), (16, 8))
+  loss = lambda m, x: jnp.mean(m(x)["logits"] ** 2)
+  grad_fn = dfax.nnx.dfa_grad(loss, output="logits")
+  reference = grad_fn(ShardedMLP(nnx.Rngs(0), sharded=False), x)
+  mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("data", "model"))
+  with jax.set_mesh(mesh):
+    model = ShardedMLP(nnx.Rngs(0))
+    state = nnx.state(model)
+    nnx.update(model, jax.lax.with_sharding_constraint(state, nnx.get_partition_spec(state)))
+    xs = jax.device_put(x, NamedSharding(mesh, P("data", None)))
+    grads = nnx.jit(grad_fn)(model, xs)
+  assert grads["hidden"]["kernel"][...].sharding.spec == P(None, "model")
+  pure = nnx.to_pure_dict
+  assert_trees_close(pure(grads), pure(reference))
+  exact = nnx.grad(loss)(ShardedMLP(nnx.Rngs(0), sharded=False), x)
+  assert_trees_close(pure(grads)["out"], pure(exact)["out"])
