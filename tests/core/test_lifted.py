@@ -151,3 +151,59 @@ def test_remat_blocks_give_the_same_grads_as_plain_blocks():
                                   projector=proj))(params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                  plain, remat)
+
+
+class Member(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(5, name="out")(nn.tanh(nn.Dense(WIDTH, name="fc")(x)))
+
+
+class Ensemble(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    members = nn.vmap(Member, variable_axes={"params": 0}, split_rngs={"params": True},
+                      in_axes=None, out_axes=0, axis_size=2)
+    h = nn.tanh(nn.Dense(WIDTH, name="embed")(x))
+    return members(name="members")(h).mean(0)
+
+
+class EnsembleLoop(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    h = nn.tanh(nn.Dense(WIDTH, name="embed")(x))
+    return sum(Member(name=f"m{i}")(h) for i in range(2)) / 2
+
+
+def test_points_inside_nn_vmap_are_stacked_per_member_like_a_loop():
+  x = jax.random.normal(jax.random.key(2), (4, 6))
+  model = Ensemble()
+  params = model.init(jax.random.key(0), x)
+  p = dict(params["params"])
+  members = p.pop("members")
+  loop_params = {"params": {**p, **{f"m{i}": jax.tree.map(lambda a, i=i: a[i], members)
+                                     for i in range(2)}}}
+  mats = jax.random.normal(jax.random.key(3), (2, 5, WIDTH))
+  seen = []
+
+  def projector(error, points):
+    out = []
+    for pt in points:
+      seen.append((pt.path, pt.shape, pt.stack_ndim))
+      if pt.stack_ndim:
+        out.append(jnp.einsum("bo,mod->mbd", error, mats))
+      else:
+        out.append(error @ mats[int(pt.path[1])])
+    return out
+
+  feedback = lambda module, path: path[-1:] == ("out",)
+  loss = lambda m: lambda p: jnp.mean(m.apply(p, x) ** 2)
+  g_vmap = jax.jit(dfax.dfa_grad(loss(model), projector=projector, feedback=feedback))(params)
+  assert seen == [("members/out/in", (2, 4, WIDTH), 1)]
+  g_loop = dfax.dfa_grad(loss(EnsembleLoop()), projector=projector, feedback=feedback)(
+      loop_params)
+  for i in range(2):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-7),
+                 g_vmap["params"]["members"], g_loop["params"][f"m{i}"])
+  np.testing.assert_allclose(g_vmap["params"]["embed"]["kernel"],
+                             g_loop["params"]["embed"]["kernel"], rtol=1e-5, atol=1e-7)
