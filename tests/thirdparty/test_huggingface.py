@@ -140,3 +140,12 @@ def test_embedding_only_selection_is_refused_not_silent_backprop():
   model, batch, loss_fn, _, _ = _gpt2()
   with pytest.raises(ValueError, match=r"made no feedback point.*wte \(Embed\)"):
     dfax.dfa_grad(loss_fn, feedback=nn.Embed)(model.params, batch, jax.random.key(0))
+
+
+def test_hf_gradient_checkpointing_gives_the_same_dfa_gradients():
+  model, batch, loss_fn, block, _ = _bert()
+  params, rng = model.params, jax.random.key(7)
+  grad_fn = lambda f: jax.jit(dfax.dfa_grad(f, feedback=dfax.after(block)))
+  plain = grad_fn(loss_fn)(params, batch, rng)
+  model.enable_gradient_checkpointing()  # HF's BERT wraps each layer in nn.remat
+  assert_trees_close(grad_fn(loss_fn)(params, batch, rng), plain, rtol=1e-4, atol=1e-6)
