@@ -85,8 +85,9 @@ def _vit():
 
 
 MODELS = {"gpt2": _gpt2, "bert": _bert, "vit": _vit}
-# The oracle runs eagerly (slow on 2 cores): both cut modes on GPT-2, after-cuts on the others.
-ORACLE_CASES = [("gpt2", False), ("gpt2", True), ("bert", True), ("vit", True)]
+# The oracle runs eagerly (slow on 2 cores): cuts after the blocks on GPT-2 and ViT, in front
+# of them on BERT (tests/thirdparty/test_linen_examples.py covers both on linen models too).
+ORACLE_CASES = [("gpt2", True), ("bert", False), ("vit", True)]
 
 
 def _get(tree, path):
