@@ -8,7 +8,9 @@ front of them, and the zero-feedback control (only what follows the last cut
 learns). Prints a JSON line per run and writes a figure.
 
   DFAX_DATA_DIR=../shared/data python scripts/hf_gpt2_shakespeare.py --steps 600 \
-      --out docs/figures/hf_gpt2_shakespeare.png
+      --methods bp,dfa_after --results gpt2.jsonl --out docs/figures/hf_gpt2_shakespeare.png
+  ... --steps 300 --untie --methods dfa_after,control --results gpt2.jsonl --out ...
+  python scripts/hf_gpt2_shakespeare.py --methods "" --results gpt2.jsonl --out ...  # plot only
 """
 
 from __future__ import annotations
@@ -22,16 +24,29 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from transformers import GPT2Config
-from transformers.models.gpt2.modeling_flax_gpt2 import FlaxGPT2Block, FlaxGPT2LMHeadModel
+from transformers.models.gpt2.modeling_flax_gpt2 import (FlaxGPT2MLP, FlaxGPT2Attention,
+                                                         FlaxGPT2Block, FlaxGPT2LMHeadModel)
 
 import dfax
 from dfax.data.shakespeare import load_shakespeare, sample_lm_batches
 
 
+# Where the cuts go; "control*" is the same layout with zero feedback.
+FEEDBACK = {
+    "dfa_after": dfax.after(FlaxGPT2Block),          # after every block (Launay et al.)
+    "dfa_in_front": FlaxGPT2Block,                     # in front of every block
+    "dfa_sublayers": dfax.after((FlaxGPT2Attention, FlaxGPT2MLP)),  # after each branch
+}
+
+
+LABEL_FLAGS = {"untie": False, "lr": 3e-3, "clip": 1.0}  # named in a run's label if changed
+
+
 def run(method: str, args, corpus) -> dict:
   config = GPT2Config(n_layer=args.layers, n_embd=args.width, n_head=4,
                       vocab_size=corpus.vocab_size, n_positions=args.seq_len,
-                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                      tie_word_embeddings=not args.untie)
   model = FlaxGPT2LMHeadModel(config, seed=args.seed)
 
   def loss_fn(params, inputs, targets, dropout_rng):
@@ -42,12 +57,13 @@ def run(method: str, args, corpus) -> dict:
   if method == "bp":
     grad_fn = jax.value_and_grad(loss_fn)
   else:
-    feedback = FlaxGPT2Block if method == "dfa_in_front" else dfax.after(FlaxGPT2Block)
-    projector = (dfax.projectors.zeros() if method == "control"
+    feedback = FEEDBACK[method.replace("control", "dfa")]
+    projector = (dfax.projectors.zeros() if method.startswith("control")
                  else dfax.projectors.gaussian(key))
     grad_fn = dfax.dfa_value_and_grad(loss_fn, projector=projector, feedback=feedback)
   schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, min(50, args.steps // 10), args.steps)
-  optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule))
+  clip = [optax.clip_by_global_norm(args.clip)] if args.clip > 0 else []
+  optimizer = optax.chain(*clip, optax.adamw(schedule))
 
   @jax.jit
   def step(params, opt_state, inputs, targets, rng):
@@ -70,7 +86,10 @@ def run(method: str, args, corpus) -> dict:
     params, opt_state, loss = step(params, opt_state, inputs, targets, jax.random.key(i))
     if (i + 1) % args.eval_every == 0:
       curve.append((i + 1, float(evaluate(params, *val))))
-  return {"method": method, "val_loss": curve[-1][1], "curve": curve,
+  flags = "".join(f", {k}={getattr(args, k)}" for k, default in LABEL_FLAGS.items()
+                  if getattr(args, k) != default)
+  return {"method": method, "label": f"{method} ({args.steps} steps{flags})",
+          "val_loss": curve[-1][1], "curve": curve,
           "seconds": round(time.time() - start, 1)}
 
 
@@ -84,30 +103,49 @@ def main():
   parser.add_argument("--lr", type=float, default=3e-3)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--eval_every", type=int, default=100)
+  parser.add_argument("--clip", type=float, default=1.0,
+                      help="global-norm gradient clip (0: none)")
+  parser.add_argument("--untie", action="store_true",
+                      help="separate input embedding and output head (GPT-2 ties them)")
   parser.add_argument("--methods", default="bp,dfa_after,dfa_in_front,control")
-  parser.add_argument("--out", default="")
+  parser.add_argument("--out", default="", help="figure path (PNG)")
+  parser.add_argument("--results", default="",
+                      help="JSONL file: each run is appended; the figure shows every run in it")
   args = parser.parse_args()
   corpus = load_shakespeare()
+  print(json.dumps({"jax": jax.__version__, "transformers": __import__("transformers").__version__,
+                    "args": vars(args)}), flush=True)
   results = []
-  for method in args.methods.split(","):
+  for method in filter(None, args.methods.split(",")):  # --methods "": only plot --results
     results.append(run(method, args, corpus))
     print(json.dumps(results[-1]), flush=True)
-  print(json.dumps({"jax": jax.__version__, "transformers": __import__("transformers").__version__,
-                    "args": vars(args)}))
+    if args.results:
+      with open(args.results, "a") as f:
+        f.write(json.dumps(results[-1]) + "\n")
+      with open(args.results) as f:
+        results = [json.loads(line) for line in f if line.strip()]
+    plot(results, args)
+  if not results and args.results:
+    with open(args.results) as f:
+      plot([json.loads(line) for line in f if line.strip()], args)
+
+
+def plot(results, args):
   if args.out:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in results:
       steps, losses = zip(*r["curve"])
-      ax.plot(steps, losses, label=f"{r['method']} ({r['val_loss']:.3f})")
+      ax.plot(steps, losses, label=f"{r.get('label', r['method'])}: {r['val_loss']:.3f}")
     ax.set_xlabel("step")
     ax.set_ylabel("validation loss (nats/char)")
     ax.set_title(f"HF FlaxGPT2 ({args.layers} blocks, d={args.width}) on Shakespeare")
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
