@@ -20,8 +20,6 @@ import json
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
 from transformers import GPT2Config
 from transformers.models.gpt2.modeling_flax_gpt2 import (FlaxGPT2MLP, FlaxGPT2Attention,
