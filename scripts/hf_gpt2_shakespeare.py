@@ -19,6 +19,7 @@ import argparse
 import json
 import time
 
+import flax.linen as nn
 import jax
 import optax
 from transformers import GPT2Config
@@ -34,10 +35,17 @@ FEEDBACK = {
     "dfa_after": dfax.after(FlaxGPT2Block),          # after every block (Launay et al.)
     "dfa_in_front": FlaxGPT2Block,                     # in front of every block
     "dfa_sublayers": dfax.after((FlaxGPT2Attention, FlaxGPT2MLP)),  # after each branch
+    "dfa_after_ln": dfax.after(nn.LayerNorm),        # at every normalized copy of the stream
 }
 
 
-LABEL_FLAGS = {"untie": False, "lr": 3e-3, "clip": 1.0}  # named in a run's label if changed
+LABEL_FLAGS = {"untie": False, "lr": 3e-3, "clip": 1.0, "projector": "gaussian"}
+
+# One feedback matrix per point, or one for all (every residual point gets the same B e).
+PROJECTORS = {
+    "gaussian": dfax.projectors.gaussian,
+    "shared": lambda key: dfax.projectors.shared(key, reuse=True),
+}  # named in a run's label if changed
 
 
 def run(method: str, args, corpus) -> dict:
@@ -57,7 +65,7 @@ def run(method: str, args, corpus) -> dict:
   else:
     feedback = FEEDBACK[method.replace("control", "dfa")]
     projector = (dfax.projectors.zeros() if method.startswith("control")
-                 else dfax.projectors.gaussian(key))
+                 else PROJECTORS[args.projector](key))
     grad_fn = dfax.dfa_value_and_grad(loss_fn, projector=projector, feedback=feedback)
   schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, min(50, args.steps // 10), args.steps)
   clip = [optax.clip_by_global_norm(args.clip)] if args.clip > 0 else []
@@ -103,6 +111,7 @@ def main():
   parser.add_argument("--eval_every", type=int, default=100)
   parser.add_argument("--clip", type=float, default=1.0,
                       help="global-norm gradient clip (0: none)")
+  parser.add_argument("--projector", default="gaussian", choices=sorted(PROJECTORS))
   parser.add_argument("--untie", action="store_true",
                       help="separate input embedding and output head (GPT-2 ties them)")
   parser.add_argument("--methods", default="bp,dfa_after,dfa_in_front,control")

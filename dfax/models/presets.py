@@ -10,6 +10,14 @@
   With post-LN blocks (``TransformerConfig(norm="post")``, also theirs) this
   is the layout under which DFA trains the Shakespeare LM far beyond its
   zero-feedback control; see docs/feedback_points.md.
+* ``after_ln``: one point at the output of every LayerNorm
+  (``dfax.after(nn.LayerNorm)``): the normalised copies of the residual
+  stream that the sublayers and the head read. With pre-LN blocks a cut after
+  the block sits on the raw residual stream, which DFA pushes along its
+  feedback without bound (the final LayerNorm hides its scale from the loss);
+  cutting after the LayerNorms feeds the stream through their Jacobians and
+  keeps it bounded. The layout that learns on pre-LN Transformers (dfax's and
+  HF's GPT-2); see docs/feedback_points.md.
 * ``micro``: three points per block: after attention + residual, after the
   MLP hidden layer, and at the block output.
 * ``sublayer``: ``macro`` plus a point at each sublayer's normalised input (in
@@ -28,7 +36,7 @@ from typing import Any, Callable
 
 from dfax.core.selection import After, FeedbackPoint, after
 
-PRESETS = ("macro", "macro_out", "micro", "sublayer")  # the functions below, by name
+PRESETS = ("macro", "macro_out", "micro", "sublayer", "after_ln")  # the functions below, by name
 MICRO_MARKERS = ("attn_res", "mlp_hidden", "out")
 SUBLAYER_INPUTS = ("attn", "fc1")
 
@@ -45,6 +53,13 @@ def macro_out(model: Any) -> After:
   del model
   from dfax.models.transformer import Block  # noqa: PLC0415
   return after(Block)
+
+
+def after_ln(model: Any) -> After:
+  """Cut after every LayerNorm: ``dfax.after(nn.LayerNorm)``, for pre-LN stacks."""
+  del model
+  import flax.linen as nn  # noqa: PLC0415
+  return after(nn.LayerNorm)
 
 
 def micro(model: Any) -> Callable[[Any, tuple], bool]:

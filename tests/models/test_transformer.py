@@ -138,6 +138,20 @@ def test_post_ln_normalises_each_residual_add_and_keeps_the_presets():
     TransformerConfig(norm="rms")
 
 
+def test_after_ln_cuts_every_layernorm_output_and_the_head_is_exact():
+  model, params, x, y = _lm(dataclasses.replace(CFG, error_at="logits"))
+  log, sent = [], {}
+  g = dfax.dfa_grad(_loss(model), projector=_keeping(log, sent),
+                    feedback=presets.after_ln(model))(params, x, y)
+  assert log == [((2, 6, 13), [("blocks/ln_attn/out", (3, 2, 6, 16), 1),
+                               ("blocks/ln_mlp/out", (3, 2, 6, 16), 1),
+                               ("ln_final/out", (2, 6, 16), 0)])]
+  bp = jax.grad(_loss(model))(params, x, y)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               g["params"]["head"], bp["params"]["head"])
+  assert not np.allclose(g["params"]["ln_final"]["scale"], bp["params"]["ln_final"]["scale"])
+
+
 def test_remat_gives_the_same_dfa_grads():
   model, params, x, y = _lm()
   remat, _, _, _ = _lm(dataclasses.replace(CFG, remat=True))
