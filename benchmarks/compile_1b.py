@@ -1,16 +1,25 @@
 """Lower and compile a >=1B-parameter Transformer DFA train step ahead of time.
 
-  python benchmarks/compile_1b.py [--method dfa|bp] [--preset macro|macro_out|micro|sublayer]
-                                  [--norm pre|post]
+  python benchmarks/compile_1b.py [--method dfa|bp] [--preset macro|macro_out|micro|sublayer|after_ln]
+                                  [--norm pre|post] [--config configs/lm_1b.py]
+
+The config is on the trainer's schema (configs/lm_1b.py); the model is built
+from ``config.model`` by ``dfax.train.registry`` and applied, differentiated
+and optimized through the trainer's own functions (``trainer.model_logits``,
+``methods.value_and_grad``, ``optim.make_optimizer``), in bfloat16. The flags
+override ``config.method``, ``config.dfa.feedback`` and ``config.model.norm``.
 
 Abstract shapes only (jax.ShapeDtypeStruct with shardings): nothing is
 allocated. Prints the parameter count, compile time, collective counts and the
-per-device memory XLA reports for the compiled executable.
+per-device memory XLA reports for the compiled executable. The cheapest run is
+the default (one lower+compile, about 5 s on two CPU cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
 import math
 import os
 import sys
@@ -20,45 +29,56 @@ if "jax" not in sys.modules:
   os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-import dfax  # noqa: E402
 from dfax import parallel  # noqa: E402
-from dfax.models import TransformerConfig, TransformerLM, lm_forward, presets  # noqa: E402
+from dfax.models import presets  # noqa: E402
 from dfax.models.transformer import NORMS  # noqa: E402
+from dfax.train import methods, optim, registry, trainer, validate  # noqa: E402
 from dfax.train.config_file import load_config  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+CONFIG = os.path.join(HERE, "..", "configs", "lm_1b.py")
+
+
+def build_model(config, vocab_size: int, dtype=jnp.bfloat16):
+  """The model the trainer would build from ``config.model``, computing in ``dtype``."""
+  model = registry.MODELS[config.model.name](config, vocab_size)
+  return model.clone(config=dataclasses.replace(model.config, dtype=dtype))
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--method", choices=["dfa", "bp"], default="dfa")
-  parser.add_argument("--preset", choices=presets.PRESETS, default="macro",
-                      help="DFA feedback preset (dfax.models.presets)")
-  parser.add_argument("--norm", choices=NORMS, default="pre",
-                      help="LayerNorm placement (TransformerConfig.norm)")
-  parser.add_argument("--config", default=os.path.join(HERE, "..", "configs", "lm_1b.py"))
+  parser.add_argument("--method", choices=["dfa", "bp"], default=None,
+                      help="training method (default: the config's)")
+  parser.add_argument("--preset", choices=presets.PRESETS, default=None,
+                      help="DFA feedback preset, dfax.models.presets (default: the config's)")
+  parser.add_argument("--norm", choices=NORMS, default=None,
+                      help="LayerNorm placement, TransformerConfig.norm (default: the config's)")
+  parser.add_argument("--config", default=CONFIG)
+  parser.add_argument("--vocab-size", type=int, default=None,
+                      help="vocabulary (default: the config file's VOCAB_SIZE)")
   args = parser.parse_args(argv)
-  c = load_config(args.config)
-  model = TransformerLM(TransformerConfig(
-      vocab_size=c.vocab_size, d_model=c.d_model, num_heads=c.num_heads,
-      num_layers=c.num_layers, d_ff=c.d_ff, max_len=c.seq_len, remat=c.remat,
-      dtype=jax.numpy.bfloat16, norm=args.norm))
-  tokens = jax.ShapeDtypeStruct((c.batch_size, c.seq_len), jax.numpy.int32)
+  overrides = {k: v for k, v in (("method", args.method), ("dfa.feedback", args.preset),
+                                 ("model.norm", args.norm)) if v is not None}
+  c = load_config(args.config, **overrides)
+  validate.check_config(c)
+  vocab = args.vocab_size or _vocab_size(args.config)
+  model = build_model(c, vocab)
+  tokens = jax.ShapeDtypeStruct((c.batch_size, c.dataset.seq_len), jnp.int32)
   params = jax.eval_shape(model.init, jax.random.key(0), tokens)
   n_params = sum(math.prod(p.shape) for p in jax.tree.leaves(params))
-  opt = optax.adam(1e-4)
+  opt = methods.METHODS[c.method].wrap_optimizer(optim.make_optimizer(c, c.num_steps))
   opt_state = jax.eval_shape(opt.init, params)
   mesh = parallel.make_mesh(c.mesh.data, c.mesh.model)
   ps, os_ = parallel.shard_params(params, mesh), parallel.shard_params(opt_state, mesh)
   bs = parallel.batch_sharding(mesh)
 
   def loss_fn(p, x, y):
-    return optax.softmax_cross_entropy_with_integer_labels(lm_forward(model, p, x), y).mean()
+    return methods.cross_entropy(trainer.model_logits(c, model, p, x), y)
 
-  grad = (dfax.dfa_value_and_grad(loss_fn, feedback=getattr(presets, args.preset)(model))
-          if args.method == "dfa" else jax.value_and_grad(loss_fn))
+  grad = methods.value_and_grad(c.method, loss_fn, c, model)
 
   def step(p, s, x, y):
     loss, g = grad(p, x, y)
@@ -75,12 +95,22 @@ def main(argv=None):
   seconds = time.perf_counter() - start
   mem = compiled.memory_analysis()
   gib = lambda b: b / 2 ** 30
-  print(f"method={args.method} preset={args.preset} norm={args.norm} params={n_params / 1e9:.3f}B "
-        f"mesh={c.mesh.data}x{c.mesh.model} ({jax.default_backend()}), "
-        f"lower+compile {seconds:.1f} s")
+  print(f"method={c.method} preset={c.dfa.feedback} norm={c.model.norm} "
+        f"params={n_params / 1e9:.3f}B mesh={c.mesh.data}x{c.mesh.model} "
+        f"({jax.default_backend()}), lower+compile {seconds:.1f} s")
   print(f"per device: arguments {gib(mem.argument_size_in_bytes):.2f} GiB, outputs "
         f"{gib(mem.output_size_in_bytes):.2f} GiB, temporaries {gib(mem.temp_size_in_bytes):.2f} GiB")
   print("collectives:", parallel.count_collectives(compiled.as_text()))
+  return compiled
+
+
+def _vocab_size(path: str) -> int:
+  spec = importlib.util.spec_from_file_location("dfax_lm_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "VOCAB_SIZE"):
+    raise SystemExit(f"compile_1b: {path} defines no VOCAB_SIZE; pass --vocab-size.")
+  return module.VOCAB_SIZE
 
 
 if __name__ == "__main__":

@@ -1,20 +1,37 @@
-"""A ~1.1B-parameter decoder-only Transformer for ahead-of-time compilation only.
+"""A ~1.1B-parameter decoder-only Transformer LM, for ahead-of-time compilation only.
 
-  python benchmarks/compile_1b.py    # lowers and compiles the DFA step on an 8-device mesh
+On the one config schema (dfax.train.config_schema); the model is built from
+``config.model`` by dfax.train.registry as the trainer builds it. Nothing is
+trained or loaded: ``dataset.seq_len`` sets the sequence length, and the
+vocabulary, which a run would take from its data, is ``VOCAB_SIZE``.
+
+  python benchmarks/compile_1b.py    # lowers and compiles the DFA step on a 2x4 mesh
 """
+
+import os
+import sys
 
 import ml_collections
 
+sys.path.insert(0, os.path.dirname(__file__))
+from common import base_config  # noqa: E402
+
+VOCAB_SIZE = 32000  # a subword tokenizer's vocabulary (the data's num_classes in a run)
+
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.vocab_size = 32000
-  c.d_model = 2048
-  c.num_heads = 16
-  c.num_layers = 20
-  c.d_ff = 8192
-  c.seq_len = 1024
+  c = base_config()
+  c.name = "lm_1b"
+  c.dataset = ml_collections.ConfigDict({"name": "shakespeare", "source": "local",
+                                         "seq_len": 1024, "eval_windows": 256,
+                                         "train_limit": 0, "eval_limit": 0})
+  c.model = ml_collections.ConfigDict({"name": "transformer_lm", "d_model": 2048,
+                                       "num_heads": 16, "num_layers": 20, "d_ff": 8192,
+                                       "remat": True, "error_at": "hidden", "norm": "pre"})
+  c.dfa.feedback = "macro"
   c.batch_size = 8
-  c.remat = True
-  c.mesh = ml_collections.ConfigDict({"data": 2, "model": 4})
+  c.learning_rate = 1e-4
+  c.schedule = "constant"
+  c.num_steps = 1
+  c.mesh.data, c.mesh.model = 2, 4
   return c

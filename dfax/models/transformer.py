@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from dfax.core.selection import FeedbackPoint
 
 NORMS = ("pre", "post")  # TransformerConfig.norm: where each block's LayerNorms sit
+ERROR_AT = ("hidden", "logits")  # TransformerConfig.error_at: where DFA's error is taken
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,8 @@ class TransformerConfig:
   def __post_init__(self):
     if self.norm not in NORMS:
       raise ValueError(f"norm must be 'pre' or 'post', got {self.norm!r}.")
+    if self.error_at not in ERROR_AT:
+      raise ValueError(f"error_at must be 'hidden' or 'logits', got {self.error_at!r}.")
 
 
 class Block(nn.Module):
@@ -105,14 +108,34 @@ class TransformerLM(nn.Module):
     return self.logits_from_hidden(self.hidden(tokens))
 
 
-def lm_forward(model: nn.Module, params, tokens):
-  """Logits, applied so that DFA's error is taken where ``config.error_at`` says.
+def lm_forward(model: TransformerLM, params, tokens):
+  """The LM's logits, applied so that DFA's error is taken where ``config.error_at`` says.
 
   With "hidden", the body and the head are two ``model.apply`` calls: dfax
   taps the output of the outermost call of each, so the error is dL/dh before
-  the head, which itself trains with its exact gradient.
+  the head, which itself trains with its exact gradient. With "logits" it is
+  ``model.apply(params, tokens)``. Other models are applied with
+  ``model.apply`` (the trainer picks by family: ``dfax.train.trainer.FORWARDS``).
+
+  Args:
+    model: a ``TransformerLM``.
+    params: its variables.
+    tokens: (B, T) int32.
+
+  Returns:
+    The logits, (B, T, vocab).
+
+  Raises:
+    TypeError: when ``model`` is not a ``TransformerLM``.
+
+  Example::
+
+    loss = cross_entropy(lm_forward(model, params, x), y)
   """
-  if getattr(getattr(model, "config", None), "error_at", "logits") == "hidden":
+  if not isinstance(model, TransformerLM):
+    raise TypeError(f"lm_forward applies a TransformerLM, not {type(model).__name__}; apply "
+                    "other models with model.apply(params, x).")
+  if model.config.error_at == "hidden":
     h = model.apply(params, tokens, method="hidden")
     return model.apply(params, h, method="logits_from_hidden")
   return model.apply(params, tokens)

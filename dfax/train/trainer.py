@@ -16,7 +16,7 @@ import json
 import os
 import signal
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import flax
 import jax
@@ -64,11 +64,26 @@ class _Interrupt:
       signal.signal(sig, handler)
 
 
+# How each family (config.model.name) is applied; the others: model.apply(params, x).
+FORWARDS: dict[str, Callable[[Any, Any, Any], jax.Array]] = {"transformer_lm": lm_forward}
+
+
+def model_logits(config, model, params, x) -> jax.Array:
+  """The logits of ``model`` on ``x``, applied as its family needs (:data:`FORWARDS`).
+
+  A Transformer LM goes through ``lm_forward`` (the DFA error before the head
+  when ``error_at="hidden"``); MLPs, CNNs and ViTs through ``model.apply``.
+  The train, eval and alignment steps all call this.
+  """
+  apply = FORWARDS.get(config.model.name, lambda m, p, x: m.apply(p, x))
+  return apply(model, params, x)
+
+
 def _make_steps(config, model, opt):
   method = config.method
 
   def loss_fn(params, x, y):
-    return methods.cross_entropy(lm_forward(model, params, x), y)
+    return methods.cross_entropy(model_logits(config, model, params, x), y)
 
   @jax.jit
   def train_step(state: TrainState, x, y):
@@ -84,7 +99,7 @@ def _make_steps(config, model, opt):
 
   @jax.jit
   def eval_step(params, x, y):
-    logits = lm_forward(model, params, x)
+    logits = model_logits(config, model, params, x)
     return methods.cross_entropy(logits, y, reduce=jnp.sum), (logits.argmax(-1) == y).sum()
 
   @jax.jit

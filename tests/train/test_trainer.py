@@ -104,3 +104,39 @@ def test_training_on_a_data_x_model_mesh_equals_one_device(tmp_path):
   _, p1 = _latest_params(tmp_path / "one")
   _, p8 = _latest_params(tmp_path / "eight")
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), p1, p8)
+
+
+def test_each_model_family_is_applied_as_it_needs():
+  import dataclasses
+
+  import jax.numpy as jnp
+
+  import dfax
+  from dfax import models
+  from dfax.train.trainer import model_logits
+
+  mlp, x = models.MLP(features=(8,), num_classes=3), jnp.ones((2, 5))
+  params = mlp.init(jax.random.key(0), x)
+  _assert_same(model_logits(load_config(SMOKE), mlp, params, x), mlp.apply(params, x))
+  with pytest.raises(TypeError, match="model.apply"):
+    models.lm_forward(mlp, params, x)  # lm_forward is for the LM only
+
+  lm_config = load_config(REPO / "configs" / "shakespeare_lm.py")
+  small = models.TransformerConfig(vocab_size=11, d_model=8, num_heads=2, num_layers=1,
+                                   d_ff=16, max_len=4)
+  tokens = jnp.arange(8).reshape(2, 4) % 11
+  for error_at, error_width in (("hidden", 8), ("logits", 11)):
+    lm = models.TransformerLM(dataclasses.replace(small, error_at=error_at))
+    lm_params = lm.init(jax.random.key(1), tokens)
+    logits = model_logits(lm_config, lm, lm_params, tokens)
+    _assert_same(logits, models.lm_forward(lm, lm_params, tokens))
+    np.testing.assert_allclose(logits, lm.apply(lm_params, tokens), rtol=1e-5, atol=1e-6)
+    errors = []
+
+    def recording(error, points):
+      errors.append(error.shape)
+      return dfax.projectors.zeros()(error, points)
+
+    loss = lambda p: model_logits(lm_config, lm, p, tokens).mean()
+    dfax.dfa_grad(loss, projector=recording, feedback=models.Block)(lm_params)
+    assert errors == [(2, 4, error_width)]  # the error is taken where error_at says
