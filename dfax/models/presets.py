@@ -18,6 +18,9 @@
   cutting after the LayerNorms feeds the stream through their Jacobians and
   keeps it bounded. The layout that learns on pre-LN Transformers (dfax's and
   HF's GPT-2); see docs/feedback_points.md.
+* ``markers``: only the model's own ``dfax.FeedbackPoint`` markers (e.g. the
+  stage outputs of ``dfax.parallel.stack.StackedMLP``, the points its
+  pipeline uses).
 * ``micro``: three points per block: after attention + residual, after the
   MLP hidden layer, and at the block output.
 * ``sublayer``: ``macro`` plus a point at each sublayer's normalised input (in
@@ -36,7 +39,7 @@ from typing import Any, Callable
 
 from dfax.core.selection import After, FeedbackPoint, after
 
-PRESETS = ("macro", "macro_out", "micro", "sublayer", "after_ln")  # the functions below, by name
+PRESETS = ("macro", "macro_out", "micro", "sublayer", "after_ln", "markers")  # the functions below, by name
 MICRO_MARKERS = ("attn_res", "mlp_hidden", "out")
 SUBLAYER_INPUTS = ("attn", "fc1")
 
@@ -81,3 +84,9 @@ def sublayer(model: Any) -> Callable[[Any, tuple], bool]:
     return isinstance(module, Block) or bool(path) and path[-1] in SUBLAYER_INPUTS
 
   return predicate
+
+
+def markers(model: Any) -> tuple[type, ...]:
+  """Cut only at the model's ``dfax.FeedbackPoint`` markers."""
+  del model
+  return (FeedbackPoint,)

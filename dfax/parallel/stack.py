@@ -90,11 +90,16 @@ class StackedMLP(nn.Module):
   @nn.compact
   def __call__(self, x):
     c = self.config
-    h = nn.Dense(c.d, name="embed")(x)
+    h = nn.Dense(c.d, name="embed")(flatten(x))
     stages = nn.scan(Stage, variable_axes={"params": 0}, split_rngs={"params": True},
                      length=c.num_stages)(c, name="stages")
     h, _ = stages(h, None)
     return nn.Dense(c.n_out, name="head")(h)
+
+
+def flatten(x: jax.Array) -> jax.Array:
+  """``(N, ...) -> (N, features)``: images enter the embedding Dense as vectors."""
+  return x.reshape(x.shape[0], -1)
 
 
 def sum_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -135,7 +140,7 @@ def pipeline_parts(config: StackConfig) -> PipelineParts:
     x, _ = jax.lax.scan(lambda h, pb: (block(pb, h), None), x, p["blocks"])
     return x
 
-  return PipelineParts(embed=dense, stage=stage, head=dense, loss=sum_cross_entropy,
+  return PipelineParts(embed=lambda p, x: dense(p, flatten(x)), stage=stage, head=dense, loss=sum_cross_entropy,
                        block=block if config.cut == "block" else None,
                        point=STAGE_POINT if config.cut == "stage" else BLOCK_POINT)
 

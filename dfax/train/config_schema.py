@@ -32,7 +32,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.name = "run"
   c.method = "dfa"          # dfa | bp | shallow
   c.seed = 0
-  c.data_dir = ""           # local data root ('' = $DFAX_DATA_DIR or ../shared/data)
+  c.data_dir = ""           # local data root ('' = $DFAX_DATA_DIR, else the shipped copy)
   c.dataset = ml_collections.ConfigDict({"name": "mnist", "source": "auto", "train_limit": 0,
                                          "eval_limit": 0,
                                          "augment_shift": 0})  # random translation, pixels
@@ -55,7 +55,8 @@ def default_config() -> ml_collections.ConfigDict:
                                      "tie_layers": False,  # scanned layers share B
                                      "feature_ndim": 0,  # >0: share B over the other dims
                                      "opu": dataclasses.asdict(OPUConfig())})
-  c.mesh = ml_collections.ConfigDict({"data": 1, "model": 1})
+  # data x model mesh; or data x stage (pipeline, microbatches per data shard)
+  c.mesh = ml_collections.ConfigDict({"data": 1, "model": 1, "stage": 1, "microbatches": 1})
   c.log_every = 50
   c.eval_every = 500
   c.eval_batch_size = 1000

@@ -19,7 +19,7 @@ import optax
 import dfax
 from dfax import opu
 from dfax.models import presets
-from dfax.train import optim
+from dfax.train import optim, pipelined
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, reduce: Callable = jnp.mean) -> jax.Array:
@@ -138,9 +138,16 @@ METHODS: dict[str, Method] = {
 
 def value_and_grad(method: str, loss_fn: Callable, config, model,
                    step: jax.Array | None = None) -> Callable[..., Any]:
-  """``(params, x, y) -> (loss, grads)`` for the method named ``method``."""
+  """``(params, x, y) -> (loss, grads)`` for the method named ``method``.
+
+  With ``config.mesh.stage > 1`` the gradients come from the pipeline
+  (``dfax.train.pipelined``), equal to the one-device method's.
+  """
   if method not in METHODS:
     raise ValueError(f"dfax.train: unknown method {method!r}; use one of {', '.join(METHODS)}.")
+  if pipelined.is_pipelined(config):
+    projector = make_projector(config, step) if method == "dfa" else None
+    return pipelined.value_and_grad(config, model, projector)
   return METHODS[method].value_and_grad(loss_fn, config, model, step)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import jax
 
-from dfax.train import config_schema, methods, registry
+from dfax.train import config_schema, methods, pipelined, registry
 from dfax.train.errors import ConfigError
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
@@ -155,6 +155,7 @@ def check_config(config) -> None:
   m = config.momentum
   if not isinstance(m, (int, float)) or not 0 <= m < 1:
     _fail("momentum", m, "must be in [0, 1)", 0.9)
+  pipelined.check_pipeline(config)
   devices = config.mesh.data * config.mesh.model
   if devices > jax.device_count():
     _fail("mesh.data", config.mesh.data, f"x mesh.model={config.mesh.model} needs {devices} "
