@@ -14,7 +14,8 @@ def get_config():
   c = base_config()
   c.name = "mnist_cnn"
   c.model = c.model.__class__({"name": "cnn", "features": (32, 64), "dense": (256,),
-                               "activation": "relu"})
+                               "activation": "relu", "kernel_size": 5,
+                               "pool": "max"})
   c.num_epochs = 5
   c.learning_rate = 1e-3
   return c

@@ -22,6 +22,7 @@ import numpy as np
 
 from dfax import data as dfax_data
 from dfax import models
+from dfax.data.cifar10 import load_cifar10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +71,14 @@ def mnist(config) -> TaskData:
       dfax_data.load_mnist(config.data_dir or None, source=config.dataset.source), config)
 
 
+def cifar10(config) -> TaskData:
+  """CIFAR-10 through tensorflow-datasets; ``config.data_dir`` is the tfds data_dir."""
+  if config.dataset.source not in ("auto", "tfds"):
+    raise ValueError(f"dfax.train: dataset cifar10 is read through tensorflow-datasets only; "
+                     f"set --config.dataset.source=tfds (got {config.dataset.source!r}).")
+  return _classification(load_cifar10(config.data_dir or None), config)
+
+
 def mnist1d(config) -> TaskData:
   return _classification(dfax_data.load_mnist1d(), config)
 
@@ -101,8 +110,10 @@ def mlp(config, num_classes: int) -> Any:
 
 
 def cnn(config, num_classes: int) -> Any:
-  return models.CNN(num_classes=num_classes, features=tuple(config.model.features),
-                    dense=tuple(config.model.dense), activation=config.model.activation)
+  m = config.model
+  return models.CNN(num_classes=num_classes, features=tuple(m.features), dense=tuple(m.dense),
+                    activation=m.activation, kernel_size=(m.kernel_size, m.kernel_size),
+                    pool=m.pool)
 
 
 def transformer_lm(config, num_classes: int) -> Any:
@@ -121,21 +132,34 @@ def vit(config, num_classes: int) -> Any:
                                      norm=m.norm))
 
 
+def stacked_mlp(config, num_classes: int) -> Any:
+  from dfax.parallel import stack  # noqa: PLC0415
+
+  m = config.model
+  return stack.StackedMLP(stack.StackConfig(
+      d=m.d, d_ff=m.d_ff, n_out=num_classes, num_stages=m.num_stages,
+      blocks_per_stage=m.blocks_per_stage, cut=m.cut))
+
+
 MODELS: dict[str, Callable[[Any, int], Any]] = {"mlp": mlp, "cnn": cnn,
-                                                "transformer_lm": transformer_lm, "vit": vit}
+                                                "transformer_lm": transformer_lm, "vit": vit,
+                                                "stacked_mlp": stacked_mlp}
 MODEL_FIELDS: dict[str, tuple[str, ...]] = {
     "mlp": ("features", "activation"),
-    "cnn": ("features", "dense", "activation"),
+    "cnn": ("features", "dense", "activation", "kernel_size", "pool"),
     "transformer_lm": ("d_model", "num_heads", "num_layers", "d_ff", "remat", "error_at", "norm"),
     "vit": ("patch", "d_model", "num_heads", "num_layers", "d_ff", "remat", "norm"),
+    "stacked_mlp": ("d", "d_ff", "num_stages", "blocks_per_stage", "cut"),
 }
-MODEL_CONFIGS = {"mlp": "mnist_mlp.py", "cnn": "mnist_cnn.py",
-                 "transformer_lm": "shakespeare_lm.py", "vit": "vit_mnist.py"}
+MODEL_CONFIGS = {"mlp": "mnist_mlp.py", "cnn": "mnist_cnn.py",  # cifar10_cnn.py for CIFAR-10
+                 "transformer_lm": "shakespeare_lm.py", "vit": "vit_mnist.py",
+                 "stacked_mlp": "mnist_pipeline.py"}
 DATASETS: dict[str, Callable[[Any], TaskData]] = {"mnist": mnist, "mnist1d": mnist1d,
+                                                  "cifar10": cifar10,
                                                   "shakespeare": shakespeare}
 _IMAGES = ("source", "train_limit", "eval_limit", "augment_shift")
 DATASET_FIELDS: dict[str, tuple[str, ...]] = {
-    "mnist": _IMAGES, "mnist1d": _IMAGES,
+    "mnist": _IMAGES, "mnist1d": _IMAGES, "cifar10": _IMAGES,
     "shakespeare": ("source", "seq_len", "eval_windows", "train_limit", "eval_limit"),
 }
 UNUSED_FIELDS = {"shakespeare": ("train_limit", "eval_limit")}  # must stay 0
