@@ -1,4 +1,11 @@
-"""A small ViT on MNIST (7x7 patches, 16 tokens), DFA "macro" by default."""
+"""A small ViT on MNIST (7x7 patches, 16 tokens), DFA cutting after every LayerNorm.
+
+  python -m dfax.train --config configs/vit_mnist.py --workdir workdirs/vit_mnist_dfa
+
+Ten epochs reach 93% with DFA, above the 89% of the old layout's zero-feedback
+control and far above the 82% of cuts in front of the blocks ("macro"); see
+docs/results_vision.md.
+"""
 
 import os
 import sys
@@ -15,11 +22,15 @@ def get_config():
   c.model = ml_collections.ConfigDict({"name": "vit", "patch": 7, "d_model": 64,
                                        "num_heads": 4, "num_layers": 4, "d_ff": 128,
                                        "remat": False, "norm": "pre"})
-  c.dfa.feedback = "macro"
+  # Cut after every LayerNorm (the normalised copies of the residual stream that
+  # the sublayers and the head read): a cut on the raw pre-LN residual stream
+  # lets DFA push it without bound, and cuts in front of the blocks ("macro")
+  # learn less than their own zero-feedback control on this ViT.
+  c.dfa.feedback = "after_ln"
   # The error is per image but the points are per token: every token gets the
   # same feedback column, so the tokens are pushed the way the pooled head sees.
   c.dfa.feature_ndim = 1
-  c.num_epochs = 3
+  c.num_epochs = 10
   c.schedule = "warmup_cosine"
   c.warmup_steps = 200
   # No global-norm clipping: DFA's hidden updates are far larger than the
