@@ -29,8 +29,8 @@ from flax import nnx
 
 from dfax.core.checks import (check_argnums_in_range, check_holomorphic, check_loss,
                               check_projector)
-from dfax.core.outputs import OutputSelector, check_output_selector, is_float_array
-from dfax.core.recorder import Recorder, _Meta, cut_value
+from dfax.core.outputs import OutputSelector, check_output_selector
+from dfax.core.recorder import Recorder, _Meta, cut_value, map_float_leaves
 from dfax.core.selection import Selector, make_selection
 from dfax.core.tap import Projector
 from dfax.core.transform import check_points, default_projector
@@ -102,8 +102,7 @@ def _intercept(recorder, paths, original, module, args, kwargs):
   ins, outs = recorder.selection.match(module, ())
   if not (ins or outs):
     return next_fun(*args, **kwargs)
-  recorder.modules_seen[type(module).__name__] = recorder.modules_seen.get(
-      type(module).__name__, 0) + 1
+  recorder.count_module(module)
   if ins:
     args, kwargs = _cut_as_state(module, (args, kwargs), "in", ins + outs)
   out = next_fun(*args, **kwargs)
@@ -121,14 +120,11 @@ def _pending(recorder) -> list:
 
 
 def _cut_as_state(module, tree, side: str, entries: list):
-  leaves, treedef = jax.tree_util.tree_flatten(tree)
-  floats = [i for i, x in enumerate(leaves) if is_float_array(x)]
-  for k, i in enumerate(floats):
-    name = side if len(floats) == 1 else f"{side}{k}"
-    setattr(module, f"{_ATTR}{name}", Candidate(leaves[i], entries=tuple(entries),
-                                                 inner_ndim=leaves[i].ndim))
-    leaves[i] = cut_value(leaves[i], name)
-  return jax.tree_util.tree_unflatten(treedef, leaves)
+  def cut(x, name):
+    setattr(module, f"{_ATTR}{name}", Candidate(x, entries=tuple(entries), inner_ndim=x.ndim))
+    return cut_value(x, name)
+
+  return map_float_leaves(tree, side, cut)[0]
 
 
 def _collect_candidates(models: Sequence[Any], recorder: Recorder) -> list:
@@ -180,6 +176,12 @@ class _routed:
     _stack().pop()
     for node, cls in self.swapped:
       object.__setattr__(node, "__class__", cls)
+
+
+def _positions(argnums: int | nnx.DiffState | Sequence[int | nnx.DiffState]) -> list[int]:
+  """The argument positions ``nnx.value_and_grad``'s ``argnums`` names."""
+  nums = [argnums] if isinstance(argnums, (int, nnx.DiffState)) else list(argnums)
+  return [n.argnum if isinstance(n, nnx.DiffState) else n for n in nums]
 
 
 def _graph_args(args: Sequence[Any]) -> list:
@@ -250,10 +252,7 @@ def dfa_value_and_grad(fun: Callable[..., Any], argnums: int | Sequence[int] = 0
 
   @functools.wraps(fun)
   def value_and_grad_fn(*args, **kwargs):
-    nums = [argnums] if isinstance(argnums, int) else (
-        [argnums.argnum] if isinstance(argnums, nnx.DiffState) else list(argnums))
-    check_argnums_in_range([n.argnum if isinstance(n, nnx.DiffState) else n
-                            for n in nums], len(args))
+    check_argnums_in_range(_positions(argnums), len(args))
     return value_and_grad(*args, **kwargs)
 
   return value_and_grad_fn

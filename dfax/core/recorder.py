@@ -102,6 +102,22 @@ class _Tapped:
   meta: tuple[_Meta, ...]
 
 
+def map_float_leaves(tree: Any, side: str, fn: Callable[[Any, str], Any]) -> tuple[Any, int]:
+  """Applies ``fn(leaf, name)`` to the floating leaves of ``tree``.
+
+  A single floating leaf is named ``side`` ("in" or "out"); several are
+  ``side0``, ``side1``, ... in flattening order.
+
+  Returns:
+    The tree with those leaves replaced, and how many there were.
+  """
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  floats = [i for i, x in enumerate(leaves) if is_float_array(x)]
+  for k, i in enumerate(floats):
+    leaves[i] = fn(leaves[i], side if len(floats) == 1 else f"{side}{k}")
+  return jax.tree_util.tree_unflatten(treedef, leaves), len(floats)
+
+
 def _is_body_root(module: Any) -> bool:
   """The clone a lifted linen transform binds to fresh scopes to run its body."""
   parent = getattr(module, "parent", None)
@@ -144,6 +160,12 @@ class Recorder:
     return self.intercept(next_fun, args, kwargs, module, method, tuple(module.path),
                           body_root=_is_body_root(module))
 
+  def count_module(self, module: Any) -> str:
+    """Counts a module call (for "made no point" errors); returns its class name."""
+    name = type(module).__name__
+    self.modules_seen[name] = self.modules_seen.get(name, 0) + 1
+    return name
+
   def intercept(self, next_fun, args, kwargs, module, method: str, path: tuple,
                 body_root: bool = False):
     """Runs one module method call, cutting its inputs/outputs if it is selected.
@@ -159,8 +181,7 @@ class Recorder:
     Returns:
       The call's output (cut where selected; tapped for the outermost call).
     """
-    name = type(module).__name__
-    self.modules_seen[name] = self.modules_seen.get(name, 0) + 1
+    name = self.count_module(module)
     ins, outs = self.selection.match(module, path) if method == "__call__" else ([], [])
     if ins or outs:
       label = _label(path, module)
@@ -253,18 +274,11 @@ class Recorder:
   def _cut_tree(self, call, tree, side: str):
     frame = self.frames[-1]
     label = _label(call.path, call.module)
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    n_float = sum(is_float_array(x) for x in leaves)
+    out, n_float = map_float_leaves(
+        tree, side, lambda x, name: self._cut(frame, x, f"{label}/{name}", label))
     if n_float:
       self.selected[label][2] = True
-    new_leaves, k = [], 0
-    for x in leaves:
-      if is_float_array(x):
-        name = f"{label}/{side}" if n_float == 1 else f"{label}/{side}{k}"
-        k += 1
-        x = self._cut(frame, x, name, label)
-      new_leaves.append(x)
-    return jax.tree_util.tree_unflatten(treedef, new_leaves)
+    return out
 
   def _cut(self, frame: _Frame, x, name: str, owner: str):
     if id(x) in frame.cut_ids:  # already a cut value (e.g. one block's output

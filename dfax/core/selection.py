@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 from typing import Any, Callable, Sequence, Union
 
 import flax.linen as nn
@@ -143,7 +144,7 @@ def _entries(item: Any, side: str, base: type) -> list[Entry]:
 
 
 def _is_nnx_module(x: Any) -> bool:
-  nnx = __import__("sys").modules.get("flax.nnx")
+  nnx = sys.modules.get("flax.nnx")  # only loaded if the user uses NNX
   return nnx is not None and isinstance(x, nnx.Module)
 
 
