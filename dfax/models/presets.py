@@ -10,14 +10,16 @@
   With post-LN blocks (``TransformerConfig(norm="post")``, also theirs) this
   is the layout under which DFA trains the Shakespeare LM far beyond its
   zero-feedback control; see docs/feedback_points.md.
-* ``after_ln``: one point at the output of every LayerNorm
-  (``dfax.after(nn.LayerNorm)``): the normalised copies of the residual
-  stream that the sublayers and the head read. With pre-LN blocks a cut after
-  the block sits on the raw residual stream, which DFA pushes along its
-  feedback without bound (the final LayerNorm hides its scale from the loss);
-  cutting after the LayerNorms feeds the stream through their Jacobians and
-  keeps it bounded. The layout that learns on pre-LN Transformers (dfax's and
-  HF's GPT-2); see docs/feedback_points.md.
+* ``after_ln``: one point at the output of every LayerNorm and RMSNorm
+  (``dfax.after((nn.LayerNorm, nn.RMSNorm))``): the normalised copies of the
+  residual stream that the sublayers and the head read. With pre-LN blocks a
+  cut after the block sits on the raw residual stream, which DFA pushes along
+  its feedback without bound (the final LayerNorm hides its scale from the
+  loss). Cutting after the norms instead, each sublayer's parameters train
+  from the feedback of every norm downstream of it, pulled back through those
+  norms' Jacobians and the residual additions only (never through another
+  sublayer), and the stream stays bounded. The layout that learns on pre-LN
+  Transformers (dfax's and HF's GPT-2); see docs/feedback_points.md.
 * ``markers``: only the model's own ``dfax.FeedbackPoint`` markers (e.g. the
   stage outputs of ``dfax.parallel.stack.StackedMLP``, the points its
   pipeline uses).
@@ -59,10 +61,10 @@ def macro_out(model: Any) -> After:
 
 
 def after_ln(model: Any) -> After:
-  """Cut after every LayerNorm: ``dfax.after(nn.LayerNorm)``, for pre-LN stacks."""
+  """Cut after every LayerNorm and RMSNorm, for pre-LN stacks."""
   del model
   import flax.linen as nn  # noqa: PLC0415
-  return after(nn.LayerNorm)
+  return after((nn.LayerNorm, nn.RMSNorm))
 
 
 def micro(model: Any) -> Callable[[Any, tuple], bool]:
