@@ -8,7 +8,13 @@ leaf) and cuts in front of, or after (``dfax.after``), the model's own block
 class. For each model: the gradient runs under jit, the tail is exactly
 ``jax.grad``'s, an oracle projector reproduces ``jax.grad`` for every
 parameter, and a few Adam steps lower the loss.
+
+Kept cheap on two cores: each model's weights are initialised under one jit
+(``_do_init=False``), once per process, and the checks of one model share one
+compile; only the oracle's recording pass runs eagerly (it must).
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +23,7 @@ import optax
 import pytest
 
 import dfax
-from dfax.testing import assert_trees_close, oracle_projector
+from dfax.testing import oracle_projector
 
 transformers = pytest.importorskip("transformers")
 from transformers.models.bert import modeling_flax_bert as hf_bert  # noqa: E402
@@ -36,7 +42,7 @@ def _counting_ids():
 def _gpt2():
   config = transformers.GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=VOCAB,
                                    n_positions=TOKENS)
-  model = hf_gpt2.FlaxGPT2LMHeadModel(config, seed=0)
+  model = hf_gpt2.FlaxGPT2LMHeadModel(config, seed=0, _do_init=False)
   ids = _counting_ids()
 
   def loss_fn(params, batch, dropout_rng):  # run_clm_flax.py's loss
@@ -51,7 +57,7 @@ def _bert():
   config = transformers.BertConfig(num_hidden_layers=2, hidden_size=16, num_attention_heads=2,
                                    intermediate_size=32, vocab_size=VOCAB,
                                    max_position_embeddings=TOKENS, **TINY)
-  model = hf_bert.FlaxBertForMaskedLM(config, seed=0)
+  model = hf_bert.FlaxBertForMaskedLM(config, seed=0, _do_init=False)
   ids = _counting_ids()
   labels = jnp.where(jnp.arange(TOKENS) % 3 == 0, ids, -100)
 
@@ -70,7 +76,7 @@ def _vit():
   config = transformers.ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=16,
                                   num_hidden_layers=2, num_attention_heads=2,
                                   intermediate_size=32, num_labels=3, **TINY)
-  model = hf_vit.FlaxViTForImageClassification(config, seed=0)
+  model = hf_vit.FlaxViTForImageClassification(config, seed=0, _do_init=False)
   labels = jnp.arange(BATCH) % 3
   patterns = jax.random.normal(jax.random.key(0), (3, 1, 8, 8))
   pixels = patterns[labels] + 0.3 * jax.random.normal(jax.random.key(1), (BATCH, 1, 8, 8))
@@ -85,6 +91,22 @@ def _vit():
 
 
 MODELS = {"gpt2": _gpt2, "bert": _bert, "vit": _vit}
+
+
+@functools.cache
+def _params(name):
+  """The model's initial weights, as ``from_config(seed=0)`` makes them, under one jit."""
+  model = MODELS[name]()[0]
+  return jax.jit(model.init_weights, static_argnums=1)(jax.random.key(0), model.input_shape)
+
+
+def _assert_close(actual, expected, rtol=1e-5, atol=1e-6):
+  """``dfax.testing.assert_trees_close`` on host arrays (no eager device ops to compile)."""
+  actual, expected = jax.device_get((actual, expected))
+  assert jax.tree.structure(actual) == jax.tree.structure(expected)
+  for (path, a), e in zip(jax.tree_util.tree_flatten_with_path(actual)[0],
+                          jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
 # The oracle runs eagerly (slow on 2 cores): cuts after the blocks on GPT-2 and ViT, in front
 # of them on BERT (tests/thirdparty/test_linen_examples.py covers both on linen models too).
 ORACLE_CASES = [("gpt2", True), ("bert", False), ("vit", True)]
@@ -98,21 +120,21 @@ def _get(tree, path):
 
 @pytest.mark.parametrize("name,after", ORACLE_CASES)
 def test_hf_model_oracle_tail_and_jit(name, after):
-  model, batch, loss_fn, block, tail = MODELS[name]()
-  params, rng = model.params, jax.random.key(7)
+  _, batch, loss_fn, block, tail = MODELS[name]()
+  params, rng = _params(name), jax.random.key(7)
   feedback = dfax.after(block) if after else block
   make = lambda p: dfax.dfa_grad(loss_fn, projector=p, feedback=feedback)
-  exact = jax.grad(loss_fn)(params, batch, rng)
+  oracle = oracle_projector(make, params, batch, rng)  # eager: records the true cotangents
+  gaussian = make(dfax.projectors.gaussian(jax.random.key(1)))
+  exact, dfa, with_oracle = jax.device_get(jax.jit(
+      lambda *a: (jax.grad(loss_fn)(*a), gaussian(*a), make(oracle)(*a)))(params, batch, rng))
 
-  dfa = jax.jit(make(dfax.projectors.gaussian(jax.random.key(1))))(params, batch, rng)
-  assert_trees_close(_get(dfa, tail), _get(exact, tail))
+  _assert_close(_get(dfa, tail), _get(exact, tail))
   assert jax.tree.structure(dfa) == jax.tree.structure(exact)
   differs = [not np.allclose(a, b, rtol=1e-3, atol=1e-6)
              for a, b in zip(jax.tree.leaves(dfa), jax.tree.leaves(exact))]
   assert sum(differs) > len(differs) // 3  # the blocks did get DFA, not backprop
-
-  oracle = oracle_projector(make, params, batch, rng)
-  assert_trees_close(make(oracle)(params, batch, rng), exact, rtol=1e-4, atol=1e-6)
+  _assert_close(with_oracle, exact, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -127,7 +149,7 @@ def test_hf_model_trains_with_adam(name):
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  params = model.params
+  params = _params(name)
   opt_state, losses = optimizer.init(params), []
   for i in range(20):
     params, opt_state, loss = step(params, opt_state, jax.random.key(i))
@@ -138,15 +160,16 @@ def test_hf_model_trains_with_adam(name):
 def test_embedding_only_selection_is_refused_not_silent_backprop():
   import flax.linen as nn
 
-  model, batch, loss_fn, _, _ = _gpt2()
+  _, batch, loss_fn, _, _ = _gpt2()
   with pytest.raises(ValueError, match=r"made no feedback point.*wte \(Embed\)"):
-    dfax.dfa_grad(loss_fn, feedback=nn.Embed)(model.params, batch, jax.random.key(0))
+    jax.jit(dfax.dfa_grad(loss_fn, feedback=nn.Embed))(_params("gpt2"), batch,
+                                                       jax.random.key(0))
 
 
 def test_hf_gradient_checkpointing_gives_the_same_dfa_gradients():
   model, batch, loss_fn, block, _ = _bert()
-  params, rng = model.params, jax.random.key(7)
+  params, rng = _params("bert"), jax.random.key(7)
   grad_fn = lambda f: jax.jit(dfax.dfa_grad(f, feedback=dfax.after(block)))
   plain = grad_fn(loss_fn)(params, batch, rng)
   model.enable_gradient_checkpointing()  # HF's BERT wraps each layer in nn.remat
-  assert_trees_close(grad_fn(loss_fn)(params, batch, rng), plain, rtol=1e-4, atol=1e-6)
+  _assert_close(grad_fn(loss_fn)(params, batch, rng), plain, rtol=1e-4, atol=1e-6)
