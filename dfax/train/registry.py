@@ -111,6 +111,9 @@ def mlp(config, num_classes: int) -> Any:
 
 def cnn(config, num_classes: int) -> Any:
   m = config.model
+  if isinstance(m.kernel_size, bool) or not isinstance(m.kernel_size, int) or m.kernel_size < 1:
+    raise ValueError(f"dfax.train: config.model.kernel_size={m.kernel_size!r} must be an integer "
+                     ">= 1 (the side of the square conv window), e.g. --config.model.kernel_size=3.")
   return models.CNN(num_classes=num_classes, features=tuple(m.features), dense=tuple(m.dense),
                     activation=m.activation, kernel_size=(m.kernel_size, m.kernel_size),
                     pool=m.pool)

@@ -80,3 +80,12 @@ def test_other_sources_are_refused(fake_tfds, tmp_path):
   config = load_config(CONFIG, **{"dataset.source": "local", "data_dir": str(tmp_path)})
   with pytest.raises(ValueError, match="source=tfds"):
     registry.build(config)
+
+
+@pytest.mark.parametrize("overrides, match", [({"model.kernel_size": 0}, "kernel_size"),
+                                              ({"model.pool": "median"}, "unknown pool")])
+def test_bad_cnn_fields_are_refused_before_writing(fake_tfds, tmp_path, overrides, match):
+  config = load_config(CONFIG, data_dir=str(tmp_path), batch_size=16, **overrides)
+  with pytest.raises(ValueError, match=match):
+    train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
