@@ -1,6 +1,7 @@
 """Transformer LM and ViT: presets select the intended points; error before/after the head."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,7 @@ CFG = TransformerConfig(vocab_size=13, d_model=16, num_heads=2, num_layers=3, d_
                         max_len=8)
 
 
+@functools.cache  # one init per config and process; the tests do not change what it returns
 def _lm(config=CFG):
   model = TransformerLM(config)
   tokens = jax.random.randint(jax.random.key(0), (2, 7), 0, config.vocab_size)
@@ -50,7 +52,7 @@ def test_macro_one_point_per_block_and_error_before_the_head():
   g = jax.jit(dfax.dfa_grad(_loss(model), projector=_recording(log),
                             feedback=presets.macro(model)))(params, x, y)
   assert log == [((2, 6, 16), [("blocks/in", (3, 2, 6, 16), 1)])]  # error is dL/dh
-  bp = jax.grad(_loss(model))(params, x, y)
+  bp = jax.jit(jax.grad(_loss(model)))(params, x, y)
   for name in ("head", "ln_final"):  # the tail trains exactly
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  g["params"][name], bp["params"][name])
@@ -63,7 +65,7 @@ def test_macro_out_cuts_every_block_output_and_trains_the_embeddings_through_blo
   g = dfax.dfa_grad(_loss(model), projector=projector,
                     feedback=presets.macro_out(model))(params, x, y)
   assert log == [((2, 6, 16), [("blocks/out", (3, 2, 6, 16), 1)])]
-  bp = jax.grad(_loss(model))(params, x, y)
+  bp = jax.jit(jax.grad(_loss(model)))(params, x, y)
   for name in ("head", "ln_final"):  # only what follows the last block is exact
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  g["params"][name], bp["params"][name])
@@ -84,16 +86,16 @@ def test_macro_out_cuts_every_block_output_and_trains_the_embeddings_through_blo
 def test_error_after_the_head_projects_the_vocabulary_error():
   model, params, x, y = _lm(dataclasses.replace(CFG, error_at="logits"))
   log = []
-  dfax.dfa_grad(_loss(model), projector=_recording(log), feedback=presets.macro(model))(
-      params, x, y)
+  jax.eval_shape(dfax.dfa_grad(_loss(model), projector=_recording(log),
+                               feedback=presets.macro(model)), params, x, y)
   assert log[0][0] == (2, 6, 13)
 
 
 def test_micro_preset_three_points_per_block():
   model, params, x, y = _lm()
   log = []
-  dfax.dfa_grad(_loss(model), projector=_recording(log), feedback=presets.micro(model))(
-      params, x, y)
+  jax.eval_shape(dfax.dfa_grad(_loss(model), projector=_recording(log),
+                               feedback=presets.micro(model)), params, x, y)
   paths = [p for p, _, _ in log[0][1]]
   assert paths == ["blocks/attn_res/in", "blocks/mlp_hidden/in", "blocks/out/in"]
   shapes = [s for _, s, _ in log[0][1]]
@@ -125,13 +127,13 @@ def test_post_ln_normalises_each_residual_add_and_keeps_the_presets():
   np.testing.assert_allclose(h.mean(-1), 0.0, atol=1e-5)
   np.testing.assert_allclose(h.std(-1), 1.0, rtol=1e-3)
   log = []
-  dfax.dfa_grad(_loss(model), projector=_recording(log), feedback=presets.micro(model))(
-      params, x, y)
+  jax.eval_shape(dfax.dfa_grad(_loss(model), projector=_recording(log),
+                               feedback=presets.micro(model)), params, x, y)
   assert [p for p, _, _ in log[0][1]] == ["blocks/attn_res/in", "blocks/mlp_hidden/in",
                                           "blocks/out/in"]
   # under macro_out the head alone follows the last cut, and trains exactly
-  g = jax.jit(dfax.dfa_grad(_loss(model), feedback=presets.macro_out(model)))(params, x, y)
-  bp = jax.grad(_loss(model))(params, x, y)
+  g, bp = jax.jit(lambda p: (dfax.dfa_grad(_loss(model), feedback=presets.macro_out(model))(
+      p, x, y), jax.grad(_loss(model))(p, x, y)))(params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                g["params"]["head"], bp["params"]["head"])
   with pytest.raises(ValueError, match="'pre' or 'post'"):
@@ -155,10 +157,14 @@ def test_after_ln_cuts_every_layernorm_output_and_the_head_is_exact():
 def test_remat_gives_the_same_dfa_grads():
   model, params, x, y = _lm()
   remat, _, _, _ = _lm(dataclasses.replace(CFG, remat=True))
-  for preset in (presets.macro, presets.macro_out, presets.micro, presets.sublayer):
-    a = dfax.dfa_grad(_loss(model), feedback=preset(model))(params, x, y)
-    b = jax.jit(dfax.dfa_grad(_loss(remat), feedback=preset(remat)))(params, x, y)
+  chosen = (presets.macro, presets.macro_out, presets.micro, presets.sublayer)
+  grads = lambda m, p: [dfax.dfa_grad(_loss(m), feedback=preset(m))(p, x, y)
+                        for preset in chosen]
+  plain, with_remat = jax.device_get(jax.jit(  # every preset, both models: one compile
+      lambda p: (grads(model, p), grads(remat, p)))(params))
+  for a, b in zip(plain, with_remat):
     jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6), a, b)
+    assert jax.tree.structure(a) == jax.tree.structure(b)
 
 
 def test_vit_macro_points_and_training_step():
@@ -169,7 +175,8 @@ def test_vit_macro_points_and_training_step():
   log = []
   loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
       model.apply(p, images), labels).mean()
-  g = dfax.dfa_grad(loss, projector=_recording(log), feedback=presets.macro(model))(params)
+  g = jax.jit(dfax.dfa_grad(loss, projector=_recording(log), feedback=presets.macro(model)))(
+      params)
   assert log == [((4, 10), [("blocks/in", (2, 4, 16, 16), 1)])]
   assert all(bool(jnp.isfinite(a).all()) for a in jax.tree.leaves(g))
 
