@@ -113,13 +113,14 @@ def timing(configs, d: int, blocks: int, mb: int, repeats: int) -> list[dict]:
 
 def block_costs_1b(seq: int) -> dict:
   """Compiled FLOPs of one 1.14B-config block: forward, backprop backward, DFA backward."""
-  from configs.lm_1b import get_config  # noqa: PLC0415
+  from configs.lm_1b import VOCAB_SIZE, get_config  # noqa: PLC0415
   from dfax.models.transformer import Block, TransformerConfig  # noqa: PLC0415
   c = get_config()
-  tc = TransformerConfig(vocab_size=c.vocab_size, d_model=c.d_model, num_heads=c.num_heads,
-                         num_layers=1, d_ff=c.d_ff, max_len=c.seq_len, dtype=jnp.bfloat16)
+  m = c.model
+  tc = TransformerConfig(vocab_size=VOCAB_SIZE, d_model=m.d_model, num_heads=m.num_heads,
+                         num_layers=1, d_ff=m.d_ff, max_len=c.dataset.seq_len, dtype=jnp.bfloat16)
   block = Block(tc)
-  x = jax.ShapeDtypeStruct((1, seq, c.d_model), jnp.bfloat16)
+  x = jax.ShapeDtypeStruct((1, seq, m.d_model), jnp.bfloat16)
   params = jax.eval_shape(block.init, jax.random.key(0), x)
   fwd = lambda p, x: block.apply(p, x)[0]
   bwd = lambda p, x, g: jax.vjp(fwd, p, x)[1](g)                  # backprop: dW and dx
@@ -127,8 +128,8 @@ def block_costs_1b(seq: int) -> dict:
   flops = lambda f, *a: schedule.analyze(jax.jit(f).lower(*a).compile().as_text()).total_flops
   f = flops(fwd, params, x)  # a vjp runs the forward too: subtract it
   return {"fwd": f, "bwd": flops(bwd, params, x, x) - f,
-          "dfa_bwd": flops(dfa_bwd, params, x, x) - f, "seq": seq, "d_model": c.d_model,
-          "num_layers": c.num_layers, "act_bytes": 2 * seq * c.d_model}
+          "dfa_bwd": flops(dfa_bwd, params, x, x) - f, "seq": seq, "d_model": m.d_model,
+          "num_layers": m.num_layers, "act_bytes": 2 * seq * m.d_model}
 
 
 def model_1b(costs: dict, tflops: float, link_gbps: float, stage_list=(8, 64),

@@ -6,7 +6,6 @@ import dataclasses
 from typing import ClassVar
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from dfax.models.transformer import Block, TransformerConfig
 

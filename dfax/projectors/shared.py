@@ -10,7 +10,6 @@ of all point widths and every point gets a distinct slice; with ``reuse=True``
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import jax

@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from dfax import parallel
 from dfax.models import lm_forward
-from dfax.train import (alignment, checkpoint, lock, methods, metrics, optim, plots, registry,
-                        resume, tensorboard, validate)
+from dfax.train import (alignment, checkpoint, lock, methods, metrics, optim, pipelined, plots,
+                        registry, resume, tensorboard, validate)
 from dfax.train.errors import ConfigError, NonFiniteLossError, RunError, WriteFailedError
 
 
@@ -122,7 +122,9 @@ def evaluate(eval_step, params, x, y, batch_size: int) -> dict[str, float]:
 
 
 def _placers(config):
-  """(place_state, place_batch) for the config's (data, model) mesh; identity on 1 device."""
+  """(place_state, place_batch) for the config's mesh; identity on 1 device."""
+  if pipelined.is_pipelined(config):
+    return pipelined.placers(config)
   data, model = config.mesh.data, config.mesh.model
   if data * model <= 1:
     return (lambda s: s), (lambda x: x)
