@@ -4,7 +4,8 @@ Defaults follow Launay et al. 2020's DFA Transformer: post-LN blocks and one
 feedback point after every block ("macro_out"), the error taken before the
 vocabulary projection. Under this layout DFA trains every block; with pre-LN
 blocks or cuts in front of the blocks it stalls near the zero-feedback
-control (README, "Shakespeare LM").
+control. Pre-LN stacks learn better cut after every LayerNorm
+(``--config.dfa.feedback=after_ln``); docs/feedback_points.md has the numbers.
 
   python -m dfax.train --config configs/shakespeare_lm.py --workdir workdirs/shakespeare_dfa
   python -m dfax.train --config configs/shakespeare_lm.py --workdir workdirs/shakespeare_bp \

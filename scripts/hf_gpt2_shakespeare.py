@@ -2,25 +2,36 @@
 
 The model is called exactly as HF's ``run_clm_flax.py`` calls it; DFA is the
 one-word change ``jax.value_and_grad`` -> ``dfax.dfa_value_and_grad`` with a
-feedback selection over HF's own block class. Three runs at the same budget:
-backprop, DFA with cuts after every ``FlaxGPT2Block`` (``dfax.after``) or in
-front of them, and the zero-feedback control (only what follows the last cut
-learns). Prints a JSON line per run and writes a figure.
+feedback selection over the model's own modules. Methods, at the same budget:
+``bp``; ``dfa_after_ln``, a cut after every LayerNorm (``dfax.after(nn.LayerNorm)``,
+the layout that learns on pre-LN blocks); ``dfa_after``, after every
+``FlaxGPT2Block``; ``dfa_in_front``, in front of them; ``dfa_sublayers``, after
+the attention and MLP branches; ``control_<layout>``, the same cuts with zero
+feedback (only what follows the last cut learns). ``--projector shared`` gives
+every point the same feedback matrix. Each run prints (and appends to
+``--results``) a JSON line with its validation curve and the RMS of the residual
+stream after each block but the last; the figure shows every run in the file.
 
-  DFAX_DATA_DIR=../shared/data python scripts/hf_gpt2_shakespeare.py --steps 600 \
-      --methods bp,dfa_after --results gpt2.jsonl --out docs/figures/hf_gpt2_shakespeare.png
-  ... --steps 300 --untie --methods dfa_after,control --results gpt2.jsonl --out ...
-  python scripts/hf_gpt2_shakespeare.py --methods "" --results gpt2.jsonl --out ...  # plot only
+  export DFAX_DATA_DIR=../shared/data
+  for S in 0 1 2; do python scripts/hf_gpt2_shakespeare.py --untie --projector shared \
+      --seed $S --methods dfa_after_ln,control_after_ln,bp --results gpt2.jsonl; done
+  python scripts/hf_gpt2_shakespeare.py --untie --methods dfa_after,dfa_after_ln --results gpt2.jsonl
+  python scripts/hf_gpt2_shakespeare.py --projector shared --methods dfa_after_ln \
+      --results gpt2.jsonl                                    # GPT-2's tied head
+  python scripts/hf_gpt2_shakespeare.py --methods "" --results gpt2.jsonl \
+      --out docs/figures/hf_gpt2_shakespeare.png              # plot only (seeds averaged)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 from transformers import GPT2Config
 from transformers.models.gpt2.modeling_flax_gpt2 import (FlaxGPT2MLP, FlaxGPT2Attention,
@@ -39,7 +50,7 @@ FEEDBACK = {
 }
 
 
-LABEL_FLAGS = {"untie": False, "lr": 3e-3, "clip": 1.0, "projector": "gaussian"}
+LABEL_FLAGS = {"untie": False, "lr": 3e-3, "clip": 1.0, "projector": "gaussian", "seed": 0}
 
 # One feedback matrix per point, or one for all (every residual point gets the same B e).
 PROJECTORS = {
@@ -79,23 +90,30 @@ def run(method: str, args, corpus) -> dict:
 
   @jax.jit
   def evaluate(params, inputs, targets):
-    logits = model(inputs, params=params, train=False)[0]
-    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+    out = model(inputs, params=params, train=False, output_hidden_states=True)
+    loss = optax.softmax_cross_entropy_with_integer_labels(out.logits, targets).mean()
+    # RMS of the residual stream after each block but the last (HF hands back
+    # the last one after ln_f): it stays bounded under backprop.
+    rms = [jnp.sqrt(jnp.mean(h ** 2)) for h in out.hidden_states[1:-1]]
+    return loss, rms
 
   params = model.params
   opt_state = optimizer.init(params)
   batches = sample_lm_batches(corpus.train_tokens, args.batch, args.seq_len, rng=args.seed)
   val = next(sample_lm_batches(corpus.val_tokens, 256, args.seq_len, rng=123))
-  curve, start = [], time.time()
+  curve, stream_rms, start = [], [], time.time()
   for i in range(args.steps):
     inputs, targets = next(batches)
     params, opt_state, loss = step(params, opt_state, inputs, targets, jax.random.key(i))
     if (i + 1) % args.eval_every == 0:
-      curve.append((i + 1, float(evaluate(params, *val))))
+      loss, rms = evaluate(params, *val)
+      curve.append((i + 1, float(loss)))
+      stream_rms.append((i + 1, [round(float(r), 3) for r in rms]))
   flags = "".join(f", {k}={getattr(args, k)}" for k, default in LABEL_FLAGS.items()
-                  if getattr(args, k) != default)
+                  if getattr(args, k) != default
+                  and (k != "projector" or method.startswith("dfa")))
   return {"method": method, "label": f"{method} ({args.steps} steps{flags})",
-          "val_loss": curve[-1][1], "curve": curve,
+          "val_loss": curve[-1][1], "curve": curve, "stream_rms": stream_rms,
           "seconds": round(time.time() - start, 1)}
 
 
@@ -119,11 +137,12 @@ def main():
   parser.add_argument("--results", default="",
                       help="JSONL file: each run is appended; the figure shows every run in it")
   args = parser.parse_args()
-  corpus = load_shakespeare()
+  methods = [m for m in args.methods.split(",") if m]  # --methods "": only plot --results
+  corpus = load_shakespeare() if methods else None
   print(json.dumps({"jax": jax.__version__, "transformers": __import__("transformers").__version__,
                     "args": vars(args)}), flush=True)
   results = []
-  for method in filter(None, args.methods.split(",")):  # --methods "": only plot --results
+  for method in methods:
     results.append(run(method, args, corpus))
     print(json.dumps(results[-1]), flush=True)
     if args.results:
@@ -137,22 +156,48 @@ def main():
       plot([json.loads(line) for line in f if line.strip()], args)
 
 
+def _by_label_without_seed(results) -> dict[str, list[dict]]:
+  """Runs grouped by label, the seed left out: seeds of one setting are one curve."""
+  groups = {}
+  for r in results:
+    label = re.sub(r", seed=\d+", "", r.get("label", r["method"]))
+    if not r["method"].startswith("dfa"):  # the projector is not used by bp and the controls
+      label = re.sub(r", projector=\w+", "", label)
+    groups.setdefault(label, []).append(r)
+  return groups
+
+
 def plot(results, args):
-  if args.out:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in results:
-      steps, losses = zip(*r["curve"])
-      ax.plot(steps, losses, label=f"{r.get('label', r['method'])}: {r['val_loss']:.3f}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("validation loss (nats/char)")
-    ax.set_title(f"HF FlaxGPT2 ({args.layers} blocks, d={args.width}) on Shakespeare")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(args.out, dpi=110)
-    plt.close(fig)
+  """Validation loss and the residual stream's RMS per setting (mean over seeds, min-max band)."""
+  if not args.out:
+    return
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import numpy as np
+  fig, (ax_loss, ax_rms) = plt.subplots(1, 2, figsize=(12, 5.5))
+  for label, runs in _by_label_without_seed(results).items():
+    steps = [s for s, _ in runs[0]["curve"]]
+    losses = np.array([[v for _, v in r["curve"]] for r in runs])
+    rms = np.array([[v[0] for _, v in r["stream_rms"]] for r in runs])
+    finals = losses[:, -1]
+    seeds = f" ± {finals.std(ddof=1):.3f}, {len(runs)} seeds" if len(runs) > 1 else ""
+    line, = ax_loss.plot(steps, losses.mean(0), label=f"{label}: {finals.mean():.3f}{seeds}")
+    ax_rms.plot(steps, rms.mean(0), color=line.get_color())
+    if len(runs) > 1:
+      ax_loss.fill_between(steps, losses.min(0), losses.max(0), color=line.get_color(), alpha=0.2)
+      ax_rms.fill_between(steps, rms.min(0), rms.max(0), color=line.get_color(), alpha=0.2)
+  ax_loss.set_xlabel("step")
+  ax_loss.set_ylabel("validation loss (nats/char)")
+  ax_loss.set_title(f"HF FlaxGPT2 ({args.layers} blocks, d={args.width}) on Shakespeare")
+  ax_rms.set_xlabel("step")
+  ax_rms.set_yscale("log")
+  ax_rms.set_ylabel("RMS of the residual stream after block 0")
+  ax_rms.set_title("stream scale (bounded under backprop)")
+  fig.legend(loc="lower center", ncol=2, fontsize=8)
+  fig.tight_layout(rect=(0, 0.17, 1, 1))
+  fig.savefig(args.out, dpi=110)
+  plt.close(fig)
 
 
 if __name__ == "__main__":
