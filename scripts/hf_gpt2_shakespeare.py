@@ -179,14 +179,17 @@ def plot(results, args):
   for label, runs in _by_label_without_seed(results).items():
     steps = [s for s, _ in runs[0]["curve"]]
     losses = np.array([[v for _, v in r["curve"]] for r in runs])
-    rms = np.array([[v[0] for _, v in r["stream_rms"]] for r in runs])
     finals = losses[:, -1]
     seeds = f" ± {finals.std(ddof=1):.3f}, {len(runs)} seeds" if len(runs) > 1 else ""
     line, = ax_loss.plot(steps, losses.mean(0), label=f"{label}: {finals.mean():.3f}{seeds}")
-    ax_rms.plot(steps, rms.mean(0), color=line.get_color())
+    band = dict(color=line.get_color(), alpha=0.2)
     if len(runs) > 1:
-      ax_loss.fill_between(steps, losses.min(0), losses.max(0), color=line.get_color(), alpha=0.2)
-      ax_rms.fill_between(steps, rms.min(0), rms.max(0), color=line.get_color(), alpha=0.2)
+      ax_loss.fill_between(steps, losses.min(0), losses.max(0), **band)
+    if all(r.get("stream_rms") and r["stream_rms"][0][1] for r in runs):  # >= 2 blocks
+      rms = np.array([[v[0] for _, v in r["stream_rms"]] for r in runs])
+      ax_rms.plot(steps, rms.mean(0), color=line.get_color())
+      if len(runs) > 1:
+        ax_rms.fill_between(steps, rms.min(0), rms.max(0), **band)
   ax_loss.set_xlabel("step")
   ax_loss.set_ylabel("validation loss (nats/char)")
   ax_loss.set_title(f"HF FlaxGPT2 ({args.layers} blocks, d={args.width}) on Shakespeare")

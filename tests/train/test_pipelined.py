@@ -30,7 +30,7 @@ def _run(tmp_path, name, **overrides):
   return results, losses
 
 
-def test_pipelined_dfa_run_equals_the_one_device_run(tmp_path):
+def test_pipelined_dfa_run_over_data_and_stages_equals_the_one_device_run(tmp_path):
   if jax.device_count() < 8:
     pytest.fail("needs XLA_FLAGS=--xla_force_host_platform_device_count=8 (tests/conftest.py)")
   piped, piped_losses = _run(tmp_path, "pipe", **{"mesh.data": 2})
