@@ -2,11 +2,11 @@
 
   python -m dfax.train --config configs/mnist_cnn.py --workdir workdirs/mnist_cnn_dfa
 
-The hidden dense layer is wide (1024): with DFA the conv layers' updates barely
-align with backprop's, so most of the learning happens in the dense layers, and
-a narrow one is a bottleneck (1 epoch: 86.2% with 5x5 convs and 256 units,
-92.1% with 3x3 convs, 96.2% with 3x3 convs and 1024 units); see
-docs/results_vision.md.
+Ten epochs with random shifts of up to 2 pixels: DFA 99.12%, backprop in the
+same budget 99.45% (docs/results_vision.md). The hidden dense layer is wide
+(4096): with DFA the conv layers' updates barely align with backprop's, so most
+of the learning happens in the dense layer, and a narrow one is a bottleneck
+(1 epoch: 92.1% at 256 units, 96.2% at 1024, 97.0% at 4096).
 """
 
 import os
@@ -19,8 +19,9 @@ from common import base_config  # noqa: E402
 def get_config():
   c = base_config()
   c.name = "mnist_cnn"
-  c.model = c.model.__class__({"name": "cnn", "features": (32, 64), "dense": (1024,),
+  c.model = c.model.__class__({"name": "cnn", "features": (32, 64), "dense": (4096,),
                                "activation": "relu", "kernel_size": 3, "pool": "max"})
-  c.num_epochs = 5
+  c.num_epochs = 10
+  c.dataset.augment_shift = 2
   c.learning_rate = 1e-3
   return c

@@ -35,12 +35,15 @@ def plot_alignment(rows: Sequence[dict[str, Any]], path: str, title: str = "") -
   """Per layer, the cosine between the DFA update and the backprop gradient."""
   rows = [r for r in rows if "alignment" in r]
   fig, ax = plt.subplots(figsize=(6, 3.8))
+  lowest = -0.2
   if rows:
     for layer in rows[0]["alignment"]:
-      ax.plot([r["step"] for r in rows], [r["alignment"][layer] for r in rows], label=layer)
+      cosines = [r["alignment"][layer] for r in rows]
+      ax.plot([r["step"] for r in rows], cosines, label=layer)
+      lowest = min(lowest, min(cosines) - 0.05)
     ax.legend(fontsize=8)
   ax.axhline(0.0, color="gray", lw=0.5)
-  ax.set(xlabel="step", ylabel="cos(DFA update, BP gradient)", ylim=(-0.2, 1.05), title=title)
+  ax.set(xlabel="step", ylabel="cos(DFA update, BP gradient)", ylim=(lowest, 1.05), title=title)
   fig.tight_layout()
   _save(fig, path)
 
