@@ -59,6 +59,11 @@ PROJECTORS = {
 }  # named in a run's label if changed
 
 
+def uses_projector(method: str) -> bool:
+  """Only the DFA runs use ``--projector`` (bp has none, the controls project zeros)."""
+  return method.startswith("dfa")
+
+
 def run(method: str, args, corpus) -> dict:
   config = GPT2Config(n_layer=args.layers, n_embd=args.width, n_head=4,
                       vocab_size=corpus.vocab_size, n_positions=args.seq_len,
@@ -111,7 +116,7 @@ def run(method: str, args, corpus) -> dict:
       stream_rms.append((i + 1, [round(float(r), 3) for r in rms]))
   flags = "".join(f", {k}={getattr(args, k)}" for k, default in LABEL_FLAGS.items()
                   if getattr(args, k) != default
-                  and (k != "projector" or method.startswith("dfa")))
+                  and (k != "projector" or uses_projector(method)))
   return {"method": method, "label": f"{method} ({args.steps} steps{flags})",
           "val_loss": curve[-1][1], "curve": curve, "stream_rms": stream_rms,
           "seconds": round(time.time() - start, 1)}
@@ -161,7 +166,7 @@ def _by_label_without_seed(results) -> dict[str, list[dict]]:
   groups = {}
   for r in results:
     label = re.sub(r", seed=\d+", "", r.get("label", r["method"]))
-    if not r["method"].startswith("dfa"):  # the projector is not used by bp and the controls
+    if not uses_projector(r["method"]):  # results files may name it for those runs too
       label = re.sub(r", projector=\w+", "", label)
     groups.setdefault(label, []).append(r)
   return groups
