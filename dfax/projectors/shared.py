@@ -6,10 +6,15 @@ its own slice of the result. With ``reuse=False`` (default) ``D`` is the sum
 of all point widths and every point gets a distinct slice; with ``reuse=True``
 ``D`` is the largest width and every point takes the first ``d_k`` columns
 (Launay et al. 2020's TinyDFA: points of equal width get the same signal).
+``tie_copies`` and ``feature_ndim`` mean what they mean for the per-point
+projectors: the layers of a scanned point share one slice, and the dims in
+front of the last ``feature_ndim`` (a ViT's tokens) share its columns. With
+all three, every normalised copy of a residual stream gets one signal.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax
@@ -17,20 +22,32 @@ import jax.numpy as jnp
 
 from dfax.core.points import PointSpec, check_lead_dims
 from dfax.projectors.dense import DEFAULT_TILE, resolve_scale, sample, tiled_matmul
+from dfax.projectors.per_point import check_feature_ndim
+
+
+def kept_dims(spec: PointSpec, n_lead: int, feature_ndim: int | None) -> tuple[int, ...]:
+  """The point's trailing dims that get their own columns (all after the lead dims if None)."""
+  features = spec.unstacked_shape[n_lead:]
+  return features if feature_ndim is None else features[max(len(features) - feature_ndim, 0):]
 
 
 def slice_layout(points: Sequence[PointSpec], n_lead: int, reuse: bool) -> tuple[list[int], int]:
   """Column offset of each point's slice (copies of a stacked point in a row), and D."""
+  return column_offsets([p.feature_size(n_lead) * p.num_copies for p in points], reuse)
+
+
+def column_offsets(widths: Sequence[int], reuse: bool) -> tuple[list[int], int]:
+  """Column offset of slices of ``widths[i]`` columns (all 0 when ``reuse``), and D."""
   offsets, total = [], 0
-  for p in points:
-    width = p.feature_size(n_lead) * p.num_copies
+  for width in widths:
     offsets.append(0 if reuse else total)
     total = max(total, width) if reuse else total + width
   return offsets, total
 
 
 def shared(key: jax.Array, *, distribution: str = "gaussian", scale: float | str = "error",
-           reuse: bool = False, tile: int = DEFAULT_TILE):
+           reuse: bool = False, tile: int = DEFAULT_TILE, tie_copies: bool = False,
+           feature_ndim: int | None = None):
   """A projector with one shared matrix for all points.
 
   Args:
@@ -41,6 +58,11 @@ def shared(key: jax.Array, *, distribution: str = "gaussian", scale: float | str
     reuse: every point takes a prefix of one max-width projection (TinyDFA)
       instead of its own slice.
     tile: columns generated at once.
+    tie_copies: the copies of a stacked point (the layers of an ``nn.scan``)
+      share one slice instead of taking one each.
+    feature_ndim: how many trailing dims of each point get their own columns;
+      the dims between the error's lead dims and these receive the same
+      projection. ``None``: every dim after the lead dims.
 
   Returns:
     ``projector(error, points) -> list of cotangents``.
@@ -51,23 +73,27 @@ def shared(key: jax.Array, *, distribution: str = "gaussian", scale: float | str
   """
   sample(jax.random.key(0), (1,), distribution, jnp.float32)
   resolve_scale(scale, 1, 1)
+  check_feature_ndim(feature_ndim, "shared")
 
   def projector(error, points):
     n_leads = {check_lead_dims(error.shape, p) for p in points}
     n_lead = n_leads.pop()
     n_out = error.shape[-1]
-    offsets, total = slice_layout(points, n_lead, reuse)
+    kept = [kept_dims(p, n_lead, feature_ndim) for p in points]
+    copies = [1 if tie_copies else p.num_copies for p in points]
+    offsets, total = column_offsets([math.prod(k) * c for k, c in zip(kept, copies)], reuse)
     error2d = error.reshape(-1, n_out)
     s = resolve_scale(scale, n_out, total)
     full = tiled_matmul(error2d, key, total, distribution=distribution, scale=s, tile=tile)
     lead = error.shape[:-1]
     out = []
-    for p, start in zip(points, offsets):
-      width = p.feature_size(n_lead)
-      chunk = full[:, start:start + width * p.num_copies]
-      chunk = chunk.reshape(-1, p.num_copies, width)  # (N, copies, width)
-      chunk = jnp.moveaxis(chunk, 1, 0).reshape(p.stack_shape + lead + p.unstacked_shape[n_lead:])
-      out.append(chunk)
+    for p, start, k, c in zip(points, offsets, kept, copies):
+      width = math.prod(k)
+      chunk = full[:, start:start + width * c].reshape(-1, c, width)  # (N, copies, width)
+      stack = p.stack_shape if c > 1 else (1,) * p.stack_ndim
+      shared_dims = (1,) * (len(p.unstacked_shape) - n_lead - len(k))
+      chunk = jnp.moveaxis(chunk, 1, 0).reshape(stack + lead + shared_dims + k)
+      out.append(jnp.broadcast_to(chunk, p.shape))
     return out
 
   return projector

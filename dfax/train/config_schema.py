@@ -54,6 +54,7 @@ def default_config() -> ml_collections.ConfigDict:
                                      "feedback": "",
                                      "tie_layers": False,  # scanned layers share B
                                      "feature_ndim": 0,  # >0: share B over the other dims
+                                     "reuse": False,  # shared: equal-width points, one signal
                                      "opu": dataclasses.asdict(OPUConfig())})
   # data x model mesh; or data x stage (pipeline, microbatches per data shard)
   c.mesh = ml_collections.ConfigDict({"data": 1, "model": 1, "stage": 1, "microbatches": 1})

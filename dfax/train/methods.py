@@ -52,12 +52,13 @@ PROJECTORS: dict[str, Callable[..., Any]] = {
     "uniform": lambda c, key, step: dfax.projectors.uniform(key, scale=c.dfa.scale,
                                                             **_per_point(c)),
     "hadamard": lambda c, key, step: dfax.projectors.hadamard(key, **_per_point(c)),
-    "shared": lambda c, key, step: dfax.projectors.shared(key, scale=c.dfa.scale),
+    "shared": lambda c, key, step: dfax.projectors.shared(key, scale=c.dfa.scale,
+                                                          reuse=c.dfa.reuse, **_per_point(c)),
     "opu": _opu,
     "zeros": lambda c, key, step: dfax.projectors.zeros(),  # control: only the tail learns
     "identity": lambda c, key, step: dfax.projectors.identity(),  # control: the error itself
 }
-PER_POINT_PROJECTORS = ("gaussian", "uniform", "hadamard")  # take tie_layers / feature_ndim
+PER_POINT_PROJECTORS = ("gaussian", "uniform", "hadamard", "shared")  # take tie_layers / feature_ndim
 
 
 def make_projector(config, step: jax.Array | None = None):
@@ -65,7 +66,8 @@ def make_projector(config, step: jax.Array | None = None):
 
   Args:
     config: the run config (``config.dfa``: projector, seed, scale, opu,
-      tie_layers and feature_ndim; see ``dfax.projectors.dense``).
+      tie_layers and feature_ndim, see ``dfax.projectors.dense``; reuse, see
+      ``dfax.projectors.shared``).
     step: the train step, folded into the OPU's noise key; unused by the
       noiseless digital projectors.
 
@@ -76,6 +78,9 @@ def make_projector(config, step: jax.Array | None = None):
   if kind not in PROJECTORS:
     raise ValueError(f"dfax.train: unknown config.dfa.projector {kind!r}; use one of "
                      f"{', '.join(PROJECTORS)}.")
+  if config.dfa.reuse and kind != "shared":
+    raise ValueError(f"dfax.train: config.dfa.reuse applies to the shared projector, not "
+                     f"{kind!r}; set config.dfa.projector=shared or leave reuse=False.")
   if (config.dfa.tie_layers or config.dfa.feature_ndim) and kind not in PER_POINT_PROJECTORS:
     raise ValueError(f"dfax.train: config.dfa.tie_layers / feature_ndim apply to the "
                      f"{', '.join(PER_POINT_PROJECTORS)} projectors, not {kind!r}; set "

@@ -103,6 +103,27 @@ def test_shared_slices_one_matrix_and_reuse_gives_prefixes():
   np.testing.assert_allclose(a, b[:, :4], rtol=1e-6)  # TinyDFA: same signal prefix
 
 
+def test_shared_tied_over_layers_and_tokens_gives_every_stream_copy_one_signal():
+  e = jax.random.normal(jax.random.key(0), (3, 10))  # per-image error
+  specs = [P("blocks/ln", (4, 3, 16, 8), jnp.float32, stack_ndim=1),  # scanned, per token
+           P("ln_final", (3, 8), jnp.float32), P("narrow", (3, 16, 5), jnp.float32)]
+  proj = dfax.projectors.shared(jax.random.key(2), reuse=True, tie_copies=True, feature_ndim=1)
+  stream, final, narrow = proj(e, specs)
+  assert stream.shape == (4, 3, 16, 8) and narrow.shape == (3, 16, 5)
+  full = tiled_matmul(e, jax.random.key(2), 8, distribution="gaussian",
+                      scale=1 / np.sqrt(10), tile=4096)
+  np.testing.assert_allclose(final, full, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(stream, jnp.broadcast_to(full[None, :, None], stream.shape),
+                             rtol=1e-5, atol=1e-6)  # every layer and token: the same signal
+  np.testing.assert_allclose(narrow, jnp.broadcast_to(full[:, None, :5], narrow.shape),
+                             rtol=1e-5, atol=1e-6)  # a narrower point takes a prefix
+  untied = dfax.projectors.shared(jax.random.key(2), feature_ndim=1)(e, specs[:1])[0]
+  assert not np.allclose(untied[0], untied[1])  # layers take their own slices when untied
+  np.testing.assert_array_equal(untied[:, :, 0], untied[:, :, 7])  # tokens still shared
+  with pytest.raises(ValueError, match="feature_ndim"):
+    dfax.projectors.shared(jax.random.key(0), feature_ndim=0)
+
+
 
 def test_zeros_control_trains_only_the_tail():
   import flax.linen as nn

@@ -25,11 +25,23 @@ def test_tie_layers_and_feature_ndim_reach_the_projector():
   np.testing.assert_array_equal(got[2, :, 3], got[0, :, 0])
 
 
+def test_shared_projector_takes_reuse_tie_layers_and_feature_ndim():
+  config = load_config(SMOKE, **{"dfa.projector": "shared", "dfa.reuse": True,
+                                 "dfa.tie_layers": True, "dfa.feature_ndim": 1})
+  e = jax.random.normal(jax.random.key(0), (2, 10))
+  specs = [dfax.PointSpec("blocks/ln", (3, 2, 4, 6), jnp.float32, stack_ndim=1),
+           dfax.PointSpec("ln_final", (2, 6), jnp.float32)]
+  stream, final = make_projector(config)(e, specs)
+  np.testing.assert_array_equal(stream[2, :, 3], final)  # one signal for every copy
+
+
 def test_projector_options_on_other_projectors_are_refused():
-  config = load_config(SMOKE, **{"dfa.projector": "shared", "dfa.feature_ndim": 1})
+  config = load_config(SMOKE, **{"dfa.projector": "opu", "dfa.feature_ndim": 1})
   with pytest.raises(ValueError, match="projector=gaussian"):
     make_projector(config)
-
+  config = load_config(SMOKE, **{"dfa.reuse": True})
+  with pytest.raises(ValueError, match="projector=shared"):
+    make_projector(config)
 
 
 def test_unknown_feedback_preset_names_the_presets():
