@@ -29,6 +29,12 @@ def check_feature_ndim(feature_ndim: int | None, who: str) -> None:
                      "None to give every dim after the error's lead dims its own columns.")
 
 
+def kept_dims(spec: PointSpec, n_lead: int, feature_ndim: int | None) -> tuple[int, ...]:
+  """The point's trailing dims that get their own columns (all after the lead dims if None)."""
+  features = spec.unstacked_shape[n_lead:]
+  return features if feature_ndim is None else features[max(len(features) - feature_ndim, 0):]
+
+
 def project_point(error: jax.Array, spec: PointSpec, key: jax.Array, rows: RowProjection, *,
                   tie_copies: bool = False, feature_ndim: int | None = None) -> jax.Array:
   """Projects ``error`` to one (possibly stacked) point.
@@ -58,7 +64,7 @@ def project_point(error: jax.Array, spec: PointSpec, key: jax.Array, rows: RowPr
   n_lead = check_lead_dims(error.shape, spec)
   own = spec.unstacked_shape
   features = own[n_lead:]
-  kept = features if feature_ndim is None else features[max(len(features) - feature_ndim, 0):]
+  kept = kept_dims(spec, n_lead, feature_ndim)
   width = math.prod(kept)
   error2d = error.reshape(-1, error.shape[-1])
   project = lambda k: rows(error2d, k, width)

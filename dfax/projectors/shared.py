@@ -22,13 +22,7 @@ import jax.numpy as jnp
 
 from dfax.core.points import PointSpec, check_lead_dims
 from dfax.projectors.dense import DEFAULT_TILE, resolve_scale, sample, tiled_matmul
-from dfax.projectors.per_point import check_feature_ndim
-
-
-def kept_dims(spec: PointSpec, n_lead: int, feature_ndim: int | None) -> tuple[int, ...]:
-  """The point's trailing dims that get their own columns (all after the lead dims if None)."""
-  features = spec.unstacked_shape[n_lead:]
-  return features if feature_ndim is None else features[max(len(features) - feature_ndim, 0):]
+from dfax.projectors.per_point import check_feature_ndim, kept_dims
 
 
 def slice_layout(points: Sequence[PointSpec], n_lead: int, reuse: bool) -> tuple[list[int], int]:

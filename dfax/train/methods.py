@@ -34,7 +34,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, reduce: Callable = jnp.m
 # --- projectors: config.dfa.projector -> factory(config, key, step) -----------------------
 
 
-def _per_point(config) -> dict:
+def _sharing_options(config) -> dict:
   return {"tie_copies": config.dfa.tie_layers, "feature_ndim": config.dfa.feature_ndim or None}
 
 
@@ -48,17 +48,17 @@ def _opu(config, key, step):
 
 PROJECTORS: dict[str, Callable[..., Any]] = {
     "gaussian": lambda c, key, step: dfax.projectors.gaussian(key, scale=c.dfa.scale,
-                                                              **_per_point(c)),
+                                                              **_sharing_options(c)),
     "uniform": lambda c, key, step: dfax.projectors.uniform(key, scale=c.dfa.scale,
-                                                            **_per_point(c)),
-    "hadamard": lambda c, key, step: dfax.projectors.hadamard(key, **_per_point(c)),
+                                                            **_sharing_options(c)),
+    "hadamard": lambda c, key, step: dfax.projectors.hadamard(key, **_sharing_options(c)),
     "shared": lambda c, key, step: dfax.projectors.shared(key, scale=c.dfa.scale,
-                                                          reuse=c.dfa.reuse, **_per_point(c)),
+                                                          reuse=c.dfa.reuse, **_sharing_options(c)),
     "opu": _opu,
     "zeros": lambda c, key, step: dfax.projectors.zeros(),  # control: only the tail learns
     "identity": lambda c, key, step: dfax.projectors.identity(),  # control: the error itself
 }
-PER_POINT_PROJECTORS = ("gaussian", "uniform", "hadamard", "shared")  # take tie_layers / feature_ndim
+SHARING_PROJECTORS = ("gaussian", "uniform", "hadamard", "shared")  # take tie_layers, feature_ndim
 
 
 def make_projector(config, step: jax.Array | None = None):
@@ -81,9 +81,9 @@ def make_projector(config, step: jax.Array | None = None):
   if config.dfa.reuse and kind != "shared":
     raise ValueError(f"dfax.train: config.dfa.reuse applies to the shared projector, not "
                      f"{kind!r}; set config.dfa.projector=shared or leave reuse=False.")
-  if (config.dfa.tie_layers or config.dfa.feature_ndim) and kind not in PER_POINT_PROJECTORS:
+  if (config.dfa.tie_layers or config.dfa.feature_ndim) and kind not in SHARING_PROJECTORS:
     raise ValueError(f"dfax.train: config.dfa.tie_layers / feature_ndim apply to the "
-                     f"{', '.join(PER_POINT_PROJECTORS)} projectors, not {kind!r}; set "
+                     f"{', '.join(SHARING_PROJECTORS)} projectors, not {kind!r}; set "
                      "config.dfa.projector=gaussian or leave tie_layers=False and feature_ndim=0.")
   return PROJECTORS[kind](config, jax.random.key(config.dfa.seed), step)
 
