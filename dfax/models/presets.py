@@ -20,6 +20,11 @@
   norms' Jacobians and the residual additions only (never through another
   sublayer), and the stream stays bounded. The layout that learns on pre-LN
   Transformers (dfax's and HF's GPT-2); see docs/feedback_points.md.
+* ``after_block_ln``: ``after_ln`` without the cut after the final LayerNorm
+  (``ln_final``). Not a pure DFA layout: the raw residual stream is never cut,
+  so the head's exact error reaches every sublayer through the residual
+  additions and adds to the feedback; even with zero feedback every block
+  learns. An ablation (docs/results_vision.md), not a default.
 * ``markers``: only the model's own ``dfax.FeedbackPoint`` markers (e.g. the
   stage outputs of ``dfax.parallel.stack.StackedMLP``, the points its
   pipeline uses).
@@ -41,7 +46,8 @@ from typing import Any, Callable
 
 from dfax.core.selection import After, FeedbackPoint, after
 
-PRESETS = ("macro", "macro_out", "micro", "sublayer", "after_ln", "markers")  # the functions below, by name
+PRESETS = ("macro", "macro_out", "micro", "sublayer", "after_ln", "after_block_ln",
+           "markers")  # the functions below, by name
 MICRO_MARKERS = ("attn_res", "mlp_hidden", "out")
 SUBLAYER_INPUTS = ("attn", "fc1")
 
@@ -65,6 +71,22 @@ def after_ln(model: Any) -> After:
   del model
   import flax.linen as nn  # noqa: PLC0415
   return after((nn.LayerNorm, nn.RMSNorm))
+
+
+def after_block_ln(model: Any) -> After:
+  """Cut after every LayerNorm and RMSNorm except ``ln_final``: DFA plus the residual path.
+
+  Every sublayer's gradient is then the feedback pulled back from the norms
+  downstream of it plus the exact gradient along the residual stream to the
+  head, which no cut interrupts.
+  """
+  del model
+  import flax.linen as nn  # noqa: PLC0415
+
+  def predicate(module, path) -> bool:
+    return isinstance(module, (nn.LayerNorm, nn.RMSNorm)) and path[-1:] != ("ln_final",)
+
+  return after(predicate)
 
 
 def micro(model: Any) -> Callable[[Any, tuple], bool]:

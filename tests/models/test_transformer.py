@@ -154,6 +154,32 @@ def test_after_ln_cuts_every_layernorm_output_and_the_head_is_exact():
   assert not np.allclose(g["params"]["ln_final"]["scale"], bp["params"]["ln_final"]["scale"])
 
 
+def test_after_block_ln_leaves_the_last_mlp_final_layernorm_and_head_to_backprop():
+  model, params, x, y = _lm(dataclasses.replace(CFG, error_at="logits"))
+  log, sent = [], {}
+  g = dfax.dfa_grad(_loss(model), projector=_keeping(log, sent),
+                    feedback=presets.after_block_ln(model))(params, x, y)
+  assert log == [((2, 6, 13), [("blocks/ln_attn/out", (3, 2, 6, 16), 1),
+                               ("blocks/ln_mlp/out", (3, 2, 6, 16), 1)])]
+  bp = jax.grad(_loss(model))(params, x, y)
+  exact = {"head": g["params"]["head"], "ln_final": g["params"]["ln_final"],
+           "fc1": jax.tree.map(lambda a: a[-1], g["params"]["blocks"]["fc1"]),
+           "fc2": jax.tree.map(lambda a: a[-1], g["params"]["blocks"]["fc2"])}
+  true = {"head": bp["params"]["head"], "ln_final": bp["params"]["ln_final"],
+          "fc1": jax.tree.map(lambda a: a[-1], bp["params"]["blocks"]["fc1"]),
+          "fc2": jax.tree.map(lambda a: a[-1], bp["params"]["blocks"]["fc2"])}
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), exact, true)
+  # the blocks below the last one train from feedback, not from backprop ...
+  assert not np.allclose(g["params"]["blocks"]["fc2"]["kernel"][0],
+                         bp["params"]["blocks"]["fc2"]["kernel"][0])
+  # ... plus the head's exact error along the uncut residual stream: zero feedback still
+  # trains every block, unlike after_ln, where it trains the head alone
+  for preset, first_block_learns in ((presets.after_block_ln, True), (presets.after_ln, False)):
+    zero = dfax.dfa_grad(_loss(model), projector=dfax.projectors.zeros(),
+                         feedback=preset(model))(params, x, y)
+    assert bool(np.any(zero["params"]["blocks"]["fc2"]["kernel"][0])) == first_block_learns
+
+
 def test_remat_gives_the_same_dfa_grads():
   model, params, x, y = _lm()
   remat, _, _, _ = _lm(dataclasses.replace(CFG, remat=True))
