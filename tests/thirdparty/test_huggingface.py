@@ -178,3 +178,27 @@ def test_hf_gradient_checkpointing_gives_the_same_dfa_gradients():
   plain = grad_fn(loss_fn)(params, batch, rng)
   model.enable_gradient_checkpointing()  # HF's BERT wraps each layer in nn.remat
   _assert_close(grad_fn(loss_fn)(params, batch, rng), plain, rtol=1e-4, atol=1e-6)
+
+
+def test_shared_projector_on_hf_vit_sends_every_token_and_layernorm_one_signal():
+  _, batch, loss_fn, _, _ = _vit()
+  shared = dfax.projectors.shared(jax.random.key(3), reuse=True, feature_ndim=1)
+  sent = []
+
+  def recording(error, points):
+    cotangents = shared(error, points)
+    sent.append((error, points, cotangents))
+    return cotangents
+
+  # eager, so that the recorded cotangents are arrays, not tracers
+  grads = dfax.dfa_grad(loss_fn, projector=recording, feedback=dfax.after(nn.LayerNorm))(
+      _params("vit"), batch, jax.random.key(0))
+  (error, points, cotangents), = sent
+  # HF's ViT: layernorm_before and layernorm_after in each of 2 layers, then the final layernorm
+  assert [p.shape for p in points] == [(BATCH, 5, 16)] * 5 and error.shape == (BATCH, 3)
+  for cotangent in cotangents:  # feature_ndim=1: one column per feature, shared by the tokens
+    np.testing.assert_allclose(cotangent, np.broadcast_to(cotangent[:, :1], cotangent.shape))
+  for cotangent in cotangents[1:]:  # reuse: points of one width take the same projection
+    np.testing.assert_allclose(cotangent, cotangents[0])
+  assert np.any(cotangents[0]) and np.any(grads["vit"]["embeddings"]["patch_embeddings"]
+                                          ["projection"]["kernel"])
