@@ -66,11 +66,16 @@ def macro_out(model: Any) -> After:
   return after(Block)
 
 
+def _norm_classes() -> tuple[type, ...]:
+  """The normalisation layers whose outputs ``after_ln`` and ``after_block_ln`` cut."""
+  import flax.linen as nn  # noqa: PLC0415
+  return (nn.LayerNorm, nn.RMSNorm)
+
+
 def after_ln(model: Any) -> After:
   """Cut after every LayerNorm and RMSNorm, for pre-LN stacks."""
   del model
-  import flax.linen as nn  # noqa: PLC0415
-  return after((nn.LayerNorm, nn.RMSNorm))
+  return after(_norm_classes())
 
 
 def after_block_ln(model: Any) -> After:
@@ -81,10 +86,10 @@ def after_block_ln(model: Any) -> After:
   head, which no cut interrupts.
   """
   del model
-  import flax.linen as nn  # noqa: PLC0415
+  norms = _norm_classes()
 
   def predicate(module, path) -> bool:
-    return isinstance(module, (nn.LayerNorm, nn.RMSNorm)) and path[-1:] != ("ln_final",)
+    return isinstance(module, norms) and path[-1:] != ("ln_final",)
 
   return after(predicate)
 
