@@ -1,11 +1,13 @@
-"""A small ViT on MNIST (7x7 patches, 16 tokens), DFA cutting after every LayerNorm.
+"""A small ViT on MNIST (7x7 patches, 16 tokens) with a tanh pre-logits layer, trained by DFA.
 
   python -m dfax.train --config configs/vit_mnist.py --workdir workdirs/vit_mnist_dfa
 
-Ten epochs reach 92.3 +- 0.4% with DFA (3 seeds), far above the 56.2% of the
-head alone and the 81.6% of DFA with cuts in front of the blocks, but no more
-than zero feedback with the residual stream left uncut ("after_block_ln",
-92.5%); see docs/results_vision.md.
+Cuts after every LayerNorm and in front of the head ("after_ln_head"): the
+4096-wide pre-logits layer trains from its own feedback and only the head is
+exact. Ten epochs reach 94.86 +- 0.17% (3 seeds); the pre-logits layer frozen
+at its random initialisation does as well (94.98%, one seed), so the layer helps
+as a wide random expansion and DFA's work is in the blocks. See
+docs/results_vision.md.
 """
 
 import os
@@ -21,17 +23,21 @@ def get_config():
   c = base_config()
   c.name = "vit_mnist"
   c.model = ml_collections.ConfigDict({"name": "vit", "patch": 7, "d_model": 64,
-                                       "num_heads": 4, "num_layers": 4, "d_ff": 128,
-                                       "remat": False, "norm": "pre"})
+                                       "num_heads": 4, "num_layers": 4, "d_ff": 512,
+                                       "remat": False, "norm": "pre",
+                                       "pre_logits": 4096})
   # Cut after every LayerNorm (the normalised copies of the residual stream that
-  # the sublayers and the head read): a cut on the raw pre-LN residual stream
-  # lets DFA push it without bound, and cuts in front of the blocks ("macro")
-  # learn less than their own zero-feedback control on this ViT.
-  c.dfa.feedback = "after_ln"
+  # the sublayers and the pre-logits layer read): a cut on the raw pre-LN
+  # residual stream lets DFA push it without bound, and cuts in front of the
+  # blocks ("macro") learn less than their own zero-feedback control on this
+  # ViT. The cut in front of the head gives the wide pre-logits layer feedback
+  # of its own, as DFA gives every hidden layer of an MLP.
+  c.dfa.feedback = "after_ln_head"
   # The error is per image but the points are per token: every token gets the
   # same feedback column, so the tokens are pushed the way the pooled head sees.
   c.dfa.feature_ndim = 1
   c.num_epochs = 10
+  c.learning_rate = 2e-3
   c.schedule = "warmup_cosine"
   c.warmup_steps = 200
   # No global-norm clipping: DFA's hidden updates are far larger than the

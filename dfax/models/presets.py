@@ -20,6 +20,11 @@
   norms' Jacobians and the residual additions only (never through another
   sublayer), and the stream stays bounded. The layout that learns on pre-LN
   Transformers (dfax's and HF's GPT-2); see docs/feedback_points.md.
+* ``after_ln_head``: ``after_ln`` plus a cut in front of the output layer
+  (the module named ``head``), so that a hidden layer between the final
+  LayerNorm and the head (the ViT's ``pre_logits``) trains from its own
+  feedback, as every hidden layer of Nøkland's DFA MLP does; only the head
+  is exact. The ViT config's layout (docs/results_vision.md).
 * ``after_block_ln``: ``after_ln`` without the cut after the final LayerNorm
   (``ln_final``). Not a pure DFA layout: the raw residual stream is never cut,
   so the head's exact error reaches every sublayer through the residual
@@ -44,10 +49,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from dfax.core.selection import After, FeedbackPoint, after
+from dfax.core.selection import After, FeedbackPoint, after, by_name
 
-PRESETS = ("macro", "macro_out", "micro", "sublayer", "after_ln", "after_block_ln",
-           "markers")  # the functions below, by name
+PRESETS = ("macro", "macro_out", "micro", "sublayer", "after_ln", "after_ln_head",
+           "after_block_ln", "markers")  # the functions below, by name
 MICRO_MARKERS = ("attn_res", "mlp_hidden", "out")
 SUBLAYER_INPUTS = ("attn", "fc1")
 
@@ -76,6 +81,12 @@ def after_ln(model: Any) -> After:
   """Cut after every LayerNorm and RMSNorm, for pre-LN stacks."""
   del model
   return after(_norm_classes())
+
+
+def after_ln_head(model: Any) -> tuple:
+  """``after_ln`` plus a cut in front of the top-level module named ``head``."""
+  del model
+  return (after(_norm_classes()), by_name("head"))
 
 
 def after_block_ln(model: Any) -> After:

@@ -1,4 +1,9 @@
-"""A small Vision Transformer: patch embedding, scanned blocks, mean pooling."""
+"""A small Vision Transformer: patch embedding, scanned blocks, mean pooling.
+
+``pre_logits`` adds the tanh "pre-logits" layer of the original ViT's
+classification head (``representation_size`` in google-research's
+vision_transformer) between the final LayerNorm and the head.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ class ViTConfig:
   d_ff: int = 128
   remat: bool = False
   norm: str = "pre"  # "pre" or "post" LayerNorm blocks, as in TransformerConfig
+  pre_logits: int = 0  # width of a tanh Dense between ln_final and the head; 0: none
 
 
 class ViT(nn.Module):
@@ -49,4 +55,6 @@ class ViT(nn.Module):
     x, _ = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                    length=c.num_layers)(block_config, name="blocks")(x, None)
     x = nn.LayerNorm(name="ln_final")(x.mean(axis=1))
+    if c.pre_logits:
+      x = nn.tanh(nn.Dense(c.pre_logits, name="pre_logits")(x))
     return nn.Dense(c.num_classes, name="head")(x)

@@ -132,7 +132,7 @@ def vit(config, num_classes: int) -> Any:
   return models.ViT(models.ViTConfig(num_classes=num_classes, patch=m.patch,
                                      d_model=m.d_model, num_heads=m.num_heads,
                                      num_layers=m.num_layers, d_ff=m.d_ff, remat=m.remat,
-                                     norm=m.norm))
+                                     norm=m.norm, pre_logits=m.pre_logits))
 
 
 def stacked_mlp(config, num_classes: int) -> Any:
@@ -151,7 +151,8 @@ MODEL_FIELDS: dict[str, tuple[str, ...]] = {
     "mlp": ("features", "activation"),
     "cnn": ("features", "dense", "activation", "kernel_size", "pool"),
     "transformer_lm": ("d_model", "num_heads", "num_layers", "d_ff", "remat", "error_at", "norm"),
-    "vit": ("patch", "d_model", "num_heads", "num_layers", "d_ff", "remat", "norm"),
+    "vit": ("patch", "d_model", "num_heads", "num_layers", "d_ff", "remat", "norm",
+            "pre_logits"),
     "stacked_mlp": ("d", "d_ff", "num_stages", "blocks_per_stage", "cut"),
 }
 MODEL_CONFIGS = {"mlp": "mnist_mlp.py", "cnn": "mnist_cnn.py",  # cifar10_cnn.py for CIFAR-10

@@ -94,6 +94,8 @@ def _model_fields(config) -> None:
   for key in ("d_model", "num_heads", "num_layers", "d_ff", "patch"):
     if key in want:
       _int_at_least(config, f"model.{key}", 1, 4)
+  if "pre_logits" in want:
+    _int_at_least(config, "model.pre_logits", 0, 4096)
   if {"d_model", "num_heads"} <= want and model.d_model % model.num_heads:
     _fail("model.num_heads", model.num_heads, f"must divide model.d_model={model.d_model}", 4)
 

@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import dfax
+from dfax.testing import assert_trees_close, oracle_projector
 from dfax.models import TransformerConfig, TransformerLM, ViT, ViTConfig, lm_forward, presets
 from dfax.models.transformer import Block
 
@@ -213,3 +214,32 @@ def test_vit_norm_reaches_its_blocks():
   post = ViT(dataclasses.replace(cfg, norm="post")).apply(params, images)
   assert bool(jnp.isfinite(post).all())
   assert float(jnp.abs(pre - post).max()) > 1e-3
+
+
+def test_vit_pre_logits_after_ln_head_points_exact_head_and_oracle():
+  """after_ln_head on a ViT with a pre-logits layer: DFA trains that layer from a cut
+  in front of the head, the head alone trains exactly, the oracle gives back jax.grad."""
+  model = ViT(ViTConfig(d_model=16, num_heads=2, num_layers=2, d_ff=32, pre_logits=24))
+  images = jax.random.uniform(jax.random.key(0), (3, 28, 28, 1))
+  labels = jnp.arange(3)
+  params = model.init(jax.random.key(1), images)
+  assert params["params"]["pre_logits"]["kernel"].shape == (16, 24)
+  loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
+      model.apply(p, images), labels).mean()
+  make = lambda projector: dfax.dfa_grad(loss, projector=projector,
+                                         feedback=presets.after_ln_head(model))
+  log = []
+  g = make(_recording(log))(params)
+  assert log == [((3, 10), [("blocks/ln_attn/out", (2, 3, 16, 16), 1),
+                            ("blocks/ln_mlp/out", (2, 3, 16, 16), 1),
+                            ("ln_final/out", (3, 16), 0), ("head/in", (3, 24), 0)])]
+  oracle = oracle_projector(make, params)
+  exact, zero, with_oracle = jax.jit(lambda p: (
+      jax.grad(loss)(p), make(dfax.projectors.zeros())(p), make(oracle)(p)))(params)
+  assert_trees_close(g["params"]["head"], exact["params"]["head"], rtol=1e-4)
+  assert not np.allclose(g["params"]["pre_logits"]["kernel"],
+                         exact["params"]["pre_logits"]["kernel"])
+  assert_trees_close(with_oracle, exact, rtol=1e-4, atol=1e-6)
+  # zero feedback (the layout's control) trains the head alone
+  trained = {k for k, v in zero["params"].items() if any(np.any(a) for a in jax.tree.leaves(v))}
+  assert trained == {"head"}

@@ -294,6 +294,14 @@ def test_bad_values_are_refused_before_writing(tmp_path, overrides, key):
   assert not workdir.exists()
 
 
+def test_bad_vit_pre_logits_is_refused_before_writing(tmp_path):
+  workdir = tmp_path / "run"
+  config = load_config(REPO / "configs" / "vit_mnist.py", **{"model.pre_logits": -1})
+  with pytest.raises(ConfigError, match="config.model.pre_logits"):
+    train_and_evaluate(config, str(workdir))
+  assert not workdir.exists()
+
+
 def test_fields_outside_the_schema_are_refused(tmp_path):
   config = _config()
   with config.unlocked():
