@@ -34,4 +34,3 @@ def test_dfa_run_logs_the_alignment_of_every_layer_and_the_head_is_exact(tmp_pat
                         "blocks/3", "ln_final", "pre_logits", "head"}
     assert abs(cos["head"] - 1.0) < 1e-4      # the only exact layer: after the last cut
     assert cos["pre_logits"] < 0.999          # trained from its own feedback, not backprop
-
