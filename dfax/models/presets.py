@@ -85,8 +85,7 @@ def after_ln(model: Any) -> After:
 
 def after_ln_head(model: Any) -> tuple:
   """``after_ln`` plus a cut in front of the top-level module named ``head``."""
-  del model
-  return (after(_norm_classes()), by_name("head"))
+  return (after_ln(model), by_name("head"))
 
 
 def after_block_ln(model: Any) -> After:

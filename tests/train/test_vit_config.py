@@ -4,12 +4,12 @@ Which parameters its zero-feedback control moves (the head alone) is checked on 
 small ViT in tests/models/test_transformer.py.
 """
 
-import json
 import pathlib
 
 import numpy as np
 
 from dfax.train.config_file import load_config
+from dfax.train.metrics import read_metrics
 from dfax.train.trainer import train_and_evaluate
 
 CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "vit_mnist.py"
@@ -19,15 +19,11 @@ SHORT = {"num_steps": 4, "batch_size": 16, "eval_every": 4, "log_every": 2,
          "progress_bar": False, "warmup_steps": 1}
 
 
-def _rows(workdir):
-  return [json.loads(line) for line in open(workdir / "metrics.jsonl")]
-
-
 def test_dfa_run_logs_the_alignment_of_every_layer_and_the_head_is_exact(tmp_path):
   config = load_config(CONFIG, **SHORT, alignment_every=2)
   results = train_and_evaluate(config, str(tmp_path / "dfa"))
   assert results["status"] == "completed" and np.isfinite(results["test_loss"])
-  cosines = [r["alignment"] for r in _rows(tmp_path / "dfa") if "alignment" in r]
+  cosines = [r["alignment"] for r in read_metrics(str(tmp_path / "dfa" / "metrics.jsonl")) if "alignment" in r]
   assert len(cosines) == 2
   for cos in cosines:
     assert set(cos) == {"patch_embed", "pos_embed", "blocks/0", "blocks/1", "blocks/2",
