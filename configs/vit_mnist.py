@@ -4,10 +4,11 @@
 
 Cuts after every LayerNorm and in front of the head ("after_ln_head"): the
 4096-wide pre-logits layer trains from its own feedback and only the head is
-exact. Ten epochs reach 94.86 +- 0.17% (3 seeds); the pre-logits layer frozen
-at its random initialisation does as well (94.98%, one seed), so the layer helps
-as a wide random expansion and DFA's work is in the blocks. See
-docs/results_vision.md.
+exact. With an MLP width of 1024 in every block, ten epochs reach
+95.17 +- 0.02% (3 seeds). With MLP width 512 the pre-logits layer frozen at its
+random initialisation does as well as trained (94.98% against 94.94%, one seed),
+so the layer helps as a wide random expansion and DFA's work is in the blocks.
+See docs/results_vision.md.
 """
 
 import os
@@ -23,7 +24,7 @@ def get_config():
   c = base_config()
   c.name = "vit_mnist"
   c.model = ml_collections.ConfigDict({"name": "vit", "patch": 7, "d_model": 64,
-                                       "num_heads": 4, "num_layers": 4, "d_ff": 512,
+                                       "num_heads": 4, "num_layers": 4, "d_ff": 1024,
                                        "remat": False, "norm": "pre",
                                        "pre_logits": 4096})
   # Cut after every LayerNorm (the normalised copies of the residual stream that
