@@ -23,7 +23,8 @@ def test_dfa_run_logs_the_alignment_of_every_layer_and_the_head_is_exact(tmp_pat
   config = load_config(CONFIG, **SHORT, alignment_every=2)
   results = train_and_evaluate(config, str(tmp_path / "dfa"))
   assert results["status"] == "completed" and np.isfinite(results["test_loss"])
-  cosines = [r["alignment"] for r in read_metrics(str(tmp_path / "dfa" / "metrics.jsonl")) if "alignment" in r]
+  rows = read_metrics(str(tmp_path / "dfa" / "metrics.jsonl"))
+  cosines = [r["alignment"] for r in rows if "alignment" in r]
   assert len(cosines) == 2
   for cos in cosines:
     assert set(cos) == {"patch_embed", "pos_embed", "blocks/0", "blocks/1", "blocks/2",
