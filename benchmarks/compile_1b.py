@@ -1,7 +1,7 @@
 """Lower and compile a >=1B-parameter Transformer DFA train step ahead of time.
 
   python benchmarks/compile_1b.py [--method dfa|bp] [--preset macro|macro_out|micro|sublayer|after_ln]
-                                  [--norm pre|post] [--config configs/lm_1b.py]
+                                  [--norm pre|post] [--config configs/lm_1b.py] [--quick]
 
 The config is on the trainer's schema (configs/lm_1b.py); the model is built
 from ``config.model`` by ``dfax.train.registry`` and applied, differentiated
@@ -12,7 +12,10 @@ override ``config.method``, ``config.dfa.feedback`` and ``config.model.norm``.
 Abstract shapes only (jax.ShapeDtypeStruct with shardings): nothing is
 allocated. Prints the parameter count, compile time, collective counts and the
 per-device memory XLA reports for the compiled executable. The cheapest run is
-the default (one lower+compile, about 5 s on two CPU cores).
+the default (one lower+compile, about 5 s on two CPU cores). ``--quick`` shrinks
+the config through the same overrides (d_model 16, 2 layers, sequence 8,
+vocabulary 256) and runs the same lowering and compilation: it checks that the
+benchmark runs, in a few seconds; its figures are not the 1B model's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import json
 import math
 import os
 import sys
@@ -40,6 +44,9 @@ from dfax.train.config_file import load_config  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIG = os.path.join(HERE, "..", "configs", "lm_1b.py")
+QUICK = {"model.d_model": 16, "model.num_heads": 2, "model.num_layers": 2, "model.d_ff": 32,
+         "dataset.seq_len": 8}  # --quick: the same step on a tiny model
+QUICK_VOCAB = 256
 
 
 def build_model(config, vocab_size: int, dtype=jnp.bfloat16):
@@ -58,13 +65,16 @@ def main(argv=None):
                       help="LayerNorm placement, TransformerConfig.norm (default: the config's)")
   parser.add_argument("--config", default=CONFIG)
   parser.add_argument("--vocab-size", type=int, default=None,
-                      help="vocabulary (default: the config file's VOCAB_SIZE)")
+                      help="vocabulary (default: the config file's VOCAB_SIZE; 256 with --quick)")
+  parser.add_argument("--quick", action="store_true",
+                      help="a tiny model through the same path: checks that it runs")
+  parser.add_argument("--json", default=None, help="also write the figures here")
   args = parser.parse_args(argv)
   overrides = {k: v for k, v in (("method", args.method), ("dfa.feedback", args.preset),
                                  ("model.norm", args.norm)) if v is not None}
-  c = load_config(args.config, **overrides)
+  c = load_config(args.config, **(QUICK if args.quick else {}), **overrides)
   validate.check_config(c)
-  vocab = args.vocab_size or _vocab_size(args.config)
+  vocab = args.vocab_size or (QUICK_VOCAB if args.quick else _vocab_size(args.config))
   model = build_model(c, vocab)
   tokens = jax.ShapeDtypeStruct((c.batch_size, c.dataset.seq_len), jnp.int32)
   params = jax.eval_shape(model.init, jax.random.key(0), tokens)
@@ -97,10 +107,22 @@ def main(argv=None):
   gib = lambda b: b / 2 ** 30
   print(f"method={c.method} preset={c.dfa.feedback} norm={c.model.norm} "
         f"params={n_params / 1e9:.3f}B mesh={c.mesh.data}x{c.mesh.model} "
-        f"({jax.default_backend()}), lower+compile {seconds:.1f} s")
+        f"({jax.default_backend()}), lower+compile {seconds:.1f} s"
+        + (" [--quick: tiny model]" if args.quick else ""))
   print(f"per device: arguments {gib(mem.argument_size_in_bytes):.2f} GiB, outputs "
         f"{gib(mem.output_size_in_bytes):.2f} GiB, temporaries {gib(mem.temp_size_in_bytes):.2f} GiB")
-  print("collectives:", parallel.count_collectives(compiled.as_text()))
+  collectives = parallel.count_collectives(compiled.as_text())
+  print("collectives:", collectives)
+  if args.json:
+    result = {"method": c.method, "preset": c.dfa.feedback, "norm": c.model.norm,
+              "quick": args.quick, "params": n_params, "mesh": [c.mesh.data, c.mesh.model],
+              "backend": jax.default_backend(), "lower_compile_s": seconds,
+              "bytes_per_device": {"arguments": mem.argument_size_in_bytes,
+                                   "outputs": mem.output_size_in_bytes,
+                                   "temporaries": mem.temp_size_in_bytes},
+              "collectives": dict(collectives)}
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=2)
   return compiled
 
 

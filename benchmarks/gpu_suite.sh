@@ -1,29 +1,48 @@
 #!/usr/bin/env bash
-# GPU figures in one go (fits in 8 minutes; every part has its own time limit).
+# The test suite, then the GPU figures, in one go (every part has its own time limit).
 #
 #   bash benchmarks/gpu_suite.sh OUT_DIR            # on a lent GPU machine
 #   bash benchmarks/gpu_suite.sh OUT_DIR --quick    # small sizes: checks that it all runs (CPU)
 #
-# Writes OUT_DIR/*.json (one file per part, see below) and OUT_DIR/suite.json
-# (versions, device, per-part exit codes and seconds). A part that fails or
-# runs out of time is recorded as such; the others still run.
+# Writes OUT_DIR/*.json (one file per part, see below), OUT_DIR/<part>.log and
+# OUT_DIR/suite.json (versions, device, per-part exit codes and seconds). A part
+# that fails or runs out of time is recorded as such (out of time: exit code 124);
+# the others still run.
+#   tests.json             pytest on tests/core, tests/models, tests/thirdparty: its summary
+#                          line, failures and exit code (--quick: tests/core -m "not slow")
 #   step_mlp.json          DFA vs backprop step time, 4x1024 tanh MLP (benchmarks/step_time.py)
 #   step_gpt2_small.json   DFA (macro_out preset) vs backprop step time, GPT-2-small-size LM
 #   layer_parallel.json    vmapped vs reverse-scan DFA backward (benchmarks/layer_parallel.py)
-#   opu_projector.json     simulated-OPU vs digital projector time (stdout of opu_projector.py)
+#   opu_projector.json     simulated-OPU vs digital projector time (benchmarks/opu_projector.py)
 #   pipeline.json          pipelines on the devices present + 1.14B model (benchmarks/pipeline.py)
+#
+# Environment:
+#   GPU_SUITE_SKIP_TESTS=1   skip the tests part (tests/benchmarks checks the rest this way).
+#   GPU_SUITE_TESTS="..."    pytest's arguments for the tests part instead of the default ones
+#                            (space-separated), e.g. GPU_SUITE_TESTS="tests/core/test_lifted.py".
+#   GPU_SUITE_PARTS=a,b      run only these parts (the names above, without .json). To split
+#                            the suite over two calls, run GPU_SUITE_PARTS=tests and then the
+#                            others into the same OUT_DIR: suite.json keeps the exit codes an
+#                            earlier call recorded there for parts this call does not rerun.
 set -u
 OUT=${1:?usage: gpu_suite.sh OUT_DIR [--quick]}
 QUICK=${2:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 cd "$ROOT"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 declare -A RC SECS
+PARTS=${GPU_SUITE_PARTS:-tests,step_mlp,step_gpt2_small,layer_parallel,opu_projector,pipeline}
+if [ "${GPU_SUITE_SKIP_TESTS:-0}" = "1" ]; then
+  PARTS=$(echo ",$PARTS," | sed 's/,tests,/,/; s/^,//; s/,$//')
+fi
+wanted() { case ",$PARTS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 run_part() {  # name limit_seconds command...  (--quick: limit x SCALE, for slow CPUs)
   local name=$1 limit=$(( $2 * SCALE )); shift 2
+  wanted "$name" || return 0
   local start=$SECONDS
   echo "== $name (limit ${limit}s)"
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
@@ -35,10 +54,33 @@ run_part() {  # name limit_seconds command...  (--quick: limit x SCALE, for slow
 SCALE=1
 if [ "$QUICK" = "--quick" ]; then
   SCALE=6
-  MLP_ARGS="--batch 64 --repeats 3"; LM="tiny"; LP="--quick"; PIPE="--quick"; OPU="--batch 16 --repeats 3"
+  TESTS=(tests/core -m "not slow")
+  MLP_ARGS="--quick"; LM="tiny"; LP="--quick"; PIPE="--quick"; OPU="--quick"
 else
+  TESTS=(tests/core tests/models tests/thirdparty)
   MLP_ARGS="--repeats 20"; LM="gpt2_small"; LP="--repeats 10"; PIPE="--skip table --repeats 10"
   OPU="--repeats 20"
+fi
+if [ -n "${GPU_SUITE_TESTS:-}" ]; then
+  read -r -a TESTS <<< "$GPU_SUITE_TESTS"
+fi
+
+# The tests first: figures from a machine where the suite fails are not worth recording.
+run_part tests 300 python -m pytest -q -rs -p no:xdist "${TESTS[@]}"
+if wanted tests; then
+  python - "$OUT" "${RC[tests]}" "${TESTS[@]}" <<'EOF'
+import json, re, shlex, sys
+out, rc, args = sys.argv[1], int(sys.argv[2]), shlex.join(sys.argv[3:])
+lines = open(f"{out}/tests.log", errors="replace").read().splitlines()
+summary = [l.strip("= ") for l in lines
+           if re.search(r"\d+ (passed|failed|errors?|skipped|deselected)\b.* in [\d.]+s", l)]
+json.dump({"command": f"python -m pytest -q -rs -p no:xdist {args}", "exit_code": rc,
+           "summary": summary[-1] if summary else None,
+           "failed": [l for l in lines if l.startswith(("FAILED ", "ERROR "))],
+           "skipped": [l for l in lines if l.startswith("SKIPPED ")]},
+          open(f"{out}/tests.json", "w"), indent=2)
+print("tests:", summary[-1] if summary else f"no pytest summary line (exit code {rc})")
+EOF
 fi
 
 run_part step_mlp 60 python benchmarks/step_time.py --model mlp $MLP_ARGS --json "$OUT/step_mlp.json"
@@ -77,22 +119,21 @@ EOF
 
 run_part layer_parallel 90 python benchmarks/layer_parallel.py $LP --json "$OUT/layer_parallel.json"
 
-run_part opu_projector 40 python benchmarks/opu_projector.py $OPU
-python - "$OUT" <<'EOF'
-import json, sys
-out = sys.argv[1]
-json.dump({"stdout": open(f"{out}/opu_projector.log").read().splitlines()},
-          open(f"{out}/opu_projector.json", "w"), indent=2)
-EOF
+run_part opu_projector 40 python benchmarks/opu_projector.py $OPU --json "$OUT/opu_projector.json"
 
 run_part pipeline 100 python benchmarks/pipeline.py $PIPE --json "$OUT/pipeline.json"
 
 python - "$OUT" <<EOF
-import json, sys, jax, flax
+import json, os, sys, jax, flax
 rc = {$(for k in "${!RC[@]}"; do printf '"%s": %s, ' "$k" "${RC[$k]}"; done)}
 secs = {$(for k in "${!SECS[@]}"; do printf '"%s": %s, ' "$k" "${SECS[$k]}"; done)}
+path = os.path.join(sys.argv[1], "suite.json")
+if os.path.exists(path):  # parts an earlier call (GPU_SUITE_PARTS) recorded and this one did not
+  old = json.load(open(path))
+  rc, secs = old.get("exit_codes", {}) | rc, old.get("seconds", {}) | secs
 json.dump({"jax": jax.__version__, "flax": flax.__version__, "backend": jax.default_backend(),
            "devices": [d.device_kind for d in jax.devices()], "quick": "$QUICK" == "--quick",
-           "exit_codes": rc, "seconds": secs}, open(sys.argv[1] + "/suite.json", "w"), indent=2)
+           "parts": "$PARTS".split(","), "exit_codes": rc, "seconds": secs},
+          open(path, "w"), indent=2)
 print(json.dumps({"exit_codes": rc, "seconds": secs}))
 EOF

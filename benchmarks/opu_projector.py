@@ -1,6 +1,8 @@
 """Simulated-OPU projector time against the digital projector, one process, medians.
 
   python benchmarks/opu_projector.py [--batch 128 --n-out 10 --widths 800,800] [--pieces]
+                                     [--json out.json]
+  python benchmarks/opu_projector.py --quick   # batch 16, widths 64,64, 3 rounds: checks it runs
 
 Digital: ``dfax.projectors.shared`` (one Gaussian matmul sliced per point, the
 same layout). OPU: ternarised error (two binary frames), complex medium,
@@ -16,6 +18,7 @@ the camera (anchor recovery with noise and quantisation) and the ternarisation.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -32,12 +35,18 @@ from dfax.opu import device
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--batch", type=int, default=128)
+  parser.add_argument("--batch", type=int, default=None, help="default 128 (16 with --quick)")
   parser.add_argument("--n-out", type=int, default=10)
-  parser.add_argument("--widths", default="800,800")
-  parser.add_argument("--repeats", type=int, default=30)
+  parser.add_argument("--widths", default=None, help="default 800,800 (64,64 with --quick)")
+  parser.add_argument("--repeats", type=int, default=None, help="default 30 (3 with --quick)")
   parser.add_argument("--pieces", action="store_true", help="time the simulator's parts too")
+  parser.add_argument("--quick", action="store_true",
+                      help="small sizes, 3 rounds: checks that it runs (no figures)")
+  parser.add_argument("--json", default=None, help="also write the figures here")
   args = parser.parse_args(argv)
+  args.batch = args.batch or (16 if args.quick else 128)
+  args.widths = args.widths or ("64,64" if args.quick else "800,800")
+  args.repeats = args.repeats or (3 if args.quick else 30)
   widths = [int(w) for w in args.widths.split(",")]
   points = [dfax.PointSpec(f"p{i}/in", (args.batch, w), jnp.float32)
             for i, w in enumerate(widths)]
@@ -61,6 +70,16 @@ def main(argv=None):
         f"{t['opu_ideal'] / t['digital']:.2f}; frames' matmul alone / digital = "
         f"{t['floor'] / t['digital']:.2f})  [batch {args.batch}, error {args.n_out}, "
         f"widths {widths}, {jax.default_backend()}, jax {jax.__version__}]")
+  result = {"batch": args.batch, "n_out": args.n_out, "widths": widths, "quick": args.quick,
+            "backend": jax.default_backend(), "jax": jax.__version__,
+            "ms": {k: 1e3 * v for k, v in t.items()},
+            "opu_over_digital": t["opu"] / t["digital"],
+            "opu_ideal_over_digital": t["opu_ideal"] / t["digital"],
+            "floor_over_digital": t["floor"] / t["digital"]}
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=2)
+  return result
 
 
 def _pieces(error, frames, total, key) -> dict:

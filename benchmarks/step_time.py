@@ -6,12 +6,15 @@ Usage:
   python benchmarks/step_time.py --model transformer --preset sublayer
   python benchmarks/step_time.py --model transformer --preset macro_out --norm post
   python benchmarks/step_time.py --repeats 50 --json out.json
+  python benchmarks/step_time.py --quick [--model transformer]   # small sizes, seconds on a CPU
 
 A "step" is the jitted gradient computation plus an Adam update, the part of
 a training step that differs between methods. Ratios are medians of per-round
 ratios (each round runs every candidate once, in shuffled order). DFA runs with the dense
 Gaussian projector (the default) and with the randomized Hadamard one; the
-printed DFA/BP ratios are the figures recorded in the README.
+printed DFA/BP ratios are the figures recorded in the README. ``--quick``
+runs the same steps on a 4x64 MLP (or a 2-layer, d=32 LM) with 3 rounds:
+it checks that the benchmark runs; its ratios are not figures.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from timing import interleaved_samples, median_ratio  # noqa: E402
 
 import dfax  # noqa: E402
 from dfax.models import lm_forward, presets  # noqa: E402
-from dfax.models.transformer import NORMS  # noqa: E402
+from dfax.models.transformer import NORMS, TransformerLM  # noqa: E402
 
 
 class TanhMLP(nn.Module):
@@ -48,8 +51,8 @@ class TanhMLP(nn.Module):
     return nn.Dense(self.num_classes)(x)
 
 
-def mlp_setup(batch: int):
-  model = TanhMLP()
+def mlp_setup(batch: int, width: int = 1024):
+  model = TanhMLP(width=width)
   x = jax.random.normal(jax.random.key(0), (batch, 784))
   y = jax.random.randint(jax.random.key(1), (batch,), 0, 10)
   return model, model.init(jax.random.key(2), x), x, y, None
@@ -79,19 +82,27 @@ def handwritten_mlp_dfa(params, x, y):
   return loss, {"params": grads}
 
 
-def transformer_setup(batch: int, preset: str = "macro", norm: str = "pre"):
-  from dfax.models.transformer import TransformerConfig, TransformerLM  # noqa: PLC0415
-  cfg = TransformerConfig(vocab_size=96, d_model=256, num_heads=4, num_layers=4, d_ff=1024,
-                          max_len=128, norm=norm)
+def transformer_setup(batch: int, preset: str = "macro", norm: str = "pre", quick: bool = False):
+  from dfax.models.transformer import TransformerConfig  # noqa: PLC0415
+  d, layers, seq = (32, 2, 16) if quick else (256, 4, 128)
+  cfg = TransformerConfig(vocab_size=96, d_model=d, num_heads=4, num_layers=layers, d_ff=4 * d,
+                          max_len=seq, norm=norm)
   model = TransformerLM(cfg)
-  tokens = jax.random.randint(jax.random.key(0), (batch, 129), 0, 96)
+  tokens = jax.random.randint(jax.random.key(0), (batch, seq + 1), 0, 96)
   x, y = tokens[:, :-1], tokens[:, 1:]
   return model, model.init(jax.random.key(2), x), x, y, getattr(presets, preset)(model)
 
 
+def logits_of(model, params, x):
+  """The logits as the trainer computes them: ``lm_forward`` for the LM, ``apply`` otherwise."""
+  if isinstance(model, TransformerLM):
+    return lm_forward(model, params, x)  # DFA error where config.error_at says (default: hidden)
+  return model.apply(params, x)
+
+
 def make_steps(model, params, x, y, feedback):
   def loss_fn(p, x, y):
-    logits = lm_forward(model, p, x)  # error before the vocabulary head for the LM
+    logits = logits_of(model, p, x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
   opt = optax.adam(1e-3)
@@ -134,17 +145,24 @@ def main(argv=None):
                       help="Transformer feedback preset (dfax.models.presets)")
   parser.add_argument("--norm", choices=NORMS, default="pre",
                       help="Transformer LayerNorm placement (TransformerConfig.norm)")
-  parser.add_argument("--repeats", type=int, default=30)
+  parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 30; 3 "
+                      "with --quick)")
+  parser.add_argument("--quick", action="store_true",
+                      help="small model and batch, 3 rounds: checks that it runs (no figures)")
   parser.add_argument("--json", default=None, help="also write the figures here")
   args = parser.parse_args(argv)
-  setup = mlp_setup if args.model == "mlp" else transformer_setup
-  batch = args.batch or (512 if args.model == "mlp" else 16)
-  parts = setup(batch) if args.model == "mlp" else setup(batch, args.preset, args.norm)
+  args.repeats = args.repeats or (3 if args.quick else 30)
+  if args.model == "mlp":
+    batch = args.batch or (16 if args.quick else 512)
+    parts = mlp_setup(batch, width=64 if args.quick else 1024)
+  else:
+    batch = args.batch or (2 if args.quick else 16)
+    parts = transformer_setup(batch, args.preset, args.norm, quick=args.quick)
   steps = make_steps(*parts)
   samples = interleaved_samples(steps, repeats=args.repeats)
   t = {name: statistics.median(s) for name, s in samples.items()}
   result = {
-      "model": args.model, "batch": batch, "backend": jax.default_backend(),
+      "model": args.model, "batch": batch, "quick": args.quick, "backend": jax.default_backend(),
       "device": str(jax.devices()[0].device_kind), "ms": {k: 1e3 * v for k, v in t.items()},
       "dfa_over_bp": median_ratio(samples, "dfa", "bp"),
       "dfa_hadamard_over_bp": median_ratio(samples, "dfa_hadamard", "bp"),

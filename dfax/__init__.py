@@ -6,17 +6,22 @@ Switch ``jax.grad`` to ``dfax.dfa_grad``::
 """
 
 import importlib
+import importlib.metadata
 
 from dfax import projectors
 from dfax.core import (DEFAULT_FEEDBACK, FeedbackPoint, PointSpec, after, by_name, dfa_grad,
-                       dfa_value_and_grad)
+                       dfa_value_and_grad, encoder_decoder, is_norm_layer, pooled)
 
-__version__ = "0.1.0"
+try:
+  __version__ = importlib.metadata.version("dfax-flax")
+except importlib.metadata.PackageNotFoundError:  # a source tree that was not pip-installed
+  __version__ = "0+unknown"
 
 __all__ = ["dfa_grad", "dfa_value_and_grad", "FeedbackPoint", "PointSpec", "after", "by_name",
-           "DEFAULT_FEEDBACK", "projectors", "nnx", "opu"]
+           "is_norm_layer", "pooled", "encoder_decoder", "DEFAULT_FEEDBACK", "projectors", "nnx",
+           "opu", "testing"]
 
-_LAZY = ("nnx", "opu", "models", "data", "train", "parallel")
+_LAZY = ("nnx", "opu", "models", "data", "train", "parallel", "testing")
 
 
 def __getattr__(name):

@@ -30,6 +30,7 @@ from flax import nnx
 from dfax.core.checks import (check_argnums_in_range, check_holomorphic, check_loss,
                               check_projector)
 from dfax.core.outputs import OutputSelector, check_output_selector
+from dfax.core.points import IN_NNX_TRANSFORM
 from dfax.core.recorder import Recorder, _Meta, cut_value, map_float_leaves
 from dfax.core.selection import Selector, make_selection
 from dfax.core.tap import Projector
@@ -122,7 +123,7 @@ def _pending(recorder) -> list:
 def _cut_as_state(module, tree, side: str, entries: list):
   def cut(x, name):
     setattr(module, f"{_ATTR}{name}", Candidate(x, entries=tuple(entries), inner_ndim=x.ndim))
-    return cut_value(x, name)
+    return cut_value(x, f"{IN_NNX_TRANSFORM}{type(module).__name__}/{name}")
 
   return map_float_leaves(tree, side, cut)[0]
 
@@ -143,7 +144,8 @@ def _collect_candidates(models: Sequence[Any], recorder: Recorder) -> list:
         info = recorder.selected.setdefault(label, [type(node).__name__, set(), True])
         info[1].update(var.get_metadata()["entries"])
         stack = value.ndim - var.get_metadata()["inner_ndim"]
-        found.append((value, _Meta(f"{label}/{side}", stack, (label,))))
+        pooled = max(recorder.selection.entries[i].pooled for i in var.get_metadata()["entries"])
+        found.append((value, _Meta(f"{label}/{side}", stack, (label,), pooled)))
         delattr(node, attr)
         collected.add(label)
   if collected:

@@ -10,6 +10,12 @@ segment's local backward is complete.
 with every cut replaced by an identity that records the cotangent arriving
 from downstream (eagerly, under ``jax.disable_jit``, so that ``nn.scan``
 bodies run as Python loops and every layer's cotangent is a concrete array).
+
+Limits, each raised as a ``NotImplementedError`` that says so: a point inside
+``jax.checkpoint``/``nn.remat`` has no concrete cotangent, and a point made
+inside an NNX transform (``nnx.scan``, ``nnx.vmap``, ``nnx.remat``) is named
+only once its value has left the transform, after its cotangent was recorded.
+Check such models through an equivalent with the layers in a Python loop.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from dfax.core.points import PointSpec
+from dfax.core.points import IN_NNX_TRANSFORM, PointSpec
 from dfax.core.recorder import cutting
 from dfax.core.tap import Projector
 
@@ -55,11 +61,35 @@ def true_cotangents(make_grad_fn: Callable[[Projector], Callable], *args,
   Returns:
     ``{point name: [cotangent, ...]}``, one entry per time the point was cut,
     in the order the backward pass reached them.
+
+  Raises:
+    NotImplementedError: for points inside ``nn.remat``/``jax.checkpoint``
+      or inside an NNX transform (see the module docstring).
+
+  Example:
+
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, dfax
+    >>> model = nn.Sequential([nn.Dense(4), nn.tanh, nn.Dense(2)])
+    >>> x = jnp.ones((3, 5))
+    >>> params = model.init(jax.random.key(0), x)
+    >>> loss_fn = lambda p: model.apply(p, x).sum()
+    >>> cts = true_cotangents(lambda p: dfax.dfa_grad(loss_fn, projector=p), params)
+    >>> [(name, [c.shape for c in found]) for name, found in cts.items()]
+    [('layers_2/in', [(3, 4)])]
   """
   store: dict[str, list] = collections.defaultdict(list)
   cut = lambda x, name: _recording_identity(name, store)(x)
   with jax.disable_jit(), cutting(cut):
     jax.block_until_ready(make_grad_fn(_zeros)(*args, **kwargs))
+  inside = sorted({n[len(IN_NNX_TRANSFORM):].split("/")[0] for n in store
+                   if n.startswith(IN_NNX_TRANSFORM)})
+  if inside:
+    raise NotImplementedError(
+        f"dfax.testing: the oracle cannot check feedback points made inside an NNX "
+        f"transform (here by {', '.join(inside)} under nnx.scan, nnx.vmap or nnx.remat): "
+        "such a point is named only after its value leaves the transform, so its recorded "
+        "cotangent cannot be matched to it. Check an equivalent model that calls the "
+        "layers in a Python loop (e.g. an nnx.List) instead.")
   for name, cts in store.items():
     if any(isinstance(c, jax.core.Tracer) for c in cts):
       raise NotImplementedError(
@@ -82,11 +112,20 @@ def oracle_projector(make_grad_fn: Callable[[Projector], Callable], *args,
   Returns:
     ``projector(error, points)``: with it, the DFA gradient equals backprop's.
 
-  Example::
+  Raises:
+    NotImplementedError: where ``true_cotangents`` does.
 
-    make = lambda p: dfax.dfa_grad(loss_fn, projector=p, feedback=Block)
-    oracle = dfax.testing.oracle_projector(make, params, batch)
-    assert_trees_close(make(oracle)(params, batch), jax.grad(loss_fn)(params, batch))
+  Example:
+
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, dfax
+    >>> model = nn.Sequential([nn.Dense(4), nn.tanh, nn.Dense(4), nn.tanh, nn.Dense(2)])
+    >>> x = jnp.ones((3, 5))
+    >>> params = model.init(jax.random.key(0), x)
+    >>> loss_fn = lambda p: (model.apply(p, x) ** 2).sum()
+    >>> make = lambda p: dfax.dfa_grad(loss_fn, projector=p)
+    >>> oracle = dfax.testing.oracle_projector(make, params)
+    >>> with jax.default_matmul_precision("highest"):
+    ...   dfax.testing.assert_trees_close(make(oracle)(params), jax.grad(loss_fn)(params))
   """
   cts = true_cotangents(make_grad_fn, *args, **kwargs)
 

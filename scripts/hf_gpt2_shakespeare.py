@@ -12,7 +12,6 @@ every point the same feedback matrix. Each run prints (and appends to
 ``--results``) a JSON line with its validation curve and the RMS of the residual
 stream after each block but the last; the figure shows every run in the file.
 
-  export DFAX_DATA_DIR=../shared/data
   for S in 0 1 2; do python scripts/hf_gpt2_shakespeare.py --untie --projector shared \
       --seed $S --methods dfa_after_ln,control_after_ln,bp --results gpt2.jsonl; done
   python scripts/hf_gpt2_shakespeare.py --untie --methods dfa_after,dfa_after_ln --results gpt2.jsonl

@@ -2,10 +2,9 @@
 
 The library never looks for ``../shared``; the tests point it there explicitly:
 ``DFAX_DATA_DIR`` defaults to ``<repo>/../shared/data`` (MNIST, Shakespeare)
-when that exists. In a clone without it, MNIST tests read the copy shipped in
-``dfax/data/mnist_idx`` and tests that need the Shakespeare corpus are skipped,
-saying so. The download cache is a fresh temporary folder, so no test reads or
-writes a user's ``~/.cache/dfax``.
+when that exists. In a clone without it, the tests read the copies shipped in
+``dfax/data/mnist_idx`` and ``dfax/data/shakespeare_text``. The download cache
+is a fresh temporary folder, so no test reads or writes a user's ``~/.cache/dfax``.
 """
 
 import atexit
@@ -55,16 +54,48 @@ def shared_data() -> pathlib.Path:
   return TEST_DATA
 
 
-def skip_without_shakespeare(data: pathlib.Path) -> pathlib.Path:
-  """The corpus file under ``data``, or a skip that says how to provide it."""
-  path = data / "shakespeare" / "shakespeare_works.txt.gz"
-  if not path.is_file():
-    pytest.skip(f"the Shakespeare corpus is not at {path}: set DFAX_DATA_DIR to a folder "
-                "with shakespeare/shakespeare_works.txt.gz")
-  return path
+SHIPPED_SHAKESPEARE = REPO / "dfax" / "data" / "shakespeare_text" / "shakespeare_works.txt.gz"
 
 
 @pytest.fixture(scope="session")
 def shakespeare_file(shared_data) -> pathlib.Path:
-  """The Shakespeare corpus in the test data folder (skips the test when it is missing)."""
-  return skip_without_shakespeare(shared_data)
+  """The Shakespeare corpus in the test data folder, else the copy shipped with dfax."""
+  path = shared_data / "shakespeare" / "shakespeare_works.txt.gz"
+  return path if path.is_file() else SHIPPED_SHAKESPEARE
+
+
+# -- devices and precision ------------------------------------------------------
+# Tests that compare DFA with jax.grad, or two ways of computing one gradient,
+# need float32 matmuls at full precision: GPUs (TF32) and TPUs (bf16 passes)
+# run them at reduced precision by default, which moves results by ~1e-3.
+import jax  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+HOST_DEVICES = 8  # XLA_FLAGS above
+
+
+@pytest.fixture
+def cpu_devices():
+  """The 8 host CPU devices, with CPU as the default device for the test.
+
+  On a GPU or TPU machine the CPU platform still has them (XLA_FLAGS), so
+  sharding tests run there too, on the CPU, whatever the accelerator count.
+  """
+  devices = jax.devices("cpu")
+  if len(devices) < HOST_DEVICES:
+    pytest.fail(f"needs {HOST_DEVICES} host CPU devices: run with "
+                f"XLA_FLAGS=--xla_force_host_platform_device_count={HOST_DEVICES} "
+                "(tests/conftest.py sets it unless XLA_FLAGS is already set)")
+  with jax.default_device(devices[0]):
+    yield devices[:HOST_DEVICES]
+
+
+@pytest.fixture
+def host_platform(cpu_devices):
+  """For tests whose code under test calls jax.devices(): they need CPU as the backend."""
+  if jax.default_backend() != "cpu":
+    pytest.skip(f"uses jax.devices() of the default backend ({jax.default_backend()}, "
+                f"{jax.device_count()} devices), not the {HOST_DEVICES} host devices: "
+                "run it with JAX_PLATFORMS=cpu")
+  return cpu_devices

@@ -24,14 +24,22 @@ import inspect
 import threading
 from typing import Any, Iterator
 
+import jax
 from flax import linen as nn
 from flax.linen import transforms as _transforms
 
 _LIFT_MODULE = "flax.linen.transforms"
-_LIFT_FACTORY = "module_class_lift_transform"
+# Flax builds lifted module classes in two factories: the plain one (nn.scan,
+# nn.vmap, nn.remat, ...) and the cached one (nn.jit, nn.fold_rngs), which
+# keeps one traced body per class.
+_LIFT_FACTORIES = ("module_class_lift_transform", "module_class_lift_transform_cached")
+# Transforms whose body JAX may take from a cache instead of running it; dfax
+# runs them inline (``jax.disable_jit``) so that the body, and its points, is
+# traced on every dfax call.
+CACHED_KINDS = ("jit",)
 _local = threading.local()
 _lock = threading.RLock()
-_installed = {"depth": 0, "factory": None, "classes": {}}  # class -> {name: original}
+_installed = {"depth": 0, "factories": {}, "classes": {}}  # class -> {name: original}
 
 
 def active_recorder():
@@ -41,34 +49,36 @@ def active_recorder():
 
 
 # -- the Flax internals, in one place ------------------------------------------
-def _lift_kwargs(fn) -> dict | None:
-  """The lift's keyword arguments if ``fn`` is Flax's lifted method wrapper.
+def lift_info(fn) -> tuple[str, dict] | None:
+  """(transform name, keyword arguments) if ``fn`` is Flax's lifted method wrapper.
 
   Flax builds each lifted method as a closure named ``wrapped_fn`` in
-  ``flax/linen/transforms.py`` that holds the transform's ``trafo_kwargs``.
+  ``flax/linen/transforms.py`` that holds the core ``transform`` (``scan``,
+  ``vmap``, ``checkpoint``, ``jit``, ``fold_rngs``, ...) and its ``trafo_kwargs``.
   """
   while fn is not None:
     code = getattr(fn, "__code__", None)
     if code is not None and code.co_name == "wrapped_fn" and code.co_filename.endswith(
         "transforms.py"):
-      return dict(inspect.getclosurevars(fn).nonlocals.get("trafo_kwargs", {}))
+      nonlocals = inspect.getclosurevars(fn).nonlocals
+      transform = nonlocals.get("transform")
+      name = getattr(transform, "__name__", "") or ""
+      return name, dict(nonlocals.get("trafo_kwargs", {}))
     fn = getattr(fn, "__wrapped__", None)
   return None
 
 
-def _lift_kind(cls: type) -> str:
-  """"scan", "vmap" or "other", from the generated class name (ScanBlock)."""
-  base = cls.__bases__[0].__name__
-  prefix = cls.__name__[: len(cls.__name__) - len(base)].lower()
-  return prefix if prefix in ("scan", "vmap") else "other"
+def _lift_kind(transform_name: str) -> str:
+  """"scan", "vmap", "jit" or "other" (remat, fold_rngs, ...), from the core transform."""
+  return transform_name if transform_name in ("scan", "vmap", "jit") else "other"
 
 
 def check_flax_internals() -> None:
   """Raises RuntimeError if the Flax internals dfax relies on have changed."""
-  factory = getattr(_transforms, _LIFT_FACTORY, None)
-  if factory is None:
-    raise RuntimeError(f"flax.linen.transforms.{_LIFT_FACTORY} is gone: dfax cannot "
-                       "reach points inside nn.scan/nn.remat with this Flax.")
+  for factory_name in _LIFT_FACTORIES:
+    if getattr(_transforms, factory_name, None) is None:
+      raise RuntimeError(f"flax.linen.transforms.{factory_name} is gone: dfax cannot "
+                         "reach points inside Flax's lifted transforms with this Flax.")
 
   class _Probe(nn.Module):
     @nn.compact
@@ -77,11 +87,21 @@ def check_flax_internals() -> None:
 
   scanned = nn.scan(_Probe, variable_axes={"params": 0}, split_rngs={"params": True},
                     length=2, out_axes=0)
-  kwargs = _lift_kwargs(vars(scanned)["__call__"])
-  if kwargs is None or kwargs.get("out_axes") != 0 or _lift_kind(scanned) != "scan":
+  info = lift_info(vars(scanned)["__call__"])
+  if info is None or _lift_kind(info[0]) != "scan" or info[1].get("out_axes") != 0:
     raise RuntimeError("Flax's lifted method wrappers changed shape: dfax cannot read "
                        "nn.scan's out_axes; feedback points inside lifted modules would "
                        "be lost.")
+  expected = {nn.vmap(_Probe, variable_axes={"params": 0}, split_rngs={"params": True},
+                      in_axes=0, out_axes=0): "vmap",
+              nn.jit(_Probe): "jit", nn.remat(_Probe): "other",
+              nn.fold_rngs(_Probe): "other"}
+  for cls, kind in expected.items():
+    info = lift_info(vars(cls)["__call__"])
+    if info is None or _lift_kind(info[0]) != kind:
+      raise RuntimeError(f"Flax's lifted wrapper of {cls.__name__} changed shape: dfax "
+                         "cannot tell which transform it is; feedback points inside it "
+                         "would be lost.")
 
 
 # -- wrapping, only while a trace runs -----------------------------------------
@@ -91,11 +111,11 @@ def _wrap(cls: type) -> None:
     return
   originals = {}
   for name, fn in list(vars(cls).items()):
-    kwargs = _lift_kwargs(fn) if inspect.isfunction(fn) else None
-    if kwargs is None:
+    info = lift_info(fn) if inspect.isfunction(fn) else None
+    if info is None:
       continue
     originals[name] = fn
-    setattr(cls, name, _routing(fn, _lift_kind(cls), kwargs.get("out_axes", 0)))
+    setattr(cls, name, _routing(fn, _lift_kind(info[0]), info[1].get("out_axes", 0)))
   _installed["classes"][cls] = originals
 
 
@@ -105,9 +125,32 @@ def _routing(orig, kind: str, out_axes: Any):
     recorder = active_recorder()
     if recorder is None:
       return orig(self, *args, **kw)
-    return recorder.run_lifted(functools.partial(orig, self), args, kw, kind, out_axes)
+    call = functools.partial(orig, self)
+    if kind in CACHED_KINDS:
+      call = _uncached(call)
+    return recorder.run_lifted(call, args, kw, kind, out_axes)
 
   return lifted_method
+
+
+def _uncached(call):
+  """Runs ``call`` with ``jax.jit`` inlined, so that nn.jit traces its body anew.
+
+  nn.jit keeps one ``jax.jit`` per class: a body traced outside dfax (or with
+  other points) would be reused from JAX's cache and its points lost. The
+  recorder turns jit back on inside the body (``jit_enabled``).
+  """
+  @functools.wraps(call)
+  def inline(*args, **kwargs):
+    with jax.disable_jit():
+      return call(*args, **kwargs)
+
+  return inline
+
+
+def jit_enabled():
+  """Turns ``jax.jit`` back on inside a body that ``_uncached`` inlined."""
+  return jax.disable_jit(False)
 
 
 def _wrap_existing() -> None:
@@ -118,9 +161,7 @@ def _wrap_existing() -> None:
     _wrap(cls)
 
 
-def _install() -> None:
-  factory = getattr(_transforms, _LIFT_FACTORY)
-
+def _hooked(factory):
   @functools.wraps(factory)
   def lift_factory(*args, **kwargs):
     made = factory(*args, **kwargs)
@@ -129,18 +170,25 @@ def _install() -> None:
         _wrap(made.func if isinstance(made, functools.partial) else made)
     return made
 
-  _installed["factory"] = factory
-  setattr(_transforms, _LIFT_FACTORY, lift_factory)
+  return lift_factory
+
+
+def _install() -> None:
+  for factory_name in _LIFT_FACTORIES:
+    factory = getattr(_transforms, factory_name)
+    _installed["factories"][factory_name] = factory
+    setattr(_transforms, factory_name, _hooked(factory))
   _wrap_existing()
 
 
 def _uninstall() -> None:
-  setattr(_transforms, _LIFT_FACTORY, _installed["factory"])
+  for factory_name, factory in _installed["factories"].items():
+    setattr(_transforms, factory_name, factory)
   for cls, originals in _installed["classes"].items():
     for name, fn in originals.items():
       setattr(cls, name, fn)
   _installed["classes"] = {}
-  _installed["factory"] = None
+  _installed["factories"] = {}
 
 
 @contextlib.contextmanager

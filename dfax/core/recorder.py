@@ -9,13 +9,15 @@ module call returns, the tap (``tap.py``) is applied to its output together
 with every candidate; the tap keeps those that depend on the differentiated
 arguments.
 
-Flax lifted transforms (``nn.scan``, ``nn.remat``, ``nn.jit``, ``nn.vmap``)
-trace their body in a separate JAX trace, so values remembered inside cannot
-be used outside. The recorder therefore opens a new frame for each lifted
+Flax lifted transforms (``nn.scan``, ``nn.remat``, ``nn.jit``, ``nn.vmap``,
+``nn.fold_rngs``) trace their body in a separate JAX trace, so values
+remembered inside cannot be used outside. The recorder therefore opens a new frame for each lifted
 body and returns the body's candidates as extra outputs of the body;
 ``nn.scan`` stacks them per layer like any other scanned output. Outside, the
 extra outputs are stripped again and become stacked candidates (see
-``lifted.py`` for how the outer call of a lifted class is reached).
+``lifted.py`` for how the outer call of a lifted class is reached). A lifted
+*method* (``@nn.jit def __call__``) has no such outer call: points made inside
+one raise an error that names the transform instead of being lost.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax.core.scope import Scope
 
+from dfax.core import lifted
 from dfax.core.outputs import OutputSelector, is_float_array, select_output
 from dfax.core.points import PointSpec
 from dfax.core.selection import Selection
@@ -78,6 +81,7 @@ class _Meta:
   path: str  # the point's name
   stack_ndim: int
   owners: tuple[str, ...]  # the selected modules whose cut this value is
+  pooled: int = 0  # PointSpec.pooled: token dims not shared with the error (dfax.pooled)
 
 
 @dataclasses.dataclass
@@ -144,10 +148,12 @@ class Recorder:
     self.output = output
     self.frames: list[_Frame] = []
     self.lifts: list[_Lift] = []
+    self.roots: list = []  # the top-level module and the lifted bodies dfax routed
     self.modules_seen: dict[str, int] = {}
     # module label -> (class name, entry indices, whether it had float values)
     self.selected: dict[str, list] = {}
     self.taps: list[_Tapped] = []
+    self.at_output: set[str] = set()  # selected modules whose cut was the output, left out
     # Set by dfax.nnx: candidates that left NNX transforms as state, taken at the tap.
     self.collect_extra: Callable[[], list] | None = None
 
@@ -190,11 +196,21 @@ class Recorder:
     call = _Call(module, path, ins, outs, top=not self.frames)
     if not self.frames:
       frame = _Frame()
-      out = self._run_in_frame(frame, next_fun, call, args, kwargs)
+      out = self._with_root(module, self._run_in_frame, frame, next_fun, call, args, kwargs)
       return self._tap(out, frame, module)
     if self.lifts and not self.lifts[-1].active and body_root:
-      return self._run_lifted_body(next_fun, call, args, kwargs)
+      return self._with_root(module, self._run_lifted_body, next_fun, call, args, kwargs)
+    if body_root and not any(module is root for root in self.roots):
+      return self._run_unrouted_body(next_fun, call, args, kwargs, method)
     return self._run_cut(next_fun, call, args, kwargs)
+
+  def _with_root(self, module, run, *args):
+    """Runs ``run(*args)`` with ``module`` known as a root (its own methods are no lift)."""
+    self.roots.append(module)
+    try:
+      return run(*args)
+    finally:
+      self.roots.pop()
 
   # -- frames ----------------------------------------------------------------
   def _run_cut(self, next_fun, call, args, kwargs):
@@ -216,8 +232,11 @@ class Recorder:
     lift = self.lifts[-1]
     frame = _Frame(lifted=True)
     lift.active = True
+    jit_on = lifted.jit_enabled() if lift.kind in lifted.CACHED_KINDS else (
+        contextlib.nullcontext())
     try:
-      out = self._run_in_frame(frame, next_fun, call, args, kwargs)
+      with jit_on:
+        out = self._run_in_frame(frame, next_fun, call, args, kwargs)
     finally:
       lift.active = False
     if not frame.values:
@@ -227,6 +246,28 @@ class Recorder:
       carry, ys = out
       return carry, _WithPoints(ys, tuple(frame.values), meta)
     return _WithPoints(out, tuple(frame.values), meta)
+
+  def _run_unrouted_body(self, next_fun, call, args, kwargs, method: str):
+    """A lifted body that dfax did not route: fine unless points are made in it.
+
+    Flax runs the body of a lifted *method* (``@nn.jit`` or ``@nn.remat`` on a
+    method, ``nn.scan`` of a function) on a clone bound to fresh scopes, in a
+    JAX trace of its own. Values cut there cannot reach the tap, so rather than
+    losing them silently this raises.
+    """
+    frame = self.frames[-1]
+    before = len(frame.values)
+    out = self._run_cut(next_fun, call, args, kwargs)
+    if len(frame.values) > before:
+      info = lifted.lift_info(getattr(type(call.module), method, None))
+      transform = f"nn.{info[0]}" if info and info[0] else "a Flax lifted transform"
+      where = _label(call.path, call.module)
+      raise NotImplementedError(
+          f"dfax: feedback points selected inside {where}.{method}, which runs under "
+          f"{transform} applied to a method; dfax cannot take points out of it. Apply the "
+          f"transform to the module class instead (e.g. nn.jit(Block), nn.remat(Block), "
+          f"nn.scan(Block, ...)), or select points outside it.")
+    return out
 
   def run_lifted(self, call_fn, args, kwargs, kind: str, out_axes: Any):
     """Runs the outer call of a lifted class; strips what its body recorded."""
@@ -274,23 +315,27 @@ class Recorder:
   def _cut_tree(self, call, tree, side: str):
     frame = self.frames[-1]
     label = _label(call.path, call.module)
+    entries = call.ins if side == "in" else call.outs
+    pool = max(self.selection.entries[i].pooled for i in entries)
     out, n_float = map_float_leaves(
-        tree, side, lambda x, name: self._cut(frame, x, f"{label}/{name}", label))
+        tree, side, lambda x, name: self._cut(frame, x, f"{label}/{name}", label, pool))
     if n_float:
       self.selected[label][2] = True
     return out
 
-  def _cut(self, frame: _Frame, x, name: str, owner: str):
+  def _cut(self, frame: _Frame, x, name: str, owner: str, pooled: int = 0):
     if id(x) in frame.cut_ids:  # already a cut value (e.g. one block's output
       return x                  # is the next block's input)
     if id(x) in frame.cut_of:
       _, cut, index = frame.cut_of[id(x)]
       meta = frame.meta[index]
-      if owner not in meta.owners:
-        frame.meta[index] = dataclasses.replace(meta, owners=meta.owners + (owner,))
+      if owner not in meta.owners or pooled > meta.pooled:  # pooled by any owner: pooled
+        frame.meta[index] = dataclasses.replace(
+            meta, owners=meta.owners + (owner,) * (owner not in meta.owners),
+            pooled=max(pooled, meta.pooled))
       return cut
     frame.values.append(x)
-    frame.meta.append(_Meta(name, 0, (owner,)))
+    frame.meta.append(_Meta(name, 0, (owner,), pooled))
     cut = cut_value(x, name)
     frame.cut_of[id(x)] = (x, cut, len(frame.values) - 1)
     frame.cut_ids.add(id(cut))
@@ -305,15 +350,35 @@ class Recorder:
     if not frame.values:
       return out
     index, leaves, treedef = select_output(out, self.output, type(module).__name__)
+    leaves = list(leaves)
+    leaves[index] = self._drop_output_cut(frame, leaves[index])
+    if not frame.values:  # the only cut was the output itself
+      return jax.tree_util.tree_unflatten(treedef, leaves)
     values = tuple(frame.values)
     specs = [PointSpec(path=m.path, shape=tuple(v.shape), dtype=v.dtype,
-                       stack_ndim=m.stack_ndim) for v, m in zip(values, frame.meta)]
+                       stack_ndim=m.stack_ndim, pooled=m.pooled)
+             for v, m in zip(values, frame.meta)]
     state = TapState()
     self.taps.append(_Tapped(state, tuple(frame.meta)))
     tap = make_tap(specs, self.projector, state, [value_vma(v) for v in values])
-    leaves = list(leaves)
     leaves[index] = tap(leaves[index], values)
     return jax.tree_util.tree_unflatten(treedef, leaves)
+
+  def _drop_output_cut(self, frame: _Frame, leaf):
+    """Leaves out a cut whose value is the output leaf itself; returns the leaf uncut.
+
+    The error is taken at the output. A cut there (``dfax.after`` selecting
+    the output layer, a marker at the very end) would hand the output layer a
+    projection of its own error and leave nothing with the true one.
+    """
+    if id(leaf) not in frame.cut_ids:
+      return leaf
+    for x, cut, index in list(frame.cut_of.values()):
+      if cut is leaf:
+        self.at_output.update(frame.meta[index].owners)
+        del frame.values[index], frame.meta[index]
+        return x
+    return leaf
 
   # -- after the trace -------------------------------------------------------
   def points_by_module(self) -> dict[str, int]:

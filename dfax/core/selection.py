@@ -82,12 +82,130 @@ def after(selector: Any) -> After:
 
 
 @dataclasses.dataclass(frozen=True)
+class Pooled:
+  """Points whose tokens are not the output error's (an encoder's source tokens).
+
+  Made by ``dfax.pooled`` and ``dfax.encoder_decoder``; may stand alone as
+  ``feedback=`` or inside a tuple.
+  """
+
+  selector: Any
+  token_ndim: int = 1
+  within: Predicate | None = None
+
+
+def pooled(selector: Any, *, token_ndim: int = 1) -> Pooled:
+  """Marks the points ``selector`` makes as living on their own tokens, not the error's.
+
+  DFA projects the output error token by token: a point of shape
+  ``(batch, tokens, d)`` gets, at token ``i``, a projection of the error at
+  token ``i``. That pairing only means something where the point is on the
+  output's tokens (a decoder). An encoder's points are on the *source*
+  tokens; their pairing with target tokens would be arbitrary, even when the
+  two lengths happen to be equal. A pooled point instead receives the error
+  averaged over its ``token_ndim`` token dims, projected per example (with
+  the point's own random matrix, as any point) and broadcast over the point's
+  own token positions. Its shape must be ``example dims + token_ndim own
+  token dims (any length) + features``.
+
+  For T5/BART-style models use ``dfax.encoder_decoder``, which pools exactly
+  the points inside the encoder.
+
+  Args:
+    selector: as for ``feedback=``: a Module class, a tuple, a predicate
+      ``(module, path) -> bool`` or ``dfax.after(...)``.
+    token_ndim: how many token dims the error has (and the point has of its
+      own) in front of the feature dims; 1 for sequences.
+
+  Returns:
+    A selection to pass as ``feedback=`` (alone or inside a tuple).
+
+  Example:
+
+    >>> import flax.linen as nn, dfax
+    >>> sel = dfax.pooled(dfax.after(dfax.is_norm_layer))
+    >>> sel.token_ndim
+    1
+  """
+  if isinstance(selector, Pooled):
+    raise TypeError("dfax.pooled(dfax.pooled(...)): give the module selector once.")
+  if not isinstance(token_ndim, int) or token_ndim < 1:
+    raise ValueError(f"dfax.pooled: token_ndim must be an int >= 1, got {token_ndim!r}.")
+  return Pooled(selector, token_ndim)
+
+
+def in_module_named(name: str) -> Predicate:
+  """A predicate: the module's path has a component equal to ``name`` (it is inside it).
+
+  Args:
+    name: a module name such as ``"encoder"``.
+
+  Returns:
+    ``(module, path) -> bool``.
+
+  Example:
+
+    >>> inside = in_module_named("encoder")
+    >>> inside(None, ("model", "encoder", "layers", "0")), inside(None, ("decoder", "block"))
+    (True, False)
+  """
+
+  def predicate(module: Any, path: tuple[str, ...]) -> bool:
+    del module
+    return any(str(p) == name for p in path)
+
+  predicate.__qualname__ = f"in_module_named({name!r})"
+  return predicate
+
+
+def encoder_decoder(selector: Any, *, encoder: str | Predicate = "encoder") -> tuple:
+  """A selection for encoder–decoders: points in the encoder pooled, the rest per token.
+
+  The error lives on the decoder's (target) tokens. Points that ``selector``
+  makes inside the encoder are pooled (``dfax.pooled``): each receives the
+  target-token-averaged error, projected per example and broadcast over its
+  source tokens, whatever the two lengths are. Points elsewhere (decoder,
+  head) are paired with the error token by token as usual.
+
+  The recipe for HF's Flax T5 and BART (and mBART, Marian, Pegasus, whose
+  encoders are also named ``encoder``):
+  ``dfax.encoder_decoder(dfax.after(dfax.is_norm_layer))``. Each norm layer's
+  output there is on its own stack's tokens. A selection that cuts the
+  *inputs* of the decoder's cross-attention key/value layers would make
+  decoder points that carry the encoder's output (source tokens): pass an
+  ``encoder=`` predicate that also covers them, or cut after norm layers.
+
+  Args:
+    selector: as for ``feedback=`` (a class, predicate, tuple or ``dfax.after``).
+    encoder: the encoder's module name (a module is in the encoder when one
+      of its path components equals it), or a predicate ``(module, path) -> bool``.
+
+  Returns:
+    A selection to pass as ``feedback=``; each of its two parts must make a point.
+
+  Example:
+
+    >>> import dfax
+    >>> feedback = dfax.encoder_decoder(dfax.after(dfax.is_norm_layer))
+    >>> [part.token_ndim for part in feedback]
+    [1, 0]
+  """
+  inside = in_module_named(encoder) if isinstance(encoder, str) else encoder
+  if not callable(inside):
+    raise TypeError(f"dfax.encoder_decoder: encoder= must be a module name or a predicate "
+                    f"(module, path) -> bool, got {encoder!r}.")
+  outside = lambda module, path: not inside(module, path)
+  return (Pooled(selector, 1, within=inside), Pooled(selector, 0, within=outside))
+
+
+@dataclasses.dataclass(frozen=True)
 class Entry:
-  """One part of a selection: what it picks, on which side, and its name."""
+  """One part of a selection: what it picks, on which side, its name and its pooling."""
 
   predicate: Predicate
   side: str  # "in" or "out"
   label: str
+  pooled: int = 0  # PointSpec.pooled of the points this entry makes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +235,17 @@ def _class_label(cls: type) -> str:
 
 
 def _entries(item: Any, side: str, base: type) -> list[Entry]:
+  if isinstance(item, Pooled):
+    entries = _entries(item.selector, side, base)
+    within = item.within
+    if within is not None:
+      where = "encoder" if item.token_ndim else "outside the encoder"
+      entries = [dataclasses.replace(
+          e, predicate=lambda m, p, f=e.predicate: within(m, p) and f(m, p),
+          label=f"{e.label} ({where})") for e in entries]
+    elif any(e.pooled for e in entries):
+      raise TypeError("dfax.pooled(...) cannot be nested.")
+    return [dataclasses.replace(e, pooled=item.token_ndim) for e in entries]
   if isinstance(item, After):
     if side == "out":
       raise TypeError("dfax: dfax.after() cannot be nested.")
@@ -245,3 +374,45 @@ def by_name(*patterns: str) -> Predicate:
 
   predicate.__qualname__ = f"by_name{patterns!r}"
   return predicate
+
+
+# Class-name endings of per-example normalisation layers (see is_norm_layer).
+NORM_SUFFIXES: tuple[str, ...] = ("LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm")
+
+
+def is_norm_layer(module: Any, path: tuple[str, ...] = ()) -> bool:
+  """Whether ``module`` is a per-example normalisation layer, by its role.
+
+  The rule: the module's class, or one of its base classes, has a name that
+  ends with ``LayerNorm``, ``RMSNorm``, ``GroupNorm`` or ``InstanceNorm``
+  (case-sensitive). That covers Flax's ``nn.LayerNorm``, ``nn.RMSNorm``,
+  ``nn.GroupNorm`` and ``nn.InstanceNorm``, their NNX counterparts, and the
+  norm classes models bring along, e.g. HuggingFace's ``FlaxLlamaRMSNorm``,
+  ``FlaxMistralRMSNorm``, ``FlaxGemmaRMSNorm`` and ``FlaxT5LayerNorm``. These
+  layers normalise each example (each token) over its own features, so their
+  output is a normalised copy of the stream with the batch and token dims of
+  the output error.
+
+  Not selected: ``BatchNorm`` (in training its output mixes the statistics of
+  the whole batch; select it by class, ``dfax.after(nn.BatchNorm)``, if you
+  mean to), ``WeightNorm`` and ``SpectralNorm`` (they normalise a wrapped
+  layer's weights, not activations), and norm classes named otherwise
+  (``LayerNorm2d``, ``Normalize``): add them by class or with
+  ``dfax.by_name``.
+
+  Args:
+    module: a linen or NNX module (or any object: only its class is looked at).
+    path: the module's path; unused, so that this is a ``feedback=`` predicate.
+
+  Returns:
+    True for a normalisation layer under the rule above.
+
+  Example:
+
+    >>> import flax.linen as nn, dfax
+    >>> dfax.is_norm_layer(nn.RMSNorm()), dfax.is_norm_layer(nn.BatchNorm())
+    (True, False)
+    >>> feedback = dfax.after(dfax.is_norm_layer)  # cut after every norm layer
+  """
+  del path
+  return any(c.__name__.endswith(NORM_SUFFIXES) for c in type(module).__mro__)

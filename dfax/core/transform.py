@@ -51,8 +51,10 @@ def check_points(recorder: Recorder, api: str = "dfax") -> None:
   made = recorder.points_by_module()
 
   def describe(labels):
-    return "; ".join(f"{label} ({recorder.selected[label][0]}): "
-                     f"{_reason(recorder.selected[label][2])}" for label in labels[:8])
+    return "; ".join(f"{label} ({recorder.selected[label][0]}): " + (
+        "its output is the model's output, where the error is taken (a cut there is left "
+        "out)" if label in recorder.at_output else _reason(recorder.selected[label][2]))
+        for label in labels[:8])
 
   if not any(made.values()):
     labels = sorted(recorder.selected)
@@ -102,6 +104,12 @@ def dfa_value_and_grad(
   each cut gets ``projector(error, points)[k]`` as cotangent, which
   back-propagates only down to the previous cut.
 
+  No cut at the output: a cut whose value is the model output itself (the
+  outermost module's output, or the leaf the error is taken at), such as the
+  output Dense under ``dfax.after(nn.Dense)``, is left out, so the output
+  layer always trains on the true error; a selection whose only cut was
+  there makes no point and is refused.
+
   Args:
     fun: loss function, ``fun(*args) -> loss`` or ``-> (loss, aux)``.
     argnums: which positional argument(s) to differentiate, as in jax.grad.
@@ -111,8 +119,9 @@ def dfa_value_and_grad(
     projector: ``projector(error, points) -> cotangents``; default
       ``dfax.projectors.gaussian(jax.random.key(0))``.
     feedback: where to cut: a Module class, a predicate ``(module, path) ->
-      bool``, ``dfax.after(...)``, or a tuple of these; default in front of
-      every Dense, DenseGeneral, Conv, ConvTranspose and ``dfax.FeedbackPoint``.
+      bool`` (e.g. ``dfax.by_name(...)``, ``dfax.is_norm_layer``),
+      ``dfax.after(...)``, or a tuple of these; default in front of every
+      Dense, DenseGeneral, Conv, ConvTranspose and ``dfax.FeedbackPoint``.
     output: when the model returns a pytree (dict, dataclass, HF
       ``ModelOutput``), the leaf the error is taken at: a key or attribute
       name, or a function of the output; default the first floating leaf.
@@ -130,6 +139,11 @@ def dfa_value_and_grad(
     >>> loss_fn = lambda p: model.apply(p, x).sum()
     >>> loss, grads = dfax.dfa_value_and_grad(loss_fn)(params)
     >>> jax.tree.structure(grads) == jax.tree.structure(params)
+    True
+    >>> # after every Dense: the output Dense's cut is left out, it trains exactly
+    >>> after = dfax.dfa_grad(loss_fn, feedback=dfax.after(nn.Dense))(params)
+    >>> bool(jnp.allclose(after["params"]["layers_2"]["kernel"],
+    ...                   jax.grad(loss_fn)(params)["params"]["layers_2"]["kernel"]))
     True
   """
   nums, projector, selection = _validate(argnums, projector, feedback, output, holomorphic)
@@ -173,13 +187,22 @@ def dfa_grad(
 
   Args: as ``dfa_value_and_grad``.
 
+  No cut is made at the model output itself (see ``dfa_value_and_grad``):
+  ``dfax.after(nn.Dense)`` on an MLP cuts after the hidden Dense layers only.
+
   Returns:
     A function returning the gradients (``(grads, aux)`` with has_aux).
 
-  Example::
+  Example:
 
-    grads = dfax.dfa_grad(loss_fn)(params, x, y)   # was: jax.grad(loss_fn)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, dfax
+    >>> model = nn.Sequential([nn.Dense(8), nn.tanh, nn.Dense(3)])
+    >>> x = jnp.ones((4, 5))
+    >>> params = model.init(jax.random.key(0), x)
+    >>> loss_fn = lambda p: model.apply(p, x).sum()
+    >>> grads = dfax.dfa_grad(loss_fn)(params)   # was: jax.grad(loss_fn)
+    >>> grads["params"]["layers_0"]["kernel"].shape
+    (5, 8)
   """
   value_and_grad_fn = dfa_value_and_grad(
       fun, argnums, has_aux, holomorphic, allow_int, projector=projector,

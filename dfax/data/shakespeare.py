@@ -1,8 +1,13 @@
 """Character-level Shakespeare for small language models.
 
 The corpus is 42 works of Shakespeare (Project Gutenberg, public domain),
-~5 M characters, one gzipped text file. Tokens are characters; the vocabulary
-is the sorted set of characters of the whole text.
+~5 M characters, one gzipped text file (about 2 MB) shipped inside the package
+(``dfax/data/shakespeare_text``). Tokens are characters; the vocabulary is the
+sorted set of characters of the whole text.
+
+``load_shakespeare()`` with no path reads, in order:
+``$DFAX_DATA_DIR/shakespeare/shakespeare_works.txt.gz`` when that file exists,
+else the copy shipped with dfax.
 """
 
 from __future__ import annotations
@@ -18,6 +23,12 @@ import numpy as np
 from dfax.data.mnist import default_data_dir
 
 FILENAME = "shakespeare_works.txt.gz"
+
+EMBEDDED_DIR = pathlib.Path(__file__).resolve().parent / "shakespeare_text"
+"""The copy of the corpus shipped inside the package."""
+
+SHAKESPEARE_SHA256 = "3237e33221e73615c677bd59fd69a76da38f9a2eb51d6efb7191f32f8cb9fa4c"
+"""sha256 of the shipped file's uncompressed content (UTF-8, 5057282 characters)."""
 
 
 def _codepoints(text: str) -> np.ndarray:
@@ -105,10 +116,22 @@ class CharCorpus:
     return decode(tokens, self.vocab)
 
 
-def default_path() -> pathlib.Path | None:
-  """``$DFAX_DATA_DIR/shakespeare/shakespeare_works.txt.gz``, or None when the variable is unset."""
+def default_path() -> pathlib.Path:
+  """The corpus file ``load_shakespeare()`` reads when given no path.
+
+  Returns:
+    ``$DFAX_DATA_DIR/shakespeare/shakespeare_works.txt.gz`` when the variable
+    is set and that file exists, else the copy shipped with dfax
+    (``EMBEDDED_DIR / FILENAME``).
+
+  Example::
+
+    default_path().name  # 'shakespeare_works.txt.gz'
+  """
   folder = default_data_dir("shakespeare")
-  return None if folder is None else folder / FILENAME
+  if folder is not None and (folder / FILENAME).is_file():
+    return folder / FILENAME
+  return EMBEDDED_DIR / FILENAME
 
 
 def read_text(path: str | os.PathLike) -> str:
@@ -141,24 +164,38 @@ def load_shakespeare(path: str | os.PathLike | None = None,
 
   Args:
     path: the text file (gzipped or plain) or a folder holding
-      ``shakespeare_works.txt.gz``; ``None``: see ``default_path``.
+      ``shakespeare_works.txt.gz``; ``None``: ``default_path()``, that is
+      ``$DFAX_DATA_DIR/shakespeare/`` when it holds the file, else the copy
+      shipped with dfax.
     val_fraction: fraction of the text, taken from its end, for validation.
 
   Returns:
     A ``CharCorpus`` (84 characters in the vocabulary for the shipped file).
+
+  Raises:
+    FileNotFoundError: no corpus file at ``path`` (or, with no path, the
+      shipped copy is missing from the installation).
 
   Example::
 
     corpus = load_shakespeare()
     corpus.vocab_size, len(corpus.train_tokens)  # 84, 4551554
   """
-  resolved = pathlib.Path(path).expanduser() if path is not None else default_path()
-  if resolved is not None and resolved.is_dir():
-    resolved = resolved / FILENAME
-  if resolved is None or not resolved.is_file():
-    raise FileNotFoundError(
-        f"Shakespeare text not found at {resolved}. Expected {FILENAME}: pass path=... or set "
-        "DFAX_DATA_DIR to a folder with a shakespeare/ subfolder.")
+  if path is None:
+    resolved = default_path()
+    if not resolved.is_file():
+      raise FileNotFoundError(
+          f"the Shakespeare corpus shipped with dfax is missing ({resolved}): reinstall "
+          "dfax-flax with its package data, pass path=..., or set DFAX_DATA_DIR to a folder "
+          f"with shakespeare/{FILENAME}.")
+  else:
+    resolved = pathlib.Path(path).expanduser()
+    if resolved.is_dir():
+      resolved = resolved / FILENAME
+    if not resolved.is_file():
+      raise FileNotFoundError(
+          f"Shakespeare text not found at {resolved}. Expected {FILENAME}: pass the file or "
+          "its folder as path=..., or path=None for the copy shipped with dfax.")
   return corpus_from_text(read_text(resolved), val_fraction, name="shakespeare")
 
 

@@ -10,12 +10,15 @@
   With post-LN blocks (``TransformerConfig(norm="post")``, also theirs) this
   is the layout under which DFA trains the Shakespeare LM far beyond its
   zero-feedback control; see docs/feedback_points.md.
-* ``after_ln``: one point at the output of every LayerNorm and RMSNorm
-  (``dfax.after((nn.LayerNorm, nn.RMSNorm))``): the normalised copies of the
-  residual stream that the sublayers and the head read. With pre-LN blocks a
-  cut after the block sits on the raw residual stream, which DFA pushes along
-  its feedback without bound (the final LayerNorm hides its scale from the
-  loss). Cutting after the norms instead, each sublayer's parameters train
+* ``after_ln``: one point at the output of every normalisation layer
+  (``dfax.after(dfax.is_norm_layer)``: Flax's LayerNorm, RMSNorm, GroupNorm
+  and InstanceNorm and foreign ones such as HF's ``FlaxLlamaRMSNorm`` or
+  ``FlaxT5LayerNorm``, by class name; see ``dfax.is_norm_layer``): the
+  normalised copies of the residual stream that the sublayers and the head
+  read. With pre-LN blocks a cut after the block sits on the raw residual
+  stream, which DFA pushes along its feedback without bound (the final
+  LayerNorm hides its scale from the loss). Cutting after the norms instead,
+  each sublayer's parameters train
   from the feedback of every norm downstream of it, pulled back through those
   norms' Jacobians and the residual additions only (never through another
   sublayer), and the stream stays bounded. The layout that learns on pre-LN
@@ -49,7 +52,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from dfax.core.selection import After, FeedbackPoint, after, by_name
+from dfax.core.selection import After, FeedbackPoint, after, by_name, is_norm_layer
 
 PRESETS = ("macro", "macro_out", "micro", "sublayer", "after_ln", "after_ln_head",
            "after_block_ln", "markers")  # the functions below, by name
@@ -71,16 +74,24 @@ def macro_out(model: Any) -> After:
   return after(Block)
 
 
-def _norm_classes() -> tuple[type, ...]:
-  """The normalisation layers whose outputs ``after_ln`` and ``after_block_ln`` cut."""
-  import flax.linen as nn  # noqa: PLC0415
-  return (nn.LayerNorm, nn.RMSNorm)
-
-
 def after_ln(model: Any) -> After:
-  """Cut after every LayerNorm and RMSNorm, for pre-LN stacks."""
+  """Cut after every normalisation layer (``dfax.is_norm_layer``), for pre-LN stacks.
+
+  Args:
+    model: unused (every preset takes the model).
+
+  Returns:
+    ``dfax.after(dfax.is_norm_layer)``.
+
+  Example:
+
+    >>> from dfax.models import presets
+    >>> import dfax
+    >>> presets.after_ln(None) == dfax.after(dfax.is_norm_layer)
+    True
+  """
   del model
-  return after(_norm_classes())
+  return after(is_norm_layer)
 
 
 def after_ln_head(model: Any) -> tuple:
@@ -89,17 +100,16 @@ def after_ln_head(model: Any) -> tuple:
 
 
 def after_block_ln(model: Any) -> After:
-  """Cut after every LayerNorm and RMSNorm except ``ln_final``: DFA plus the residual path.
+  """Cut after every norm layer except ``ln_final``: DFA plus the residual path.
 
   Every sublayer's gradient is then the feedback pulled back from the norms
   downstream of it plus the exact gradient along the residual stream to the
   head, which no cut interrupts.
   """
   del model
-  norms = _norm_classes()
 
   def predicate(module, path) -> bool:
-    return isinstance(module, norms) and path[-1:] != ("ln_final",)
+    return is_norm_layer(module, path) and path[-1:] != ("ln_final",)
 
   return after(predicate)
 

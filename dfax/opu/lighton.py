@@ -40,7 +40,7 @@ from dfax.core.points import check_lead_dims
 from dfax.opu import device
 from dfax.opu.config import OPUConfig
 from dfax.opu.projector import _split_points
-from dfax.projectors.shared import slice_layout
+from dfax.projectors.shared import slice_layout, stacked_rows
 
 CALIBRATION_FRAMES = 64
 
@@ -224,9 +224,9 @@ def make_lightonml_projector(opu: Any, config: OPUConfig | None = None, *,
 
   def projector(error, points):
     points = tuple(points)
-    n_lead = {check_lead_dims(error.shape, p) for p in points}.pop()
-    _, total = slice_layout(points, n_lead, reuse=False)
-    error2d = error.reshape(-1, error.shape[-1])
+    n_leads = [check_lead_dims(error.shape, p) for p in points]
+    _, total = slice_layout(points, n_leads, reuse=False)
+    error2d, row_starts = stacked_rows(error, points)
     e_plus, e_minus, magnitude = device.ternarize(error2d, config)
     frames = jnp.concatenate([e_plus, e_minus]).astype(jnp.uint8)
     shape = jax.ShapeDtypeStruct((frames.shape[0], total), jnp.float32)
@@ -234,7 +234,7 @@ def make_lightonml_projector(opu: Any, config: OPUConfig | None = None, *,
                             vmap_method="sequential")
     batch = error2d.shape[0]
     full = ((lin[:batch] - lin[batch:]) * magnitude).astype(error.dtype)
-    return _split_points(full, error.shape, points, n_lead)
+    return _split_points(full, error.shape, points, n_leads, row_starts)
 
   projector.driver = driver
   return projector

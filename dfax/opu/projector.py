@@ -12,6 +12,9 @@ does not depend on the blocking.
 Fresh noise per training step while staying reproducible: build the projector
 inside the jitted step with ``noise_key=jax.random.fold_in(base_key, step)``
 (``dfax.train`` does this).
+
+Pooled points (an encoder's, ``PointSpec.pooled``) are sent as one more frame
+per example, the token-averaged error, in the same device pass.
 """
 
 from __future__ import annotations
@@ -25,18 +28,23 @@ from dfax.core.points import PointSpec, check_lead_dims
 from dfax.opu import device
 from dfax.opu.config import OPUConfig
 from dfax.projectors.dense import concat_tiles
-from dfax.projectors.shared import slice_layout
+from dfax.projectors.shared import slice_layout, stacked_rows
 
 
-def _split_points(full: jax.Array, error_shape, points: Sequence[PointSpec], n_lead: int):
-  offsets, _ = slice_layout(points, n_lead, reuse=False)
-  lead = tuple(error_shape[:-1])
+def _split_points(full: jax.Array, error_shape, points: Sequence[PointSpec], n_leads,
+                  row_starts: dict):
+  """Each point's columns (and, for pooled points, the pooled rows) of the camera output."""
+  offsets, _ = slice_layout(points, n_leads, reuse=False)
   out = []
-  for p, start in zip(points, offsets):
+  for p, n_lead, start in zip(points, n_leads, offsets):
     width = p.feature_size(n_lead)
-    chunk = full[:, start:start + width * p.num_copies].reshape(-1, p.num_copies, width)
-    out.append(jnp.moveaxis(chunk, 1, 0).reshape(p.stack_shape + lead
-                                                  + p.unstacked_shape[n_lead:]))
+    first, count = row_starts[p.pooled]
+    chunk = full[first:first + count, start:start + width * p.num_copies]
+    chunk = jnp.moveaxis(chunk.reshape(-1, p.num_copies, width), 1, 0)
+    own = p.unstacked_shape
+    tokens = (1,) * p.pooled  # a pooled point's own token dims: broadcast
+    chunk = chunk.reshape(p.stack_shape + own[:n_lead] + tokens + own[n_lead + p.pooled:])
+    out.append(jnp.broadcast_to(chunk, p.shape))
   return out
 
 
@@ -47,12 +55,12 @@ def _tile_keys(key: jax.Array, j):
 
 
 def _run_tiles(error: jax.Array, points, tile_fn, tile: int):
-  n_lead = {check_lead_dims(error.shape, p) for p in points}.pop()
-  _, total = slice_layout(points, n_lead, reuse=False)
-  error2d = error.reshape(-1, error.shape[-1])
+  n_leads = [check_lead_dims(error.shape, p) for p in points]
+  _, total = slice_layout(points, n_leads, reuse=False)
+  error2d, row_starts = stacked_rows(error, points)  # pooled points: per-example frames
   cols = min(tile, total)
   full = concat_tiles(lambda j: tile_fn(error2d, j, cols), total, cols)
-  return _split_points(full, error.shape, points, n_lead)
+  return _split_points(full, error.shape, points, n_leads, row_starts)
 
 
 ROW_BLOCK = 1 << 19

@@ -11,13 +11,12 @@ every stage); ``keyed_dense`` draws only the matrices it needs and equals
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from dfax.core.points import PointSpec, check_lead_dims
+from dfax.core.points import PointSpec, check_lead_dims, pool_error
 from dfax.projectors.dense import DEFAULT_TILE, resolve_scale, sample, tiled_matmul
 from dfax.projectors.keys import copy_keys, path_key
 
@@ -68,13 +67,15 @@ def keyed_dense(key: jax.Array, *, distribution: str = "gaussian", scale: float 
   def feedback(error, spec, copies):
     n_lead = check_lead_dims(error.shape, spec)
     own = spec.unstacked_shape
-    width = math.prod(own[n_lead:])
-    error2d = error.reshape(-1, error.shape[-1])
+    width = spec.feature_size(n_lead)
+    error2d = pool_error(error, spec.pooled).reshape(-1, error.shape[-1])
     keys = copy_keys(path_key(key, spec.path), spec.num_copies)[copies]
     s = resolve_scale(scale, error2d.shape[-1], width)
     rows = lambda k: tiled_matmul(error2d, k, width, distribution=distribution, scale=s,
                                   tile=tile)
     out = jax.vmap(rows)(keys)
-    return out.reshape((copies.shape[0],) + own).astype(spec.dtype)
+    tokens = (1,) * spec.pooled  # a pooled point's own token dims: broadcast
+    out = out.reshape((copies.shape[0],) + own[:n_lead] + tokens + own[n_lead + spec.pooled:])
+    return jnp.broadcast_to(out, (copies.shape[0],) + own).astype(spec.dtype)
 
   return feedback

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from dfax.core.points import PointSpec, check_lead_dims
+from dfax.core.points import PointSpec, check_lead_dims, pool_error
 
 __all__ = ["zeros", "identity"]
 
@@ -29,12 +29,19 @@ __all__ = ["zeros", "identity"]
 def zeros() -> Callable[[jax.Array, Sequence[PointSpec]], list]:
   """A projector that returns zeros of each point's shape and dtype.
 
+  The points are checked as a random projector checks them (a pooled
+  encoder point must keep the error's example dims), so a layout the control
+  accepts is one that DFA accepts too.
+
   Returns:
     ``projector(error, points) -> list of zero cotangents``.
 
-  Example::
+  Example:
 
-    grads = dfax.dfa_grad(loss_fn, projector=dfax.projectors.zeros())(params, x, y)
+    >>> import jax.numpy as jnp, dfax
+    >>> enc = dfax.PointSpec("encoder/ln/out", (2, 12, 16), jnp.float32, pooled=1)
+    >>> [c.shape for c in dfax.projectors.zeros()(jnp.ones((2, 8, 40)), [enc])]
+    [(2, 12, 16)]
   """
 
   def projector(error, points):
@@ -50,7 +57,8 @@ def identity() -> Callable[[jax.Array, Sequence[PointSpec]], list]:
 
   For points as wide as the error (a residual stream of width d_model when the
   error is taken before the LM head), this is the gradient the skip
-  connections alone would carry; it is a fixed but not a random feedback.
+  connections alone would carry; it is a fixed but not a random feedback. A
+  pooled point receives the token-averaged error on each of its own tokens.
 
   Raises:
     ValueError: for a point whose per-example width differs from the error's.
@@ -64,7 +72,10 @@ def identity() -> Callable[[jax.Array, Sequence[PointSpec]], list]:
         raise ValueError(f"dfax.projectors.identity: point {p.path!r} has width "
                          f"{p.feature_size(n_lead)}, the error {error.shape[-1]}; identity "
                          "feedback needs equal widths (use a random projector).")
-      out.append(jnp.broadcast_to(error.reshape(p.unstacked_shape), p.shape).astype(p.dtype))
+      own = p.unstacked_shape
+      e = pool_error(error, p.pooled).reshape(own[:n_lead] + (1,) * p.pooled
+                                              + own[n_lead + p.pooled:])
+      out.append(jnp.broadcast_to(e, p.shape).astype(p.dtype))
     return out
 
   return projector

@@ -16,7 +16,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from dfax.core.points import PointSpec, check_lead_dims
+from dfax.core.points import PointSpec, check_lead_dims, pool_error
 from dfax.projectors.keys import copy_keys, path_key
 
 RowProjection = Callable[[jax.Array, jax.Array, int], jax.Array]
@@ -30,8 +30,12 @@ def check_feature_ndim(feature_ndim: int | None, who: str) -> None:
 
 
 def kept_dims(spec: PointSpec, n_lead: int, feature_ndim: int | None) -> tuple[int, ...]:
-  """The point's trailing dims that get their own columns (all after the lead dims if None)."""
-  features = spec.unstacked_shape[n_lead:]
+  """The point's trailing dims that get their own columns (all after the lead dims if None).
+
+  A pooled point's own token dims (``spec.pooled`` of them, right after the
+  lead dims) never get columns: the projection is broadcast over them.
+  """
+  features = spec.unstacked_shape[n_lead + spec.pooled:]
   return features if feature_ndim is None else features[max(len(features) - feature_ndim, 0):]
 
 
@@ -51,7 +55,9 @@ def project_point(error: jax.Array, spec: PointSpec, key: jax.Array, rows: RowPr
     feature_ndim: how many trailing dims of the point get their own columns;
       the dims between the error's lead dims and these (e.g. the tokens of a
       ViT whose error is per image) receive the same projection. ``None``:
-      every dim after the lead dims.
+      every dim after the lead dims. A pooled point (``spec.pooled``) gets
+      the error averaged over its token dims (``pool_error``), projected per
+      example and broadcast over the point's own token dims.
 
   Returns:
     The cotangent, of shape ``spec.shape``.
@@ -62,6 +68,7 @@ def project_point(error: jax.Array, spec: PointSpec, key: jax.Array, rows: RowPr
     cot = project_point(error, spec, jax.random.key(0), rows, feature_ndim=1)
   """
   n_lead = check_lead_dims(error.shape, spec)
+  error = pool_error(error, spec.pooled)
   own = spec.unstacked_shape
   features = own[n_lead:]
   kept = kept_dims(spec, n_lead, feature_ndim)

@@ -38,9 +38,17 @@ _TMP_MARK = ".orbax-checkpoint-tmp"
 
 def make_manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
   """A CheckpointManager in ``workdir/checkpoints`` keeping the newest ``max_to_keep``."""
+  # A multi-host run's checkpoints are process 0's alone (dfax.train.distributed).
+  root = os.path.abspath(os.path.join(workdir, CHECKPOINTS))
+  multi = {}
+  if jax.process_count() > 1:  # orbax leaves the folder to us then
+    os.makedirs(root, exist_ok=True)
+    multi = {"multiprocessing_options": ocp.options.MultiprocessingOptions(
+        primary_host=0, active_processes={0})}
   options = ocp.CheckpointManagerOptions(
-      preservation_policy=ocp.checkpoint_managers.LatestN(max_to_keep), create=True)
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINTS)),
+      preservation_policy=ocp.checkpoint_managers.LatestN(max_to_keep), create=not multi,
+      **multi)
+  return ocp.CheckpointManager(root,
                                options=options, item_handlers=ocp.StandardCheckpointHandler())
 
 
@@ -83,6 +91,8 @@ def save(manager: ocp.CheckpointManager, state: Any, *, force: bool = False) -> 
   step = int(state.step)
   if step in manager.all_steps():
     return
+  if jax.process_count() > 1:  # replicated global arrays -> this host's copy
+    state = jax.device_get(state)
   root = str(manager.directory)
   earlier = sorted(manager.all_steps())
   try:

@@ -16,7 +16,8 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from dfax.data import DataUnavailableError
-from dfax.train.errors import EXIT_OK, EXIT_REFUSED, RunError, interrupt_exit_code
+from dfax.train import distributed
+from dfax.train.errors import EXIT_OK, EXIT_REFUSED, ConfigError, RunError, interrupt_exit_code
 from dfax.train.trainer import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
@@ -28,6 +29,17 @@ _ALLOW = flags.DEFINE_list(
 _SKIP = flags.DEFINE_list(
     "skip_batches", [], "Comma-separated steps whose batches get no update (those a "
     "non-finite-loss error names); recorded in changes.jsonl.")
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "Start jax.distributed first: one process per host (GPU node, SLURM "
+    "task, TPU VM worker), the batch sharded over every device of every process; process 0 "
+    "writes the workdir. The cluster's environment gives the coordinator unless the three "
+    "flags below are set.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "With --multihost: host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "With --multihost: how many processes the run has.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "With --multihost: this process's index, from 0.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -81,6 +93,15 @@ def main(argv) -> None:
     _fail(f"dfax.train: unexpected arguments {argv[1:]}; all options are --flags.",
           EXIT_REFUSED)
   quiet_logging()
+  manual = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if any(v is not None for v in manual) and not _MULTIHOST.value:
+    _fail("dfax.train: --coordinator_address, --num_processes and --process_id need "
+          "--multihost.", EXIT_REFUSED)
+  if _MULTIHOST.value:
+    try:
+      distributed.initialize(*manual)
+    except ConfigError as e:
+      _fail(str(e), EXIT_REFUSED)
   config = _load_config()
   try:
     skips = [int(s) for s in _SKIP.value]
@@ -94,6 +115,9 @@ def main(argv) -> None:
     _fail(str(e), e.exit_code)
   except DataUnavailableError as e:
     _fail(str(e), EXIT_REFUSED)
+  if not distributed.is_primary():  # process 0 speaks for the run
+    sys.exit(interrupt_exit_code(results["signal"]) if results["status"] == "interrupted"
+             else EXIT_OK)
   if results["status"] == "interrupted" and results.get("started") is False:
     _fail("dfax.train: interrupted during start-up; nothing was written.",
           interrupt_exit_code(results["signal"]))

@@ -56,8 +56,9 @@ def default_config() -> ml_collections.ConfigDict:
                                      "feature_ndim": 0,  # >0: share B over the other dims
                                      "reuse": False,  # shared: equal-width points, one signal
                                      "opu": dataclasses.asdict(OPUConfig())})
-  # data x model mesh; or data x stage (pipeline, microbatches per data shard)
-  c.mesh = ml_collections.ConfigDict({"data": 1, "model": 1, "stage": 1, "microbatches": 1})
+  # data x model mesh; or data x stage (pipeline, microbatches per data shard).
+  # data=0: as many data shards as the devices allow (dfax/train/devices.py).
+  c.mesh = ml_collections.ConfigDict({"data": 0, "model": 1, "stage": 1, "microbatches": 1})
   c.log_every = 50
   c.eval_every = 500
   c.eval_batch_size = 1000

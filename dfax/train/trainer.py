@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from dfax import parallel
 from dfax.models import lm_forward
-from dfax.train import (alignment, checkpoint, lock, methods, metrics, optim, pipelined, plots,
-                        registry, resume, tensorboard, validate)
+from dfax.train import (alignment, checkpoint, distributed, lock, methods, metrics, optim,
+                        pipelined, plots, registry, resume, tensorboard, validate)
 from dfax.train.errors import ConfigError, NonFiniteLossError, RunError, WriteFailedError
 
 
@@ -112,26 +112,34 @@ def _make_steps(config, model, opt):
   return loss_fn, train_step, eval_step, alignment_step
 
 
-def evaluate(eval_step, params, x, y, batch_size: int) -> dict[str, float]:
+def evaluate(eval_step, params, x, y, batch_size: int,
+             place: Callable[[Any], Any] = lambda a: a) -> dict[str, float]:
   total_ce, correct = 0.0, 0
   for start in range(0, len(x), batch_size):
-    ce, ok = eval_step(params, x[start:start + batch_size], y[start:start + batch_size])
+    ce, ok = eval_step(params, place(x[start:start + batch_size]),
+                       place(y[start:start + batch_size]))
     total_ce, correct = total_ce + float(ce), correct + int(ok)
   count = y.size
   return {"eval_loss": total_ce / count, "eval_accuracy": correct / count}
 
 
 def _placers(config):
-  """(place_state, place_batch) for the config's mesh; identity on 1 device."""
+  """(place_state, place_batch, place_eval) for the config's mesh; identity on 1 device."""
   if pipelined.is_pipelined(config):
-    return pipelined.placers(config)
+    return (*pipelined.placers(config), lambda x: x)
   data, model = config.mesh.data, config.mesh.model
   if data * model <= 1:
-    return (lambda s: s), (lambda x: x)
+    return (lambda s: s), (lambda x: x), (lambda x: x)
   mesh = parallel.make_mesh(data, model)
   batch = parallel.batch_sharding(mesh)
+  if distributed.is_multiprocess():  # every process holds the whole batch; each puts its part
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    place_state = lambda s: jax.tree.map(distributed.global_array, s,
+                                         parallel.shard_params(s, mesh))
+    return (place_state, lambda x: distributed.global_array(x, batch),
+            lambda x: distributed.global_array(x, replicated))
   place_state = lambda s: jax.device_put(s, parallel.shard_params(s, mesh))
-  return place_state, lambda x: jax.device_put(x, batch)
+  return place_state, lambda x: jax.device_put(x, batch), lambda x: x
 
 
 def describe_bad_batch(x: np.ndarray, y: np.ndarray, num_classes: int) -> str:
@@ -166,7 +174,7 @@ class _Run:
 
 def _build(config, skip_batches: Iterable[int]) -> _Run:
   """Checks the config, builds model, data, optimizer and the traced step; writes nothing."""
-  validate.check_config(config)
+  validate.check_config(config)  # also sets mesh.data=0 to the devices in use
   model, task = registry.build(config)
   total_steps = config.num_steps or config.num_epochs * task.steps_per_epoch
   validate.check_task(config, task, total_steps)
@@ -227,14 +235,90 @@ def train_and_evaluate(config, workdir: str, *, allow_changes: Iterable[str] = (
     if interrupt.signum:
       return {"status": "interrupted", "signal": interrupt.signum, "steps": 0,
               "started": False}
+    if distributed.is_multiprocess() and not distributed.is_primary():
+      return _follow(run, workdir, interrupt)
     os.makedirs(workdir, exist_ok=True)
     with lock.WorkdirLock(workdir) as owner:
       if owner.note:
         logging.warning("dfax.train: %s", owner.note)
-      return _resume_and_train(run, workdir, allow_changes, skips, interrupt)
+      announce = _Announce(run)
+      try:
+        return _resume_and_train(run, workdir, allow_changes, skips, interrupt, announce)
+      finally:
+        announce.refused()  # a start refused by process 0 stops the others too
 
 
-def _resume_and_train(run: _Run, workdir, allow_changes, skips, interrupt) -> dict[str, Any]:
+class _Announce:
+  """Process 0 tells the other processes of a multi-host run how the run starts.
+
+  One broadcast of (code, start step) and, when training starts, one of the
+  state and the skipped steps; every process makes the same calls.
+  """
+
+  STARTS, COMPLETE, REFUSED = 0, 1, 2
+
+  def __init__(self, run: _Run):
+    self.run, self.done = run, not distributed.is_multiprocess()
+
+  def _send(self, code: int, start: int) -> None:
+    self.done = True
+    distributed.share_from_primary(np.array([code, start], np.int64))
+
+  def complete(self) -> None:
+    if not self.done:
+      self._send(self.COMPLETE, -1)
+
+  def refused(self) -> None:
+    if not self.done:
+      self._send(self.REFUSED, -1)
+
+  def starts(self, state, start: int, skips: set[int]) -> None:
+    if not self.done:
+      self._send(self.STARTS, start)
+      distributed.share_from_primary((state, _skip_mask(skips, self.run.total_steps)))
+
+
+def _skip_mask(skips: Iterable[int], total_steps: int) -> np.ndarray:
+  mask = np.zeros(total_steps, np.bool_)
+  mask[[s for s in skips if 0 <= s < total_steps]] = True
+  return mask
+
+
+class _NoLog:
+  """A follower's metrics: process 0 writes them."""
+
+  def write(self, row: dict[str, Any]) -> None:
+    del row
+
+
+class _NoCheckpoints:
+  """A follower's checkpoints: process 0 saves them."""
+
+  def save(self, state: Any, *, force: bool = False) -> None:
+    del state, force
+
+  def rewind(self, keep: Any | None, bad_step: int, reason: str) -> list[int]:
+    del keep, bad_step, reason
+    return []
+
+
+def _follow(run: _Run, workdir: str, interrupt) -> dict[str, Any]:
+  """A process other than 0 of a multi-host run: trains as told, writes nothing."""
+  code, start = (int(v) for v in distributed.share_from_primary(np.zeros(2, np.int64)))
+  if code == _Announce.REFUSED:
+    raise ConfigError("dfax.train: process 0 refused or stopped this start; its message "
+                      "says why.")
+  if code == _Announce.COMPLETE:
+    return {"status": "completed", "already_completed": True, "method": run.config.method,
+            "name": run.config.name, "process": jax.process_index()}
+  state, mask = distributed.share_from_primary(
+      (run.state, np.zeros(run.total_steps, np.bool_)))
+  skips = {int(s) for s in np.flatnonzero(mask)}
+  return _loop(run, workdir, state, start, _NoLog(), _NoCheckpoints(), skips, interrupt)
+
+
+def _resume_and_train(run: _Run, workdir, allow_changes, skips, interrupt,
+                      announce: _Announce) -> dict[str, Any]:
   config = run.config
   new_config = json.loads(config.to_json_best_effort())
   saved_config = metrics.read_json(os.path.join(workdir, "config.json"))
@@ -250,6 +334,7 @@ def _resume_and_train(run: _Run, workdir, allow_changes, skips, interrupt) -> di
         and old_results.get("steps") == run.total_steps):
       logging.warning("dfax.train: %s already holds this completed run; nothing changed.",
                       workdir)
+      announce.complete()
       return {**old_results, "already_completed": True}
   for line in report.lines():
     logging.warning("%s", line)
@@ -271,6 +356,7 @@ def _resume_and_train(run: _Run, workdir, allow_changes, skips, interrupt) -> di
   ckpts = checkpoint.Checkpoints(workdir, config.max_to_keep)
   events = tensorboard.EventWriter(workdir, purge_step=start) if config.tensorboard else None
   log = _Log(writer, events, ckpts)
+  announce.starts(state, start, skips)
   try:
     return _loop(run, workdir, state, start, log, ckpts, skips, interrupt)
   finally:
@@ -302,7 +388,7 @@ def _loop(run: _Run, workdir, state, start, log, ckpts, skips, interrupt):
   config, task, total_steps = run.config, run.task, run.total_steps
   loss_fn, train_step, eval_step, alignment_step = run.steps
   method = methods.METHODS[config.method]
-  place_state, place = _placers(config)
+  place_state, place, place_eval = _placers(config)
   state = place_state(state)
   batches = task.train_batches(start)
   cost = {}
@@ -314,7 +400,7 @@ def _loop(run: _Run, workdir, state, start, log, ckpts, skips, interrupt):
   t0 = time.perf_counter()
   write = log.write
   with tqdm(total=total_steps, initial=start, desc=f"{config.method} {config.name}",
-            disable=not config.progress_bar) as bar:
+            disable=not config.progress_bar or not distributed.is_primary()) as bar:
     prev = None  # the state before the last step: kept if the next one diverges
     while int(state.step) < total_steps and not interrupt.signum:
       step = int(state.step)
@@ -336,7 +422,7 @@ def _loop(run: _Run, workdir, state, start, log, ckpts, skips, interrupt):
           bar.set_postfix(loss=f"{loss:.4f}")
         if step % config.eval_every == 0 or step == total_steps:
           ev = evaluate(eval_step, state.params, task.x_eval, task.y_eval,
-                        config.eval_batch_size)
+                        config.eval_batch_size, place_eval)
           write({"step": step, **ev})
         if method.logs_alignment and config.alignment_every and \
             step % config.alignment_every == 0:
@@ -348,21 +434,25 @@ def _loop(run: _Run, workdir, state, start, log, ckpts, skips, interrupt):
   ckpts.save(state, force=True)
   done = int(state.step) >= total_steps
   wall = time.perf_counter() - t0
-  final = evaluate(eval_step, state.params, task.x_eval, task.y_eval, config.eval_batch_size)
+  final = evaluate(eval_step, state.params, task.x_eval, task.y_eval, config.eval_batch_size,
+                   place_eval)
   results = {"status": "completed" if done else "interrupted", "method": config.method,
              "name": config.name, "steps": int(state.step), "total_steps": total_steps,
              "wall_time_s": wall, "test_accuracy": final["eval_accuracy"],
              "test_loss": final["eval_loss"], "resumed_from": start,
-             "backend": jax.default_backend(), "num_classes": task.num_classes}
+             "backend": jax.default_backend(), "num_classes": task.num_classes,
+             "devices": config.mesh.data * config.mesh.model * config.mesh.stage}
   if not done:
     results["signal"] = interrupt.signum
   if skips:
     results["skipped_batches"] = sorted(skips)
-  changes = resume.read_changes(workdir)
+  changes = resume.read_changes(workdir) if distributed.is_primary() else []
   if any(row.get("changes") for row in changes):
     results["config_changes"] = [row for row in changes if row.get("changes")]
   if cost:
     results["opu_cost_per_step"] = cost
+  if not distributed.is_primary():
+    return results
   metrics.write_json(os.path.join(workdir, "results.json"), results)
   if done:
     rows = metrics.read_metrics(log.writer.path)

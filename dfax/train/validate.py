@@ -3,6 +3,8 @@
 Two stages: :func:`check_config` needs only the config (names, signs, ranges,
 the model's fields), :func:`check_task` also the loaded data (limits within
 the dataset, a shift smaller than the image, a batch that fits the examples).
+``check_config`` also sets ``mesh.data=0`` (every device) to the number of data
+shards in use (:mod:`dfax.train.devices`).
 
 Example::
 
@@ -17,7 +19,7 @@ from typing import Any
 
 import jax
 
-from dfax.train import config_schema, methods, pipelined, registry
+from dfax.train import config_schema, devices, methods, pipelined, registry
 from dfax.train.errors import ConfigError
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
@@ -146,8 +148,9 @@ def check_config(config) -> None:
               "dfa.feature_ndim"):
     if _has(config, key):
       _int_at_least(config, key, 0, {"num_steps": 1000, "dataset.augment_shift": 2}.get(key, 0))
+  _int_at_least(config, "mesh.data", 0, 0)  # 0: every device (dfax/train/devices.py)
   for key in ("batch_size", "eval_batch_size", "log_every", "eval_every", "checkpoint_every",
-              "max_to_keep", "mesh.data", "mesh.model"):
+              "max_to_keep", "mesh.model"):
     _int_at_least(config, key, 1, {"max_to_keep": 3}.get(key, 1 if "mesh" in key else 100))
   if config.num_steps == 0:
     _int_at_least(config, "num_epochs", 1, 10)
@@ -157,11 +160,21 @@ def check_config(config) -> None:
   m = config.momentum
   if not isinstance(m, (int, float)) or not 0 <= m < 1:
     _fail("momentum", m, "must be in [0, 1)", 0.9)
+  if config.mesh.data == devices.AUTO and all(
+      isinstance(config.mesh[k], int) and config.mesh[k] >= 1 for k in ("model", "stage",
+                                                                         "microbatches")):
+    devices.resolve_data_shards(config)
   pipelined.check_pipeline(config)
-  devices = config.mesh.data * config.mesh.model
-  if devices > jax.device_count():
-    _fail("mesh.data", config.mesh.data, f"x mesh.model={config.mesh.model} needs {devices} "
-          f"devices, this process has {jax.device_count()}", 1)
+  if jax.process_count() > 1 and (config.mesh.model, config.mesh.stage) != (1, 1):
+    _fail("mesh.model", config.mesh.model, "must be 1 in a multi-host run, which shards the "
+          "batch only (and mesh.stage=1)", 1)
+  used = config.mesh.data * config.mesh.model
+  if jax.process_count() > 1 and used != jax.device_count():
+    _fail("mesh.data", config.mesh.data, f"must use all {jax.device_count()} devices of a "
+          "multi-host run", 0)
+  if used > jax.device_count():
+    _fail("mesh.data", config.mesh.data, f"x mesh.model={config.mesh.model} needs {used} "
+          f"devices, this process has {jax.device_count()}", 0)
 
 
 def check_task(config, task: registry.TaskData, total_steps: int) -> None:

@@ -1,4 +1,10 @@
-"""Character-level Shakespeare."""
+"""Character-level Shakespeare: the shipped corpus, where it is read from, batches."""
+
+import fnmatch
+import gzip
+import hashlib
+import pathlib
+import tomllib
 
 import numpy as np
 import pytest
@@ -11,6 +17,11 @@ from dfax.data import (
   load_shakespeare,
   sample_lm_batches,
 )
+from dfax.data import shakespeare
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SHARED_COPY = REPO.parent / "shared" / "data" / "shakespeare" / shakespeare.FILENAME
+NUM_CHARS = 5057282
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +49,56 @@ def test_encode_unknown_character():
   assert encode("hole", "ehlo").tolist() == [1, 3, 2, 0]
 
 
-def test_directory_path(shared_data, shakespeare_file, monkeypatch):
-  monkeypatch.setenv("DFAX_DATA_DIR", str(shared_data))
-  default = load_shakespeare(val_fraction=0.0)  # $DFAX_DATA_DIR/shakespeare/<file>
-  assert len(default.val_tokens) == 0 and len(default.train_tokens) == 5057282
-  folder = load_shakespeare(shared_data / "shakespeare", val_fraction=0.5)
-  assert len(folder.val_tokens) == 5057282 // 2
+def test_shipped_copy_without_data_dir(monkeypatch):
+  monkeypatch.delenv("DFAX_DATA_DIR", raising=False)
+  assert shakespeare.default_path() == shakespeare.EMBEDDED_DIR / shakespeare.FILENAME
+  corpus = load_shakespeare(val_fraction=0.0)
+  assert len(corpus.val_tokens) == 0 and len(corpus.train_tokens) == NUM_CHARS
+  text = corpus.decode(corpus.train_tokens)
+  assert hashlib.sha256(text.encode("utf-8")).hexdigest() == shakespeare.SHAKESPEARE_SHA256
+  assert text.count("\nby William Shakespeare\n") == 42
 
 
+@pytest.mark.skipif(not SHARED_COPY.is_file(), reason=f"no reference copy at {SHARED_COPY}")
+def test_shipped_copy_equals_the_shared_one():
+  shipped = shakespeare.EMBEDDED_DIR / shakespeare.FILENAME
+  digests = []
+  for path in (shipped, SHARED_COPY):
+    with gzip.open(path, "rb") as f:
+      digests.append(hashlib.sha256(f.read()).hexdigest())
+  assert digests[0] == digests[1] == shakespeare.SHAKESPEARE_SHA256
+
+
+def test_shipped_files_are_package_data():
+  patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+      "package-data"]["dfax.data"]
+  shipped = sorted(shakespeare.EMBEDDED_DIR.iterdir())
+  assert {p.name for p in shipped} >= {shakespeare.FILENAME, "README.md", "SOURCES.txt"}
+  for path in shipped:
+    relative = f"{shakespeare.EMBEDDED_DIR.name}/{path.name}"
+    assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
+
+
+def test_data_dir_takes_precedence(tmp_path, monkeypatch):
+  folder = tmp_path / "shakespeare"
+  folder.mkdir()
+  with gzip.open(folder / shakespeare.FILENAME, "wb") as f:
+    f.write(b"abcabcabca")
+  monkeypatch.setenv("DFAX_DATA_DIR", str(tmp_path))
+  assert shakespeare.default_path() == folder / shakespeare.FILENAME
+  local = load_shakespeare(val_fraction=0.2)
+  assert local.vocab == "abc" and len(local.train_tokens) == 8
+  monkeypatch.setenv("DFAX_DATA_DIR", str(tmp_path / "elsewhere"))  # no shakespeare/ there
+  assert shakespeare.default_path() == shakespeare.EMBEDDED_DIR / shakespeare.FILENAME
+
+
+def test_explicit_paths(shakespeare_file, tmp_path):
+  folder = load_shakespeare(shakespeare_file.parent, val_fraction=0.5)  # a folder
+  assert len(folder.val_tokens) == NUM_CHARS // 2
+  plain = tmp_path / "tiny.txt"  # a plain (not gzipped) file
+  plain.write_text("To be, or not to be", encoding="utf-8")
+  tiny = load_shakespeare(plain, val_fraction=0.0)
+  assert tiny.decode(tiny.train_tokens) == "To be, or not to be"
 def test_split():
   small = corpus_from_text("abcabcabca", val_fraction=0.2)
   assert small.vocab == "abc" and len(small.train_tokens) == 8 and len(small.val_tokens) == 2

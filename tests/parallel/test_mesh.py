@@ -11,6 +11,9 @@ import dfax
 from dfax import parallel
 
 
+
+pytestmark = pytest.mark.usefixtures("host_platform")  # 8 devices of jax.devices()
+
 class MLP(nn.Module):
   @nn.compact
   def __call__(self, x):
@@ -20,8 +23,6 @@ class MLP(nn.Module):
 
 
 def _problem():
-  if jax.device_count() < 8:
-    pytest.fail("needs 8 host devices (tests/conftest.py sets XLA_FLAGS)")
   model = MLP()
   x = jax.random.normal(jax.random.key(0), (32, 16))
   y = jax.random.randint(jax.random.key(1), (32,), 0, 8)

@@ -274,16 +274,14 @@ class ShardedMLP(nnx.Module):
     return {"logits": self.out(h), "hidden": h}  # a pytree output: error at "logits"
 
 
-def test_sharded_nnx_model_under_nnx_jit_equals_unsharded():
+def test_sharded_nnx_model_under_nnx_jit_equals_unsharded(cpu_devices):
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-  if jax.device_count() < 8:
-    pytest.fail("needs XLA_FLAGS=--xla_force_host_platform_device_count=8 (tests/conftest.py)")
   x = jax.random.normal(jax.random.key(6), (16, 8))
   loss = lambda m, x: jnp.mean(m(x)["logits"] ** 2)
   grad_fn = dfax.nnx.dfa_grad(loss, output="logits")
   reference = grad_fn(ShardedMLP(nnx.Rngs(0), sharded=False), x)
-  mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("data", "model"))
+  mesh = Mesh(np.array(cpu_devices).reshape(2, 4), ("data", "model"))
   with jax.set_mesh(mesh):
     model = ShardedMLP(nnx.Rngs(0))
     state = nnx.state(model)

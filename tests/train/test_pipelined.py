@@ -30,9 +30,8 @@ def _run(tmp_path, name, **overrides):
   return results, losses
 
 
-def test_pipelined_dfa_run_over_data_and_stages_equals_the_one_device_run(tmp_path):
-  if jax.device_count() < 8:
-    pytest.fail("needs XLA_FLAGS=--xla_force_host_platform_device_count=8 (tests/conftest.py)")
+def test_pipelined_dfa_run_over_data_and_stages_equals_the_one_device_run(tmp_path,
+                                                                          host_platform):
   piped, piped_losses = _run(tmp_path, "pipe", **{"mesh.data": 2})
   single, single_losses = _run(tmp_path, "one", **{"mesh.stage": 1, "mesh.microbatches": 1})
   assert len(piped_losses) == 4

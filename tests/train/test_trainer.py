@@ -97,9 +97,10 @@ def test_cli_end_to_end(tmp_path):
 
 
 def test_training_on_a_data_x_model_mesh_equals_one_device(tmp_path):
-  one = train_and_evaluate(_config(num_steps=10), str(tmp_path / "one"))
+  one = train_and_evaluate(_config(num_steps=10, **{"mesh.data": 1}), str(tmp_path / "one"))
   eight = train_and_evaluate(_config(num_steps=10, **{"mesh.data": 4, "mesh.model": 2}),
                              str(tmp_path / "eight"))
+  assert (one["devices"], eight["devices"]) == (1, 8)
   assert abs(one["test_loss"] - eight["test_loss"]) < 1e-4
   _, p1 = _latest_params(tmp_path / "one")
   _, p8 = _latest_params(tmp_path / "eight")
