@@ -1,14 +1,26 @@
 """dfax: Direct Feedback Alignment for any Flax model.
 
-Switch ``jax.grad`` to ``dfax.dfa_grad``::
+Switch ``jax.grad`` to ``dfax.dfa_grad``.
 
-  grads = dfax.dfa_grad(loss_fn)(params, x, y)
+Examples:
+  >>> import jax, jax.numpy as jnp, flax.linen as nn, dfax
+  >>> model = nn.Sequential([nn.Dense(8), nn.tanh, nn.Dense(3)])
+  >>> x = jnp.ones((4, 5))
+  >>> params = model.init(jax.random.key(0), x)
+  >>> loss_fn = lambda p: model.apply(p, x).sum()
+  >>> grads = dfax.dfa_grad(loss_fn)(params)    # was: jax.grad(loss_fn)(params)
+  >>> jax.tree.structure(grads) == jax.tree.structure(params)
+  True
 """
 
 import importlib
 import importlib.metadata
 
-from dfax import projectors
+from dfax import _startup  # no JAX: `python -m dfax.train` handles Ctrl-C from here on
+
+_startup.install_if_cli()  # before JAX is imported (docs/reliability.md, "Signals")
+
+from dfax import projectors  # noqa: E402
 from dfax.core import (DEFAULT_FEEDBACK, FeedbackPoint, PointSpec, after, by_name, dfa_grad,
                        dfa_value_and_grad, encoder_decoder, is_norm_layer, pooled)
 

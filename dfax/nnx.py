@@ -42,11 +42,19 @@ _ATTR = "_dfax_candidate_"
 class FeedbackPoint(nnx.Module):
   """Identity marker for NNX models: under DFA, a cut goes here.
 
-  Example::
-
-    self.fb = dfax.nnx.FeedbackPoint()
-    ...
-    x = self.fb(x)
+  Examples:
+    >>> import jax.numpy as jnp, dfax.nnx
+    >>> class Net(nnx.Module):
+    ...   def __init__(self, rngs):
+    ...     self.fc1, self.fc2 = nnx.Linear(4, 8, rngs=rngs), nnx.Linear(8, 2, rngs=rngs)
+    ...     self.fb = dfax.nnx.FeedbackPoint()
+    ...   def __call__(self, x):
+    ...     return self.fc2(self.fb(nnx.tanh(self.fc1(x))))
+    >>> loss_fn = lambda m, x: m(x).sum()
+    >>> grads = dfax.nnx.dfa_grad(loss_fn, feedback=dfax.nnx.FeedbackPoint)(
+    ...     Net(nnx.Rngs(0)), jnp.ones((3, 4)))
+    >>> grads["fc1"]["kernel"][...].shape
+    (4, 8)
   """
 
   def __call__(self, x):
@@ -213,8 +221,7 @@ def dfa_value_and_grad(fun: Callable[..., Any], argnums: int | Sequence[int] = 0
   Returns:
     ``fn(*args) -> (value, grads)``, as ``nnx.value_and_grad`` returns them.
 
-  Example:
-
+  Examples:
     >>> import jax.numpy as jnp, optax
     >>> from flax import nnx
     >>> import dfax.nnx
@@ -265,9 +272,14 @@ def dfa_grad(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux:
              feedback: Selector = None, output: OutputSelector = None) -> Callable[..., Any]:
   """``nnx.grad`` with DFA. See ``dfa_value_and_grad``.
 
-  Example::
-
-    grads = dfax.nnx.dfa_grad(loss_fn)(model, x, y)   # was: nnx.grad(loss_fn)
+  Examples:
+    >>> import jax.numpy as jnp, dfax.nnx
+    >>> model = nnx.Sequential(nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.tanh,
+    ...                        nnx.Linear(8, 2, rngs=nnx.Rngs(1)))
+    >>> loss_fn = lambda m, x: m(x).sum()
+    >>> grads = dfax.nnx.dfa_grad(loss_fn)(model, jnp.ones((3, 4)))  # was: nnx.grad(loss_fn)
+    >>> grads["layers"][0]["kernel"][...].shape
+    (4, 8)
   """
   value_and_grad_fn = dfa_value_and_grad(fun, argnums, has_aux, holomorphic,
                                          projector=projector, feedback=feedback,

@@ -66,8 +66,7 @@ def true_cotangents(make_grad_fn: Callable[[Projector], Callable], *args,
     NotImplementedError: for points inside ``nn.remat``/``jax.checkpoint``
       or inside an NNX transform (see the module docstring).
 
-  Example:
-
+  Examples:
     >>> import jax, jax.numpy as jnp, flax.linen as nn, dfax
     >>> model = nn.Sequential([nn.Dense(4), nn.tanh, nn.Dense(2)])
     >>> x = jnp.ones((3, 5))
@@ -115,8 +114,7 @@ def oracle_projector(make_grad_fn: Callable[[Projector], Callable], *args,
   Raises:
     NotImplementedError: where ``true_cotangents`` does.
 
-  Example:
-
+  Examples:
     >>> import jax, jax.numpy as jnp, flax.linen as nn, dfax
     >>> model = nn.Sequential([nn.Dense(4), nn.tanh, nn.Dense(4), nn.tanh, nn.Dense(2)])
     >>> x = jnp.ones((3, 5))

@@ -20,8 +20,7 @@ def check_argnums(argnums: Any) -> tuple[int, ...]:
   Returns:
     The argnums as a tuple.
 
-  Example:
-
+  Examples:
     >>> check_argnums((0, 2))
     (0, 2)
   """

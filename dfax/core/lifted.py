@@ -4,7 +4,11 @@ Flax runs method interceptors inside a lifted body (on the clone it binds to
 fresh scopes) but not on the outer call of a lifted class
 (``ScanBlock.__call__``). dfax needs that outer call: values recorded inside
 a scan body leave the body as extra (stacked) outputs and must be stripped
-again outside, before the caller sees them.
+again outside, before the caller sees them. This holds for every lifted class
+Flax makes: ``nn.scan``, ``nn.vmap``, ``nn.remat`` and the others of
+``module_class_lift_transform``, and ``nn.jit`` and ``nn.fold_rngs`` of its
+cached twin. ``nn.jit``'s body runs inline during a dfax trace, so that a body
+JAX traced earlier (without dfax) is not taken from its cache, points lost.
 
 No public Flax API exposes that call, so this module is the one place that
 relies on Flax internals (``flax.linen.transforms``), and only while a dfax
@@ -198,10 +202,14 @@ def routed(recorder) -> Iterator[None]:
   Args:
     recorder: the ``Recorder`` of the trace.
 
-  Example::
+  Examples:
+    How ``dfa_value_and_grad`` traces the loss (internal; ``recorder`` is the
+    trace's ``Recorder``):
 
+    ```python
     with lifted.routed(recorder), nn.intercept_methods(recorder):
       loss = loss_fn(params, batch)
+    ```
   """
   with _lock:
     if _installed["depth"] == 0:

@@ -56,8 +56,7 @@ def select_output(out: Any, output: OutputSelector, owner: str) -> tuple[int, li
   Raises:
     TypeError / KeyError: when no floating leaf can be chosen, naming the fix.
 
-  Example:
-
+  Examples:
     >>> import jax.numpy as jnp
     >>> i, leaves, _ = select_output({"logits": jnp.ones(2), "ids": jnp.zeros(2, int)},
     ...                              None, "Net")

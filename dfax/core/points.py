@@ -33,8 +33,7 @@ class PointSpec:
       broadcast over the point's own ``k`` token dims (those right after the
       example dims). See ``pool_error``.
 
-  Example::
-
+  Examples:
     >>> spec = PointSpec("Dense_1/in", (4, 8, 32), "float32", stack_ndim=1)
     >>> spec.stack_shape, spec.num_copies
     ((4,), 4)
@@ -85,8 +84,7 @@ def pool_error(error, pooled: int):
   Returns:
     ``error`` with its token dims ``lead[-pooled:]`` averaged away.
 
-  Example:
-
+  Examples:
     >>> import jax.numpy as jnp
     >>> pool_error(jnp.ones((2, 8, 40)), 1).shape
     (2, 40)

@@ -23,14 +23,20 @@ class FeedbackPoint(nn.Module):
   passing through it becomes a feedback point whenever the ``feedback=``
   selection includes markers (the default does).
 
-  Example::
-
-    class Net(nn.Module):
-      @nn.compact
-      def __call__(self, x):
-        x = nn.tanh(nn.Dense(64)(x))
-        x = dfax.FeedbackPoint(name="fb")(x)
-        return nn.Dense(10)(x)
+  Examples:
+    >>> import jax, jax.numpy as jnp, dfax
+    >>> class Net(nn.Module):
+    ...   @nn.compact
+    ...   def __call__(self, x):
+    ...     x = nn.tanh(nn.Dense(64)(x))
+    ...     x = dfax.FeedbackPoint(name="fb")(x)
+    ...     return nn.Dense(10)(x)
+    >>> x = jnp.ones((2, 5))
+    >>> params = Net().init(jax.random.key(0), x)
+    >>> loss_fn = lambda p: Net().apply(p, x).sum()
+    >>> grads = dfax.dfa_grad(loss_fn, feedback=dfax.FeedbackPoint)(params)  # the marker only
+    >>> grads["params"]["Dense_0"]["kernel"].shape
+    (5, 64)
   """
 
   @nn.compact
@@ -69,8 +75,7 @@ def after(selector: Any) -> After:
   Returns:
     A selection to pass as ``feedback=`` (alone or inside a tuple).
 
-  Example:
-
+  Examples:
     >>> import flax.linen as nn, dfax
     >>> sel = dfax.after(nn.Dense)
     >>> sel.selector is nn.Dense
@@ -120,8 +125,7 @@ def pooled(selector: Any, *, token_ndim: int = 1) -> Pooled:
   Returns:
     A selection to pass as ``feedback=`` (alone or inside a tuple).
 
-  Example:
-
+  Examples:
     >>> import flax.linen as nn, dfax
     >>> sel = dfax.pooled(dfax.after(dfax.is_norm_layer))
     >>> sel.token_ndim
@@ -143,8 +147,7 @@ def in_module_named(name: str) -> Predicate:
   Returns:
     ``(module, path) -> bool``.
 
-  Example:
-
+  Examples:
     >>> inside = in_module_named("encoder")
     >>> inside(None, ("model", "encoder", "layers", "0")), inside(None, ("decoder", "block"))
     (True, False)
@@ -181,10 +184,10 @@ def encoder_decoder(selector: Any, *, encoder: str | Predicate = "encoder") -> t
       of its path components equals it), or a predicate ``(module, path) -> bool``.
 
   Returns:
-    A selection to pass as ``feedback=``; each of its two parts must make a point.
+    A selection to pass as ``feedback=``: two parts, the encoder's (pooled)
+    and the rest (paired). On a model without an encoder nothing is pooled.
 
-  Example:
-
+  Examples:
     >>> import dfax
     >>> feedback = dfax.encoder_decoder(dfax.after(dfax.is_norm_layer))
     >>> [part.token_ndim for part in feedback]
@@ -292,8 +295,7 @@ def make_selection(feedback: Selector, *, default: tuple[type, ...] = DEFAULT_FE
   Returns:
     The ``Selection``.
 
-  Example:
-
+  Examples:
     >>> import flax.linen as nn
     >>> sel = make_selection((nn.Dense, after(nn.Conv)))
     >>> [(e.side, e.label) for e in sel.entries]
@@ -355,8 +357,7 @@ def by_name(*patterns: str) -> Predicate:
   Returns:
     A predicate ``(module, path) -> bool`` for ``feedback=``.
 
-  Example:
-
+  Examples:
     >>> pick = by_name("block_*")
     >>> pick(None, ("block_0",)), pick(None, ("block_0", "mlp"))
     (True, False)
@@ -407,8 +408,7 @@ def is_norm_layer(module: Any, path: tuple[str, ...] = ()) -> bool:
   Returns:
     True for a normalisation layer under the rule above.
 
-  Example:
-
+  Examples:
     >>> import flax.linen as nn, dfax
     >>> dfax.is_norm_layer(nn.RMSNorm()), dfax.is_norm_layer(nn.BatchNorm())
     (True, False)

@@ -130,8 +130,7 @@ def dfa_value_and_grad(
     A function with the signature of ``fun`` returning ``(value, grads)``,
     with ``value`` and ``grads`` structured exactly as by jax.value_and_grad.
 
-  Example:
-
+  Examples:
     >>> import jax, jax.numpy as jnp, flax.linen as nn, dfax
     >>> model = nn.Sequential([nn.Dense(8), nn.tanh, nn.Dense(3)])
     >>> x = jnp.ones((4, 5))
@@ -185,7 +184,7 @@ def dfa_grad(
 ) -> Callable[..., Any]:
   """Like ``jax.grad``, with DFA gradients for hidden segments.
 
-  Args: as ``dfa_value_and_grad``.
+  Takes the arguments of ``dfa_value_and_grad``.
 
   No cut is made at the model output itself (see ``dfa_value_and_grad``):
   ``dfax.after(nn.Dense)`` on an MLP cuts after the hidden Dense layers only.
@@ -193,8 +192,7 @@ def dfa_grad(
   Returns:
     A function returning the gradients (``(grads, aux)`` with has_aux).
 
-  Example:
-
+  Examples:
     >>> import jax, jax.numpy as jnp, flax.linen as nn, dfax
     >>> model = nn.Sequential([nn.Dense(8), nn.tanh, nn.Dense(3)])
     >>> x = jnp.ones((4, 5))

@@ -1,11 +1,13 @@
 """Data sets and batch iterators: numpy on the host, offline-first.
 
-Example::
-
-  from dfax import data
-  ds = data.load_mnist()
-  for xb, yb in data.iterate_batches(ds.x_train, ds.y_train, 128, rng=np.random.default_rng(0)):
-    ...
+Examples:
+  >>> import numpy as np
+  >>> from dfax import data
+  >>> ds = data.load_mnist()
+  >>> batches = data.iterate_batches(ds.x_train, ds.y_train, 128, rng=np.random.default_rng(0))
+  >>> xb, yb = next(batches)
+  >>> xb.shape, yb.shape
+  ((128, 28, 28, 1), (128,))
 """
 
 from dfax.data.augment import augmented_batches, random_translate

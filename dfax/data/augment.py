@@ -27,9 +27,11 @@ def random_translate(images: np.ndarray, max_shift: int, rng: np.random.Generato
   Returns:
     An array of the same shape and dtype; pixels shifted in from outside are 0.
 
-  Example::
-
-    xb = random_translate(xb, 2, np.random.default_rng([seed, step]))
+  Examples:
+    >>> xb = np.ones((4, 28, 28, 1), np.float32)
+    >>> shifted = random_translate(xb, 2, np.random.default_rng([0, 7]))
+    >>> shifted.shape, shifted.dtype
+    ((4, 28, 28, 1), dtype('float32'))
   """
   if max_shift < 0:
     raise ValueError(f"max_shift must be >= 0, got {max_shift}")
@@ -60,9 +62,15 @@ def augmented_batches(batches: Iterator[Batch], max_shift: int, seed: int,
   Returns:
     An iterator of augmented ``(x, y)`` pairs, labels unchanged.
 
-  Example::
-
-    stream = augmented_batches(infinite_batches(x, y, 128, 0, start_step=s), 2, 0, start_step=s)
+  Examples:
+    >>> from dfax.data import infinite_batches
+    >>> x, y = np.ones((256, 28, 28), np.float32), np.zeros(256, np.int32)
+    >>> s = 5   # resume at batch 5
+    >>> stream = augmented_batches(infinite_batches(x, y, 128, 0, start_step=s), 2, 0,
+    ...                            start_step=s)
+    >>> xb, yb = next(stream)
+    >>> xb.shape, yb.shape
+    ((128, 28, 28), (128,))
   """
   for step, (x, y) in enumerate(batches, start=start_step):
     yield random_translate(x, max_shift, np.random.default_rng([seed, step])), y

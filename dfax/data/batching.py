@@ -28,10 +28,11 @@ class Dataset:
     num_classes: number of label values.
     name: a short name such as ``"mnist"``.
 
-  Example::
-
-    ds = dfax.data.load_mnist()
-    ds.x_train.shape, ds.input_shape, ds.num_classes  # (60000, 28, 28, 1), (28, 28, 1), 10
+  Examples:
+    >>> import dfax
+    >>> ds = dfax.data.load_mnist()
+    >>> ds.x_train.shape, ds.input_shape, ds.num_classes
+    ((60000, 28, 28, 1), (28, 28, 1), 10)
   """
 
   x_train: np.ndarray
@@ -80,9 +81,9 @@ def num_batches(n: int, batch_size: int, drop_remainder: bool = True) -> int:
   Returns:
     ``n // batch_size`` when dropping the remainder, else ``ceil(n / batch_size)``.
 
-  Example::
-
-    num_batches(10, 4), num_batches(10, 4, drop_remainder=False)  # 2, 3
+  Examples:
+    >>> num_batches(10, 4), num_batches(10, 4, drop_remainder=False)
+    (2, 3)
   """
   return n // batch_size if drop_remainder else -(-n // batch_size)
 
@@ -108,10 +109,10 @@ def iterate_batches(
   Returns:
     An iterator of ``(x_batch, y_batch)`` numpy pairs.
 
-  Example::
-
-    for xb, yb in iterate_batches(ds.x_test, ds.y_test, 1000, drop_remainder=False):
-      ...
+  Examples:
+    >>> x, y = np.arange(10.0), np.arange(10)
+    >>> [len(xb) for xb, yb in iterate_batches(x, y, 4, drop_remainder=False)]
+    [4, 4, 2]
   """
   n = _check_xy(x, y, batch_size)
   order = rng.permutation(n) if rng is not None else None
@@ -135,9 +136,11 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
   Returns:
     A permutation of ``range(n)``.
 
-  Example::
-
-    np.array_equal(epoch_permutation(0, 3, 10), epoch_permutation(0, 3, 10))  # True
+  Examples:
+    >>> bool(np.array_equal(epoch_permutation(0, 3, 10), epoch_permutation(0, 3, 10)))
+    True
+    >>> sorted(epoch_permutation(0, 3, 10).tolist()) == list(range(10))
+    True
   """
   return np.random.default_rng([seed, epoch]).permutation(n)
 
@@ -168,10 +171,13 @@ def infinite_batches(
   Returns:
     An infinite iterator of ``(x_batch, y_batch)`` numpy pairs.
 
-  Example::
-
-    stream = infinite_batches(ds.x_train, ds.y_train, 128, seed=0, start_step=state.step)
-    xb, yb = next(stream)
+  Examples:
+    >>> x, y = np.arange(10.0), np.arange(10)
+    >>> stream = infinite_batches(x, y, 4, seed=0)
+    >>> batches = [next(stream)[1].tolist() for _ in range(3)]
+    >>> resumed = infinite_batches(x, y, 4, seed=0, start_step=2)   # e.g. the restored step
+    >>> next(resumed)[1].tolist() == batches[2]
+    True
   """
   n = _check_xy(x, y, batch_size)
   if batch_size > n:

@@ -37,8 +37,9 @@ def preprocess(images: np.ndarray, standardize: bool = True) -> np.ndarray:
   Raises:
     ValueError: images not of shape ``(N, 32, 32, 3)``.
 
-  >>> preprocess(np.full((1, 32, 32, 3), 255, np.uint8), standardize=False).max()
-  np.float32(1.0)
+  Examples:
+    >>> preprocess(np.full((1, 32, 32, 3), 255, np.uint8), standardize=False).max()
+    np.float32(1.0)
   """
   if images.ndim != 4 or tuple(images.shape[1:]) != IMAGE_SHAPE:
     raise ValueError(f"CIFAR-10 images must have shape (N, 32, 32, 3), got {images.shape}; "
@@ -64,10 +65,13 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, *, standardize: bool
   Raises:
     DataUnavailableError: nothing prepared and no download possible.
 
-  Example::
+  Examples:
+    Needs CIFAR-10 prepared by tensorflow-datasets (or the network to prepare
+    it), so it is not run as a doctest:
 
-    ds = load_cifar10("~/tensorflow_datasets")
-    ds.x_train.shape  # (50000, 32, 32, 3)
+    >>> ds = load_cifar10("~/tensorflow_datasets")   # doctest: +SKIP
+    >>> ds.x_train.shape                             # doctest: +SKIP
+    (50000, 32, 32, 3)
   """
   raw = tfds_source.load_tfds("cifar10", data_dir=None if data_dir is None else str(data_dir),
                               download=download)

@@ -37,8 +37,7 @@ def cache_dir(name: str = "") -> pathlib.Path:
     ``$DFAX_CACHE_DIR/<name>``, else ``$XDG_CACHE_HOME/dfax/<name>``, else
     ``~/.cache/dfax/<name>``.
 
-  Example:
-
+  Examples:
     >>> cache_dir("mnist").name
     'mnist'
   """

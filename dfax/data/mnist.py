@@ -1,12 +1,11 @@
 """MNIST from the four standard IDX files: shipped with dfax, local, downloaded, or tfds.
 
-The files are the ones LeCun et al. distribute (and tfds downloads)::
-
-  train-images-idx3-ubyte.gz  train-labels-idx1-ubyte.gz
-  t10k-images-idx3-ubyte.gz   t10k-labels-idx1-ubyte.gz
-
+The files are the ones LeCun et al. distribute (and tfds downloads),
+``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
+``t10k-images-idx3-ubyte.gz`` and ``t10k-labels-idx1-ubyte.gz``,
 gzipped or not. ``load_mnist()`` with no arguments reads, in order:
-``$DFAX_DATA_DIR/mnist`` when that holds them; the copy shipped inside the
+``$DFAX_DATA_DIR/mnist`` when the variable is set (a set variable that names
+no usable folder is an error, not skipped); else the copy shipped inside the
 package (``dfax/data/mnist_idx``, about 11 MB); the user cache
 (``dfax.data.download.cache_dir("mnist")``); a download of the four files into
 that cache, each checked against its sha256 (no TensorFlow needed); and last
@@ -66,9 +65,10 @@ def parse_idx(data: bytes, what: str = "IDX data") -> np.ndarray:
   Raises:
     ValueError: bad magic number or a size that does not match the header.
 
-  Example::
-
-    labels = parse_idx(gzip.open("train-labels-idx1-ubyte.gz").read())  # (60000,) uint8
+  Examples:
+    >>> data = bytes([0, 0, 0x08, 1, 0, 0, 0, 3, 5, 0, 4])   # uint8, 1 dim of size 3
+    >>> parse_idx(data)
+    array([5, 0, 4], dtype=uint8)
   """
   if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
     raise ValueError(f"{what}: not an IDX file (bad magic number {data[:4]!r})")
@@ -94,9 +94,10 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
   Returns:
     The parsed array.
 
-  Example::
-
-    images = read_idx("mnist/t10k-images-idx3-ubyte.gz")  # (10000, 28, 28) uint8
+  Examples:
+    >>> images = read_idx(EMBEDDED_DIR / "t10k-images-idx3-ubyte.gz")   # the shipped copy
+    >>> images.shape, images.dtype
+    ((10000, 28, 28), dtype('uint8'))
   """
   path = pathlib.Path(path)
   opener = gzip.open if path.suffix == ".gz" else open
@@ -118,9 +119,10 @@ def default_data_dir(name: str = "mnist") -> pathlib.Path | None:
     ``$DFAX_DATA_DIR/<name>`` when the variable is set (whether or not the
     folder exists), else None.
 
-  Example::
-
-    default_data_dir("shakespeare")  # PosixPath('/data/shakespeare') with DFAX_DATA_DIR=/data
+  Examples:
+    >>> folder = default_data_dir("shakespeare")   # $DFAX_DATA_DIR/shakespeare, or None
+    >>> folder is None or folder.name == "shakespeare"
+    True
   """
   env = os.environ.get("DFAX_DATA_DIR")
   return pathlib.Path(env).expanduser() / name if env else None
@@ -165,9 +167,10 @@ def load_mnist_local(data_dir: str | os.PathLike) -> Dataset:
     FileNotFoundError: a file is missing (the message names all four).
     ValueError: a file is not a valid IDX file or has unexpected shape.
 
-  Example::
-
-    ds = load_mnist_local("/data/mnist")
+  Examples:
+    >>> ds = load_mnist_local(EMBEDDED_DIR)   # any folder with the four IDX files
+    >>> ds.num_train, ds.num_test
+    (60000, 10000)
   """
   data_dir = pathlib.Path(data_dir).expanduser()
   paths = _local_paths(data_dir)
@@ -179,6 +182,10 @@ def load_mnist_local(data_dir: str | os.PathLike) -> Dataset:
     if x.ndim != 3 or x.shape[1:] != (28, 28) or y.ndim != 1 or len(x) != len(y):
       raise ValueError(f"MNIST {split} files in {data_dir} have unexpected shapes "
                        f"{x.shape} / {y.shape}: expected (N, 28, 28) images and (N,) labels")
+    if y.size and (int(y.min()) < 0 or int(y.max()) > 9):
+      raise ValueError(f"MNIST {split} labels in {paths[f'y_{split}']} lie outside 0..9 "
+                       f"(from {int(y.min())} to {int(y.max())}): the file is damaged or not "
+                       "MNIST's labels")
   return Dataset(
       x_train=_to_float(arrays["x_train"][..., None]), y_train=arrays["y_train"].astype(np.int32),
       x_test=_to_float(arrays["x_test"][..., None]), y_test=arrays["y_test"].astype(np.int32),
@@ -206,10 +213,11 @@ def download_mnist(dest: str | os.PathLike | None = None,
       (it is discarded).
     OSError: no mirror could be reached.
 
-  Example::
+  Examples:
+    Needs the network, so it is not run as a doctest:
 
-    folder = download_mnist()  # ~/.cache/dfax/mnist
-    ds = load_mnist_local(folder)
+    >>> folder = download_mnist()   # ~/.cache/dfax/mnist  # doctest: +SKIP
+    >>> ds = load_mnist_local(folder)                     # doctest: +SKIP
   """
   folder = pathlib.Path(dest).expanduser() if dest is not None else download.cache_dir("mnist")
   download.fetch_files(MNIST_SHA256, mirrors, folder, timeout)
@@ -224,12 +232,62 @@ def _from_tfds(data_dir: str | os.PathLike | None, download_ok: bool = True) -> 
                  num_classes=10, name="mnist")
 
 
+def _env_folder() -> pathlib.Path | None:
+  """``$DFAX_DATA_DIR/mnist`` when the variable is set; an unusable setting is an error.
+
+  Raises:
+    FileNotFoundError: ``DFAX_DATA_DIR`` is set but is not a folder, or has
+      no ``mnist/`` holding the four files (a set variable is never ignored).
+  """
+  env = os.environ.get("DFAX_DATA_DIR")
+  if not env:
+    return None
+  root = pathlib.Path(env).expanduser()
+  if not root.is_dir():
+    what = "is a file" if root.exists() else "does not exist"
+    raise FileNotFoundError(
+        f"DFAX_DATA_DIR={env} {what}; set it to a folder holding mnist/ with the four MNIST "
+        "files, or unset it to use the copy shipped with dfax.")
+  folder = root / "mnist"
+  if _local_paths(folder) is None:
+    raise FileNotFoundError(
+        f"DFAX_DATA_DIR={env} has no mnist/ folder holding the four MNIST files "
+        f"({', '.join(MNIST_FILES.values())}); put them in {folder}, or unset DFAX_DATA_DIR "
+        "to use the copy shipped with dfax.")
+  return folder
+
+
 def _find_local() -> pathlib.Path | None:
-  """The first of $DFAX_DATA_DIR/mnist, the shipped copy and the cache holding all four files."""
-  for folder in (default_data_dir(), EMBEDDED_DIR, download.cache_dir("mnist")):
-    if folder is not None and _local_paths(folder) is not None:
+  """$DFAX_DATA_DIR/mnist when the variable is set, else the shipped copy or the cache."""
+  env = _env_folder()
+  if env is not None:
+    return env
+  for folder in (EMBEDDED_DIR, download.cache_dir("mnist")):
+    if _local_paths(folder) is not None:
       return folder
   return None
+
+
+def resolve_folder(data_dir: str | os.PathLike | None = None,
+                   source: str = "auto") -> pathlib.Path | None:
+  """The folder whose IDX files ``load_mnist(data_dir, source)`` reads (None: none local).
+
+  Raises:
+    FileNotFoundError: ``DFAX_DATA_DIR`` is set but unusable (see ``load_mnist``).
+  """
+  if source == "tfds":
+    return None
+  if source == "download":
+    return pathlib.Path(data_dir).expanduser() if data_dir is not None else \
+        download.cache_dir("mnist")
+  if data_dir is not None:
+    return pathlib.Path(data_dir).expanduser()
+  return _find_local()
+
+
+def local_files(folder: str | os.PathLike) -> dict[str, pathlib.Path] | None:
+  """``{"x_train": path, ...}``: the four files in ``folder`` (or ``folder/mnist``), or None."""
+  return _local_paths(pathlib.Path(folder).expanduser())
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, source: str = "auto") -> Dataset:
@@ -243,8 +301,10 @@ def load_mnist(data_dir: str | os.PathLike | None = None, source: str = "auto") 
       (unless already there) and checks their sha256; "tfds" reads only
       tensorflow-datasets; "auto" with an explicit ``data_dir`` reads the files
       there (missing ones are an error, not a fallback); "auto" without one
-      reads ``$DFAX_DATA_DIR/mnist``, else the copy shipped with dfax, else the
-      cache, else downloads into the cache, else tries tensorflow-datasets.
+      reads ``$DFAX_DATA_DIR/mnist`` when the variable is set (an unusable
+      setting is an error, never skipped), else the copy shipped with dfax,
+      else the cache, else downloads into the cache, else tries
+      tensorflow-datasets.
 
   Returns:
     A ``Dataset``: float32 images in [0, 1] of shape ``(N, 28, 28, 1)``,
@@ -252,16 +312,17 @@ def load_mnist(data_dir: str | os.PathLike | None = None, source: str = "auto") 
 
   Raises:
     FileNotFoundError: local files missing (source "local", or "auto" with
-      an explicit ``data_dir``).
+      an explicit ``data_dir``), or ``DFAX_DATA_DIR`` set to a missing
+      folder, a file, or a folder without ``mnist/`` holding the four files.
     ValueError: a corrupt file, or an unknown ``source``.
     dfax.data.download.ChecksumError: a downloaded file has the wrong content.
     DataUnavailableError: nothing local, no download, and tfds has nothing
       prepared.
 
-  Example::
-
-    ds = load_mnist()  # the copy shipped with dfax, unless $DFAX_DATA_DIR/mnist has one
-    ds.x_train.shape, ds.y_train[:3]  # (60000, 28, 28, 1), [5 0 4]
+  Examples:
+    >>> ds = load_mnist()   # the shipped copy, unless $DFAX_DATA_DIR/mnist has one
+    >>> ds.x_train.shape, ds.y_train[:3].tolist()
+    ((60000, 28, 28, 1), [5, 0, 4])
   """
   if source not in _SOURCES:
     raise ValueError(f"source must be one of {_SOURCES}, got {source!r}")

@@ -40,9 +40,10 @@ def generate_mnist1d(seed: int | None = None) -> dict[str, np.ndarray]:
     Dict with float32 ``x`` (4000, 40), ``x_test`` (1000, 40) and int32
     ``y``, ``y_test``.
 
-  Example::
-
-    arrays = generate_mnist1d()  # ~3 s
+  Examples:
+    >>> arrays = generate_mnist1d()   # a few seconds
+    >>> arrays["x"].shape, arrays["x_test"].shape
+    ((4000, 40), (1000, 40))
   """
   import mnist1d.data  # pylint: disable=g-import-not-at-top  (imports matplotlib)
 
@@ -93,10 +94,10 @@ def load_mnist1d(
   Returns:
     A ``Dataset`` with float32 ``x`` of shape ``(N, 40)`` and int32 labels.
 
-  Example::
-
-    ds = load_mnist1d()
-    ds.x_train.shape, ds.x_test.shape  # (4000, 40), (1000, 40)
+  Examples:
+    >>> ds = load_mnist1d()
+    >>> ds.x_train.shape, ds.x_test.shape
+    ((4000, 40), (1000, 40))
   """
   effective_seed = PUBLISHED_SEED if seed is None else int(seed)
   path = pathlib.Path(cache_path).expanduser() if cache_path is not None else (

@@ -38,9 +38,9 @@ def _codepoints(text: str) -> np.ndarray:
 def build_vocab(text: str) -> str:
   """The sorted unique characters of ``text``.
 
-  Example::
-
-    build_vocab("hello")  # 'ehlo'
+  Examples:
+    >>> build_vocab("hello")
+    'ehlo'
   """
   return "".join(sorted(set(text)))
 
@@ -58,9 +58,9 @@ def encode(text: str, vocab: str) -> np.ndarray:
   Raises:
     ValueError: ``text`` holds characters outside ``vocab``.
 
-  Example::
-
-    encode("hole", "ehlo")  # array([1, 3, 2, 0], dtype=int32)
+  Examples:
+    >>> encode("hole", "ehlo")
+    array([1, 3, 2, 0], dtype=int32)
   """
   table = _codepoints(vocab)
   if len(table) == 0 or np.any(table[1:] <= table[:-1]):
@@ -77,9 +77,9 @@ def encode(text: str, vocab: str) -> np.ndarray:
 def decode(tokens: np.ndarray, vocab: str) -> str:
   """Maps token ids back to a string: the inverse of ``encode``.
 
-  Example::
-
-    decode(encode("hole", "ehlo"), "ehlo")  # 'hole'
+  Examples:
+    >>> decode(encode("hole", "ehlo"), "ehlo")
+    'hole'
   """
   points = _codepoints(vocab)[np.asarray(tokens, np.int64)]
   return points.astype("<u4").tobytes().decode("utf-32-le")
@@ -94,10 +94,10 @@ class CharCorpus:
     val_tokens: int32 token ids, the last ``val_fraction`` of the text.
     vocab: the sorted unique characters; token ``i`` is ``vocab[i]``.
 
-  Example::
-
-    corpus = load_shakespeare()
-    corpus.decode(corpus.encode("To be"))  # 'To be'
+  Examples:
+    >>> corpus = corpus_from_text("To be, or not to be")
+    >>> corpus.decode(corpus.encode("To be"))
+    'To be'
   """
 
   train_tokens: np.ndarray
@@ -124,9 +124,9 @@ def default_path() -> pathlib.Path:
     is set and that file exists, else the copy shipped with dfax
     (``EMBEDDED_DIR / FILENAME``).
 
-  Example::
-
-    default_path().name  # 'shakespeare_works.txt.gz'
+  Examples:
+    >>> default_path().name
+    'shakespeare_works.txt.gz'
   """
   folder = default_data_dir("shakespeare")
   if folder is not None and (folder / FILENAME).is_file():
@@ -145,10 +145,10 @@ def read_text(path: str | os.PathLike) -> str:
 def corpus_from_text(text: str, val_fraction: float = 0.1, name: str = "text") -> CharCorpus:
   """Builds a ``CharCorpus``; the last ``val_fraction`` of ``text`` is validation.
 
-  Example::
-
-    corpus = corpus_from_text("abcabcabca", val_fraction=0.2)
-    corpus.vocab, len(corpus.train_tokens), len(corpus.val_tokens)  # 'abc', 8, 2
+  Examples:
+    >>> corpus = corpus_from_text("abcabcabca", val_fraction=0.2)
+    >>> corpus.vocab, len(corpus.train_tokens), len(corpus.val_tokens)
+    ('abc', 8, 2)
   """
   if not 0.0 <= val_fraction < 1.0:
     raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -176,10 +176,10 @@ def load_shakespeare(path: str | os.PathLike | None = None,
     FileNotFoundError: no corpus file at ``path`` (or, with no path, the
       shipped copy is missing from the installation).
 
-  Example::
-
-    corpus = load_shakespeare()
-    corpus.vocab_size, len(corpus.train_tokens)  # 84, 4551554
+  Examples:
+    >>> corpus = load_shakespeare()
+    >>> corpus.vocab_size, len(corpus.train_tokens)
+    (84, 4551554)
   """
   if path is None:
     resolved = default_path()
@@ -220,9 +220,11 @@ def sample_lm_batches(
   Returns:
     An infinite iterator of int32 ``(inputs, targets)``, each ``(batch_size, seq_len)``.
 
-  Example::
-
-    inputs, targets = next(sample_lm_batches(corpus.train_tokens, 32, 128, rng=0))
+  Examples:
+    >>> corpus = corpus_from_text("To be, or not to be, that is the question")
+    >>> inputs, targets = next(sample_lm_batches(corpus.train_tokens, 4, 8, rng=0))
+    >>> inputs.shape, bool((inputs[:, 1:] == targets[:, :-1]).all())
+    ((4, 8), True)
   """
   tokens = np.asarray(tokens)
   if tokens.ndim != 1 or len(tokens) <= seq_len:

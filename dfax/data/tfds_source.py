@@ -62,10 +62,10 @@ def has_network(host: str = DEFAULT_HOST, port: int = 443, timeout: float = 2.0)
   Returns:
     True if the connection opened.
 
-  Example::
-
-    if not has_network("storage.googleapis.com"):
-      print("offline")
+  Examples:
+    >>> online = has_network("storage.googleapis.com", timeout=1.0)
+    >>> isinstance(online, bool)
+    True
   """
   result: list[bool] = []
 
@@ -122,9 +122,11 @@ def records_to_arrays(records: Sequence[dict], keys: Sequence[str]) -> tuple[np.
   Returns:
     One numpy array per key, with a leading dimension ``len(records)``.
 
-  Example::
-
-    x, y = records_to_arrays([{"image": img, "label": 3}, ...], ("image", "label"))
+  Examples:
+    >>> records = [{"image": np.zeros((2, 2)), "label": 3}, {"image": np.ones((2, 2)), "label": 1}]
+    >>> x, y = records_to_arrays(records, ("image", "label"))
+    >>> x.shape, y.tolist()
+    ((2, 2, 2), [3, 1])
   """
   n = len(records)
   columns: dict[str, list] = {k: [] for k in keys}
@@ -202,10 +204,12 @@ def load_tfds(
     DataUnavailableError: nothing prepared and no download possible (offline,
       ``download=False``, or preparing needs TensorFlow).
 
-  Example::
+  Examples:
+    Needs a data set prepared by tensorflow-datasets (or the network to
+    prepare it), so it is not run as a doctest:
 
-    ds = load_tfds("mnist", data_dir="~/tensorflow_datasets")
-    x = ds.x_train.astype("float32") / 255.0
+    >>> ds = load_tfds("mnist", data_dir="~/tensorflow_datasets")   # doctest: +SKIP
+    >>> x = ds.x_train.astype("float32") / 255.0                     # doctest: +SKIP
   """
   tfds = import_tfds()
   if data_dir is not None:

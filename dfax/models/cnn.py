@@ -28,11 +28,12 @@ class CNN(nn.Module):
     kernel_size: conv window.
     pool: "max" or "avg" (2x2, stride 2).
 
-  Example::
-
-    model = CNN(num_classes=10)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
-    logits = model.apply(params, images)  # (batch, 10)
+  Examples:
+    >>> model = CNN(num_classes=10)
+    >>> images = jnp.zeros((2, 28, 28, 1))
+    >>> params = model.init(jax.random.key(0), images)
+    >>> model.apply(params, images).shape
+    (2, 10)
   """
 
   num_classes: int

@@ -33,9 +33,9 @@ def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
   Raises:
     ValueError: unknown name (the message lists the valid ones).
 
-  Example::
-
-    get_activation("relu")(jnp.array([-1.0, 2.0]))  # [0., 2.]
+  Examples:
+    >>> get_activation("relu")(jnp.array([-1.0, 2.0]))
+    Array([0., 2.], dtype=float32)
   """
   try:
     return ACTIVATIONS[name]
@@ -56,11 +56,12 @@ class MLP(nn.Module):
     num_classes: number of logits.
     activation: name of the hidden activation (see ``ACTIVATIONS``).
 
-  Example::
-
-    model = MLP(features=(800, 800), num_classes=10)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
-    logits = model.apply(params, x)  # (batch, 10)
+  Examples:
+    >>> model = MLP(features=(800, 800), num_classes=10)
+    >>> x = jnp.zeros((2, 28, 28, 1))
+    >>> params = model.init(jax.random.key(0), x)
+    >>> model.apply(params, x).shape
+    (2, 10)
   """
 
   features: Sequence[int]

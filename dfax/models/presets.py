@@ -43,9 +43,16 @@
   flows back through the QKV or ``fc1`` matmuls or through a LayerNorm, which
   makes it the cheapest preset; each LayerNorm trains from its own feedback.
 
-Example::
-
-  grads = dfax.dfa_grad(loss_fn, feedback=presets.macro(model))(params, x, y)
+Examples:
+  >>> import jax, jax.numpy as jnp, dfax
+  >>> from dfax.models import TransformerConfig, TransformerLM, presets
+  >>> model = TransformerLM(TransformerConfig(vocab_size=16, d_model=16, num_layers=2, d_ff=32))
+  >>> tokens = jnp.zeros((2, 8), jnp.int32)
+  >>> params = model.init(jax.random.key(0), tokens)
+  >>> loss_fn = lambda p: model.apply(p, tokens).mean()
+  >>> grads = dfax.dfa_grad(loss_fn, feedback=presets.macro(model))(params)
+  >>> jax.tree.structure(grads) == jax.tree.structure(params)
+  True
 """
 
 from __future__ import annotations
@@ -83,8 +90,7 @@ def after_ln(model: Any) -> After:
   Returns:
     ``dfax.after(dfax.is_norm_layer)``.
 
-  Example:
-
+  Examples:
     >>> from dfax.models import presets
     >>> import dfax
     >>> presets.after_ln(None) == dfax.after(dfax.is_norm_layer)

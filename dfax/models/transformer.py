@@ -75,11 +75,13 @@ class Block(nn.Module):
 class TransformerLM(nn.Module):
   """Token + position embeddings, ``num_layers`` scanned blocks, final LN, vocab head.
 
-  Example::
-
-    model = TransformerLM(TransformerConfig(vocab_size=84))
-    params = model.init(key, tokens)                 # tokens: (B, T) int32
-    logits = model.apply(params, tokens)             # (B, T, vocab)
+  Examples:
+    >>> import jax
+    >>> model = TransformerLM(TransformerConfig(vocab_size=84, num_layers=1))
+    >>> tokens = jnp.zeros((2, 16), jnp.int32)       # (B, T) token ids
+    >>> params = model.init(jax.random.key(0), tokens)
+    >>> model.apply(params, tokens).shape            # (B, T, vocab)
+    (2, 16, 84)
   """
   config: TransformerConfig
   # parameters stacked along a leading layer axis (reported per layer by diagnostics)
@@ -128,9 +130,13 @@ def lm_forward(model: TransformerLM, params, tokens):
   Raises:
     TypeError: when ``model`` is not a ``TransformerLM``.
 
-  Example::
-
-    loss = cross_entropy(lm_forward(model, params, x), y)
+  Examples:
+    >>> import jax
+    >>> model = TransformerLM(TransformerConfig(vocab_size=84, num_layers=1))
+    >>> tokens = jnp.zeros((2, 16), jnp.int32)
+    >>> params = model.init(jax.random.key(0), tokens)
+    >>> lm_forward(model, params, tokens).shape
+    (2, 16, 84)
   """
   if not isinstance(model, TransformerLM):
     raise TypeError(f"lm_forward applies a TransformerLM, not {type(model).__name__}; apply "

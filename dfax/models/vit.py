@@ -31,10 +31,12 @@ class ViTConfig:
 class ViT(nn.Module):
   """ViT for small images, e.g. MNIST (28x28, 7x7 patches -> 16 tokens).
 
-  Example::
-
-    model = ViT(ViTConfig())
-    logits = model.apply(model.init(key, images), images)   # images: (B, 28, 28, 1)
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> model = ViT(ViTConfig(num_layers=1))
+    >>> images = jnp.zeros((2, 28, 28, 1))
+    >>> model.apply(model.init(jax.random.key(0), images), images).shape
+    (2, 10)
   """
   config: ViTConfig
   # parameters stacked along a leading layer axis (reported per layer by diagnostics)

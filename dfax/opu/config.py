@@ -36,9 +36,12 @@ class OPUConfig:
     tile: camera columns simulated at once (bounds memory: the complex
       transmission matrix is never materialised whole).
 
-  Example::
-
-    cfg = OPUConfig(bits=6, noise=True)       # or OPUConfig.ideal()
+  Examples:
+    >>> cfg = OPUConfig(bits=6, noise=True)
+    >>> cfg.bits, cfg.ternarize
+    (6, True)
+    >>> OPUConfig.ideal().noise      # no non-ideality: the digital projection
+    False
   """
 
   ternarize: bool = True

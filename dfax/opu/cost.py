@@ -67,9 +67,12 @@ def estimate_cost(batch: int, n_out: int, width: int, config: OPUConfig | None =
     A ``StepCost``; ``optical_teraops`` is the equivalent digital work divided
     by the optical time, in TeraOPS.
 
-  Example::
-
-    estimate_cost(batch=512, n_out=10, width=4 * 1024).optical_time_s
+  Examples:
+    >>> cost = estimate_cost(batch=512, n_out=10, width=4 * 1024)
+    >>> cost.frames            # 512 vectors x 2 ternary frames x 2 (anchor recovery)
+    2048
+    >>> cost.optical_time_s > 0
+    True
   """
   config = config or OPUConfig()
   passes_in = math.ceil(n_out / spec.max_input_pixels)

@@ -166,11 +166,15 @@ class LightonDriver:
   def project(self, frames: np.ndarray, n_components: int) -> np.ndarray:
     """Linear projections (F, n_components) of binary frames (F, n), entries' variance 1/n.
 
-    Example::
+    Examples:
+      Runs where lightonml is installed (``bash scripts/install_lightonml.sh``):
 
-      device = lightonml.OPU(n_components=8, max_n_features=8, simulated=True)
-      driver = LightonDriver(device, OPUConfig(noise=False))
-      y = driver.project(np.eye(10, dtype=np.uint8), 64)   # rows of R_eff, variance 1/10
+      >>> import pytest; lightonml = pytest.importorskip("lightonml")
+      >>> device = lightonml.OPU(n_components=8, max_n_features=8, simulated=True)
+      >>> driver = LightonDriver(device, OPUConfig(noise=False))
+      >>> y = driver.project(np.eye(10, dtype=np.uint8), 64)   # rows of R_eff, variance 1/10
+      >>> y.shape
+      (10, 64)
     """
     frames = np.asarray(frames, dtype=np.uint8)
     anchor_intensity, scale = self._calibrate(frames.shape[1], n_components)
@@ -202,11 +206,20 @@ def make_lightonml_projector(opu: Any, config: OPUConfig | None = None, *,
     ``jax.pure_callback`` per call carries the ``(2 N, n)`` binary frames.
     There is no key: the medium is the device's (module docstring).
 
-  Example::
+  Examples:
+    Runs where lightonml is installed (``bash scripts/install_lightonml.sh``):
 
-    opu = lightonml.OPU(n_components=8, max_n_features=8, simulated=True)  # resized here
-    proj = dfax.opu.make_lightonml_projector(opu, dfax.opu.OPUConfig(noise=False))
-    grads = jax.jit(dfax.dfa_grad(loss_fn, projector=proj))(params, x, y)
+    >>> import pytest; lightonml = pytest.importorskip("lightonml")
+    >>> import flax.linen as nn, dfax
+    >>> model = nn.Sequential([nn.Dense(16), nn.tanh, nn.Dense(3)])
+    >>> x = jnp.ones((4, 5))
+    >>> params = model.init(jax.random.key(0), x)
+    >>> loss_fn = lambda p: model.apply(p, x).sum()
+    >>> opu = lightonml.OPU(n_components=8, max_n_features=8, simulated=True)  # resized here
+    >>> proj = dfax.opu.make_lightonml_projector(opu, dfax.opu.OPUConfig(noise=False))
+    >>> grads = jax.jit(dfax.dfa_grad(loss_fn, projector=proj))(params)
+    >>> grads["params"]["layers_0"]["kernel"].shape
+    (5, 16)
   """
   config = config or OPUConfig(noise=False)
   if config.noise:

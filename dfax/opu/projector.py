@@ -32,8 +32,16 @@ from dfax.projectors.shared import slice_layout, stacked_rows
 
 
 def _split_points(full: jax.Array, error_shape, points: Sequence[PointSpec], n_leads,
-                  row_starts: dict):
-  """Each point's columns (and, for pooled points, the pooled rows) of the camera output."""
+                  row_starts: dict | None = None):
+  """Each point's columns (and, for pooled points, the pooled rows) of the camera output.
+
+  ``n_leads``: one number for all points or one per point; ``row_starts``:
+  as ``stacked_rows`` returns it (None: every row is the error's own).
+  """
+  if isinstance(n_leads, int):
+    n_leads = [n_leads] * len(points)
+  if row_starts is None:
+    row_starts = {0: (0, full.shape[0])}
   offsets, _ = slice_layout(points, n_leads, reuse=False)
   out = []
   for p, n_lead, start in zip(points, n_leads, offsets):
@@ -104,10 +112,17 @@ def make_projector(config: OPUConfig | None = None, *, key: jax.Array,
   Returns:
     ``projector(error, points) -> list of cotangents``.
 
-  Example::
-
-    proj = dfax.opu.make_projector(dfax.opu.OPUConfig(bits=8), key=k, noise_key=nk)
-    grads = dfax.dfa_grad(loss_fn, projector=proj)(params, x, y)
+  Examples:
+    >>> import flax.linen as nn, dfax
+    >>> model = nn.Sequential([nn.Dense(16), nn.tanh, nn.Dense(3)])
+    >>> x = jnp.ones((4, 5))
+    >>> params = model.init(jax.random.key(0), x)
+    >>> loss_fn = lambda p: model.apply(p, x).sum()
+    >>> k, nk = jax.random.key(1), jax.random.key(2)   # medium; camera noise
+    >>> proj = dfax.opu.make_projector(dfax.opu.OPUConfig(bits=8), key=k, noise_key=nk)
+    >>> grads = dfax.dfa_grad(loss_fn, projector=proj)(params)
+    >>> grads["params"]["layers_0"]["kernel"].shape
+    (5, 16)
   """
   config = config or OPUConfig()
   if config.noise and noise_key is None:

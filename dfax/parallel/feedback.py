@@ -27,8 +27,7 @@ StageFeedback = Callable[[jax.Array, PointSpec, jax.Array], jax.Array]
 def from_projector(projector: Callable) -> StageFeedback:
   """Wraps any ``projector(error, points)``: projects all copies, keeps the asked ones.
 
-  Example::
-
+  Examples:
     >>> import dfax
     >>> fb = from_projector(dfax.projectors.gaussian(jax.random.key(0)))
     >>> spec = PointSpec("stages/out/in", (4, 2, 8), jnp.float32, stack_ndim=1)
@@ -54,8 +53,7 @@ def keyed_dense(key: jax.Array, *, distribution: str = "gaussian", scale: float 
   Returns:
     A ``StageFeedback``; its output equals the dense projector's copies.
 
-  Example::
-
+  Examples:
     >>> fb = keyed_dense(jax.random.key(0))
     >>> spec = PointSpec("stages/out/in", (4, 2, 8), jnp.float32, stack_ndim=1)
     >>> fb(jnp.ones((2, 3)), spec, jnp.array([3])).shape

@@ -14,12 +14,16 @@ once, does not fit). Block 0 is differentiated with respect to its input too
 (its input is not cut: the embedding trains through it); the others only with
 respect to their parameters.
 
-Example::
-
-  stack = LayerStack(block)                       # block(p, h) -> h
-  ys, stored = stack.forward(params, x)           # ys: (L, ...) block outputs
-  cots = feedback(error)                          # (L, ...), e.g. B_l e
-  grads, dx = stack.backward(params, stored, cots, mode="vmap")
+Examples:
+  >>> import jax.numpy as jnp
+  >>> block = lambda p, h: jnp.tanh(h @ p)        # block(p, h) -> h
+  >>> params, x = jnp.ones((3, 4, 4)) * 0.1, jnp.ones((2, 4))   # L = 3 layers
+  >>> stack = LayerStack(block)
+  >>> ys, stored = stack.forward(params, x)       # ys: (L, ...) block outputs
+  >>> cots = jnp.ones_like(ys)                    # (L, ...), e.g. B_l e per layer
+  >>> grads, dx = stack.backward(params, stored, cots, mode="vmap")
+  >>> ys.shape, grads.shape, dx.shape
+  ((3, 2, 4), (3, 4, 4), (2, 4))
 """
 
 from __future__ import annotations
@@ -114,8 +118,7 @@ def cut_stack(block: Callable[[Any, jax.Array], jax.Array], params, x: jax.Array
   gradients as ``LayerStack.backward``, computed as ``dfax.dfa_grad`` does
   today: a reverse scan.
 
-  Example::
-
+  Examples:
     >>> block = lambda p, h: jnp.tanh(h @ p)
     >>> cut_stack(block, jnp.ones((3, 4, 4)), jnp.ones((2, 4))).shape
     (3, 2, 4)
@@ -151,8 +154,7 @@ def layer_parallel_grads(block: Callable, params, x: jax.Array,
   Returns:
     ``(outputs, grads, dx)``.
 
-  Example::
-
+  Examples:
     >>> block = lambda p, h: jnp.tanh(h @ p)
     >>> ys, g, dx = layer_parallel_grads(block, jnp.ones((3, 4, 4)), jnp.ones((2, 4)),
     ...                                  lambda ys: jnp.ones_like(ys))

@@ -17,9 +17,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 def make_mesh(data: int, model: int = 1, devices=None) -> Mesh:
   """A ``(data, model)`` mesh over the first ``data * model`` devices.
 
-  Example::
+  Examples:
+    On 8 devices ``make_mesh(4, 2)`` puts the batch over 4 and the kernels
+    over 2; on one device:
 
-    mesh = make_mesh(4, 2)   # 8 devices: batch over 'data', kernels over 'model'
+    >>> mesh = make_mesh(1, 1)
+    >>> dict(mesh.shape)
+    {'data': 1, 'model': 1}
   """
   devices = jax.devices() if devices is None else devices
   need = data * model
@@ -62,9 +66,12 @@ _COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permut
 def count_collectives(hlo_text: str) -> dict[str, int]:
   """Counts collective ops in compiled HLO text (``compiled.as_text()``).
 
-  Example::
-
-    count_collectives(jax.jit(step).lower(*args).compile().as_text())
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> step = lambda w, x: jnp.tanh(x @ w).sum()
+    >>> hlo = jax.jit(step).lower(jnp.ones((4, 4)), jnp.ones((2, 4))).compile().as_text()
+    >>> count_collectives(hlo)     # one device: no collectives
+    {'all-reduce': 0, 'all-gather': 0, 'reduce-scatter': 0, 'collective-permute': 0, 'all-to-all': 0}
   """
   counts = {}
   for op in _COLLECTIVES:
@@ -75,9 +82,13 @@ def count_collectives(hlo_text: str) -> dict[str, int]:
 def make_pipeline_mesh(stage: int, data: int = 1, devices=None) -> Mesh:
   """A ``(data, stage)`` mesh for ``dfax.parallel.pipeline`` over ``data * stage`` devices.
 
-  Example::
+  Examples:
+    On 8 devices ``make_pipeline_mesh(4, data=2)`` gives 4 stages and 2 data
+    shards; on one device:
 
-    mesh = make_pipeline_mesh(4, data=2)   # 8 devices: 4 stages, 2 data shards
+    >>> mesh = make_pipeline_mesh(1)
+    >>> dict(mesh.shape)
+    {'data': 1, 'stage': 1}
   """
   devices = jax.devices() if devices is None else devices
   need = data * stage

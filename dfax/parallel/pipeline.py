@@ -99,9 +99,19 @@ def backprop_pipeline(parts: PipelineParts, mesh: Mesh, num_microbatches: int) -
   Returns:
     A jitted function; ``loss`` is the mean over the global batch.
 
-  Example::
+  Examples:
+    One stage on one device (``make_pipeline_mesh(4)`` and
+    ``num_stages=4`` on 4):
 
-    loss, grads = backprop_pipeline(parts, make_pipeline_mesh(4), 8)(params, x, y)
+    >>> from dfax.parallel import make_pipeline_mesh
+    >>> from dfax.parallel.stack import StackConfig, StackedMLP, pipeline_parts, to_pipeline
+    >>> cfg = StackConfig(num_stages=1, blocks_per_stage=2)
+    >>> x, y = jnp.ones((8, 16)), jnp.zeros(8, jnp.int32)
+    >>> params = to_pipeline(StackedMLP(cfg).init(jax.random.key(0), x))
+    >>> fn = backprop_pipeline(pipeline_parts(cfg), make_pipeline_mesh(1), 2)
+    >>> loss, grads = fn(params, x, y)
+    >>> jax.tree.structure(grads) == jax.tree.structure(params)
+    True
   """
   stage_fn = parts.stage
 
@@ -184,10 +194,19 @@ def dfa_pipeline(parts: PipelineParts, mesh: Mesh, num_microbatches: int,
   Returns:
     A jitted function; gradients are structured like ``params``.
 
-  Example::
+  Examples:
+    One stage on one device (``make_pipeline_mesh(4)`` and
+    ``num_stages=4`` on 4):
 
-    fb = dfax.parallel.feedback.keyed_dense(jax.random.key(0))
-    loss, grads = dfa_pipeline(parts, make_pipeline_mesh(4), 8, fb)(params, x, y)
+    >>> from dfax.parallel import feedback, make_pipeline_mesh
+    >>> from dfax.parallel.stack import StackConfig, StackedMLP, pipeline_parts, to_pipeline
+    >>> cfg = StackConfig(num_stages=1, blocks_per_stage=2)
+    >>> x, y = jnp.ones((8, 16)), jnp.zeros(8, jnp.int32)
+    >>> params = to_pipeline(StackedMLP(cfg).init(jax.random.key(0), x))
+    >>> fb = feedback.keyed_dense(jax.random.key(0))
+    >>> loss, grads = dfa_pipeline(pipeline_parts(cfg), make_pipeline_mesh(1), 2, fb)(params, x, y)
+    >>> jax.tree.structure(grads) == jax.tree.structure(params)
+    True
   """
   if microbatch_mode not in ("scan", "vmap"):
     raise ValueError("dfax.parallel.pipeline: microbatch_mode must be 'scan' or 'vmap', "
@@ -259,11 +278,20 @@ def train_step(grad_fn: Callable, optimizer: Any) -> Callable:
     grad_fn: ``dfa_pipeline(...)`` or ``backprop_pipeline(...)``.
     optimizer: an ``optax.GradientTransformation``.
 
-  Example::
-
-    step = train_step(dfa_pipeline(parts, mesh, 8, fb), optax.adam(1e-3))
-    params = place(params, mesh); opt_state = optimizer.init(params)
-    params, opt_state, loss = step(params, opt_state, x, y)
+  Examples:
+    >>> import optax
+    >>> from dfax.parallel import feedback, make_pipeline_mesh
+    >>> from dfax.parallel.stack import StackConfig, StackedMLP, pipeline_parts, to_pipeline
+    >>> cfg = StackConfig(num_stages=1, blocks_per_stage=2)
+    >>> x, y = jnp.ones((8, 16)), jnp.zeros(8, jnp.int32)
+    >>> mesh, optimizer = make_pipeline_mesh(1), optax.adam(1e-3)
+    >>> fb = feedback.keyed_dense(jax.random.key(0))
+    >>> step = train_step(dfa_pipeline(pipeline_parts(cfg), mesh, 2, fb), optimizer)
+    >>> params = place(to_pipeline(StackedMLP(cfg).init(jax.random.key(0), x)), mesh)
+    >>> opt_state = optimizer.init(params)
+    >>> params, opt_state, loss = step(params, opt_state, x, y)
+    >>> bool(loss > 0)
+    True
   """
   import optax  # noqa: PLC0415
 

@@ -61,8 +61,7 @@ def split_vjp(fun: Callable, params, *args, pullback: Pullback) -> tuple[Any, li
   Returns:
     ``(output, stored)``: ``stored`` is a list of arrays, safe to stack.
 
-  Example::
-
+  Examples:
     >>> import jax.numpy as jnp
     >>> pb = Pullback()
     >>> f = lambda w, x: jnp.tanh(x @ w)

@@ -154,10 +154,12 @@ def analyze(hlo_text: str) -> Schedule:
   Returns:
     A ``Schedule``.
 
-  Example::
-
-    s = analyze(jax.jit(step).lower(params, x, y).compile().as_text())
-    s.critical_flops / s.total_flops, s.permutes["backward"]
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> step = lambda w, x: jnp.tanh(x @ w).sum()
+    >>> s = analyze(jax.jit(step).lower(jnp.ones((4, 4)), jnp.ones((2, 4))).compile().as_text())
+    >>> s.total_flops, s.critical_flops / s.total_flops, s.permutes["backward"]
+    (64.0, 1.0, 0)
   """
   comps, entry = parse_hlo(hlo_text)
   flops = _Flops(comps)

@@ -78,8 +78,7 @@ class Stage(nn.Module):
 class StackedMLP(nn.Module):
   """Embedding Dense, ``num_stages`` scanned stages, head Dense.
 
-  Example::
-
+  Examples:
     >>> model = StackedMLP(StackConfig(num_stages=2, blocks_per_stage=1))
     >>> params = model.init(jax.random.key(0), jnp.ones((4, 16)))
     >>> params["params"]["stages"]["blocks"]["fc1"]["kernel"].shape

@@ -18,6 +18,10 @@ def host_projector(project_on_host: Callable[[np.ndarray, Sequence[PointSpec]], 
   descriptions, and returns one numpy array per point with exactly the
   point's shape. This is how a physical device (an OPU behind its Python
   driver) is put behind ``dfax.dfa_grad``: the rest of training stays jitted.
+  A point with ``pooled > 0`` (an encoder's, see ``dfax.encoder_decoder``)
+  expects the error averaged over its token dims
+  (``dfax.core.points.pool_error``), projected per example and broadcast over
+  its own tokens, as the built-in projectors give it.
 
   Args:
     project_on_host: ``(error: np.ndarray, points) -> list of np.ndarray``;
@@ -28,13 +32,22 @@ def host_projector(project_on_host: Callable[[np.ndarray, Sequence[PointSpec]], 
   Returns:
     ``projector(error, points) -> list of arrays``.
 
-  Example::
+  Examples:
+    A host function standing in for a device driver (a fixed random matrix
+    in numpy):
 
-    def opu_driver(error, points):           # runs on the host, outside jit
-      frames = device.transform(error)       # hypothetical driver call
-      return split_into_points(frames, points)
-
-    grads = dfax.dfa_grad(loss_fn, projector=host_projector(opu_driver))(params, x, y)
+    >>> import flax.linen as nn, jax.numpy as jnp, dfax
+    >>> rng = np.random.default_rng(0)
+    >>> def driver(error, points):            # runs on the host, outside jit
+    ...   return [error @ rng.standard_normal((error.shape[-1],) + p.shape[1:]).astype(error.dtype)
+    ...           for p in points]
+    >>> model = nn.Sequential([nn.Dense(16), nn.tanh, nn.Dense(3)])
+    >>> x = jnp.ones((4, 5))
+    >>> params = model.init(jax.random.key(0), x)
+    >>> loss_fn = lambda p: model.apply(p, x).sum()
+    >>> grads = jax.jit(dfax.dfa_grad(loss_fn, projector=host_projector(driver)))(params)
+    >>> grads["params"]["layers_0"]["kernel"].shape
+    (5, 16)
   """
 
   def projector(error, points):

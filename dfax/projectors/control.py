@@ -36,8 +36,7 @@ def zeros() -> Callable[[jax.Array, Sequence[PointSpec]], list]:
   Returns:
     ``projector(error, points) -> list of zero cotangents``.
 
-  Example:
-
+  Examples:
     >>> import jax.numpy as jnp, dfax
     >>> enc = dfax.PointSpec("encoder/ln/out", (2, 12, 16), jnp.float32, pooled=1)
     >>> [c.shape for c in dfax.projectors.zeros()(jnp.ones((2, 8, 40)), [enc])]

@@ -115,10 +115,16 @@ def dense(key: jax.Array, *, distribution: str = "gaussian", scale: float | str 
   Returns:
     ``projector(error, points) -> list of cotangents``.
 
-  Example::
-
-    proj = dfax.projectors.dense(jax.random.key(1), distribution="uniform", scale="point")
-    grads = dfax.dfa_grad(loss_fn, projector=proj)(params, x, y)
+  Examples:
+    >>> import flax.linen as nn, dfax
+    >>> model = nn.Sequential([nn.Dense(16), nn.tanh, nn.Dense(3)])
+    >>> x = jnp.ones((4, 5))
+    >>> params = model.init(jax.random.key(0), x)
+    >>> loss_fn = lambda p: model.apply(p, x).sum()
+    >>> proj = dfax.projectors.dense(jax.random.key(1), distribution="uniform", scale="point")
+    >>> grads = dfax.dfa_grad(loss_fn, projector=proj)(params)
+    >>> grads["params"]["layers_0"]["kernel"].shape
+    (5, 16)
   """
   sample(jax.random.key(0), (1,), distribution, jnp.float32)  # validate early
   resolve_scale(scale, 1, 1)

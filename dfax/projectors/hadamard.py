@@ -47,8 +47,7 @@ def fwht(x: jax.Array) -> jax.Array:
   Returns:
     ``x @ H_m.T / sqrt(m)``, same shape and dtype.
 
-  Example::
-
+  Examples:
     >>> fwht(jnp.array([1.0, 0.0]))
     Array([0.7071, 0.7071], dtype=float32)
   """
@@ -97,9 +96,16 @@ def hadamard(key: jax.Array, *, scale: float | str = "error", tie_copies: bool =
   Returns:
     ``projector(error, points) -> list of cotangents``.
 
-  Example::
-
-    grads = dfax.dfa_grad(loss_fn, projector=dfax.projectors.hadamard(key))(params, x, y)
+  Examples:
+    >>> import flax.linen as nn, dfax
+    >>> model = nn.Sequential([nn.Dense(16), nn.tanh, nn.Dense(3)])
+    >>> x = jnp.ones((4, 5))
+    >>> params = model.init(jax.random.key(0), x)
+    >>> loss_fn = lambda p: model.apply(p, x).sum()
+    >>> key = jax.random.key(1)
+    >>> grads = dfax.dfa_grad(loss_fn, projector=dfax.projectors.hadamard(key))(params)
+    >>> grads["params"]["layers_0"]["kernel"].shape
+    (5, 16)
   """
   check_feature_ndim(feature_ndim, "hadamard")
 

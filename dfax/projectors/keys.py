@@ -21,8 +21,7 @@ def path_key(key: jax.Array, path: str) -> jax.Array:
   ``zlib.crc32`` (unlike Python's ``hash``) is the same in every process, so
   a point gets the same matrix on every device and after every restart.
 
-  Example::
-
+  Examples:
     >>> k = path_key(jax.random.key(0), "Dense_1/in")
   """
   with jax.ensure_compile_time_eval():

@@ -62,10 +62,13 @@ def project_point(error: jax.Array, spec: PointSpec, key: jax.Array, rows: RowPr
   Returns:
     The cotangent, of shape ``spec.shape``.
 
-  Example::
-
-    rows = lambda e, k, w: e @ jax.random.normal(k, (e.shape[-1], w))
-    cot = project_point(error, spec, jax.random.key(0), rows, feature_ndim=1)
+  Examples:
+    >>> from dfax import PointSpec
+    >>> rows = lambda e, k, w: e @ jax.random.normal(k, (e.shape[-1], w))
+    >>> spec = PointSpec("Dense_1/in", (4, 8), jnp.float32)
+    >>> error = jnp.ones((4, 3))
+    >>> project_point(error, spec, jax.random.key(0), rows, feature_ndim=1).shape
+    (4, 8)
   """
   n_lead = check_lead_dims(error.shape, spec)
   error = pool_error(error, spec.pooled)

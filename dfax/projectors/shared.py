@@ -94,9 +94,14 @@ def shared(key: jax.Array, *, distribution: str = "gaussian", scale: float | str
   Returns:
     ``projector(error, points) -> list of cotangents``.
 
-  Example::
-
-    proj = dfax.projectors.shared(jax.random.key(0), reuse=True, scale="point")
+  Examples:
+    >>> import dfax
+    >>> from dfax import PointSpec
+    >>> proj = dfax.projectors.shared(jax.random.key(0), reuse=True, scale="point")
+    >>> points = [PointSpec("Dense_0/in", (4, 8), jnp.float32),
+    ...           PointSpec("Dense_1/in", (4, 6), jnp.float32)]
+    >>> [c.shape for c in proj(jnp.ones((4, 3)), points)]
+    [(4, 8), (4, 6)]
   """
   sample(jax.random.key(0), (1,), distribution, jnp.float32)
   resolve_scale(scale, 1, 1)

@@ -28,9 +28,15 @@ def layer_cosines(dfa_grads, bp_grads, stacked: Sequence[str] = ()) -> dict[str,
     ``{layer name: cosine}``; 1 means the DFA update points exactly along the
     backprop gradient, 0 orthogonal. The last layer is exactly 1 under DFA.
 
-  Example::
-
-    cos = layer_cosines(dfax.dfa_grad(loss)(p, x, y), jax.grad(loss)(p, x, y))
+  Examples:
+    >>> import flax.linen as nn, dfax
+    >>> model = nn.Sequential([nn.Dense(16), nn.tanh, nn.Dense(3)])
+    >>> x = jnp.ones((4, 5))
+    >>> p = model.init(jax.random.key(0), x)
+    >>> loss = lambda p: model.apply(p, x).sum()
+    >>> cos = layer_cosines(dfax.dfa_grad(loss)(p), jax.grad(loss)(p))
+    >>> sorted(cos), float(cos["layers_2"])   # the output layer trains exactly
+    (['layers_0', 'layers_2'], 1.0)
   """
   out = {}
   for name in dfa_grads["params"]:

@@ -9,11 +9,20 @@ numbers is used; the ones that fail are moved to
 ``reasons.jsonl``) and reported. A state whose loss turned out non-finite is
 set aside the same way (see ``Checkpoints.rewind``).
 
-Example::
-
-  manager = make_manager("/tmp/run", max_to_keep=3)
-  save(manager, state)
-  state, report = find_newest_readable("/tmp/run", like=state, max_to_keep=3)
+Examples:
+  >>> import tempfile, flax, numpy as np
+  >>> @flax.struct.dataclass
+  ... class State:                      # any pytree with a ``step``, e.g. a TrainState
+  ...   step: np.ndarray
+  ...   w: np.ndarray
+  >>> workdir = tempfile.mkdtemp()
+  >>> state = State(step=np.int32(3), w=np.ones(4, np.float32))
+  >>> manager = make_manager(workdir, max_to_keep=3)
+  >>> save(manager, state)
+  >>> manager.wait_until_finished()
+  >>> restored, report = find_newest_readable(workdir, like=state, max_to_keep=3)
+  >>> int(restored.step), restored.w.tolist()
+  (3, [1.0, 1.0, 1.0, 1.0])
 """
 
 from __future__ import annotations
@@ -157,12 +166,21 @@ def _structure_mismatch(manager, step: int, like) -> str:
   return "; ".join(diffs[:3]) + (f"; ... ({len(diffs)} in all)" if len(diffs) > 3 else "")
 
 
-def _checksum_problem(workdir: str, name: str) -> str:
+def _checksum_problem(workdir: str, name: str, report: RestoreReport | None = None) -> str:
   path = os.path.join(workdir, CHECKSUMS, f"{name}.json")
   if not os.path.exists(path):
     return ""  # saved by an older dfax, or killed between commit and checksums
-  with open(path) as f:
-    want = json.load(f)
+  try:
+    with open(path) as f:
+      want = json.load(f)
+    if not isinstance(want, dict) or not all(
+        isinstance(v, list) and len(v) == 2 for v in want.values()):
+      raise ValueError("not a table of file sizes and CRCs")
+  except (OSError, ValueError) as e:  # garbled, empty or torn: the checkpoint may be fine
+    if report is not None:
+      report.notes.append(f"{CHECKSUMS}/{name}.json is unreadable ({str(e)[:80]}); checkpoint "
+                          f"{name} is checked by restoring it instead.")
+    return ""
   have = _file_sums(os.path.join(workdir, CHECKPOINTS, name))
   for rel in sorted(set(want) | set(have)):
     if rel not in have:
@@ -255,14 +273,17 @@ class Checkpoints:
       pass
 
 
-def find_newest_readable(workdir: str, like: Any,
-                         max_to_keep: int) -> tuple[Any | None, RestoreReport]:
+def find_newest_readable(workdir: str, like: Any, max_to_keep: int, *,
+                         older_layout: Any | None = None) -> tuple[Any | None, RestoreReport]:
   """Finds the newest readable checkpoint without changing anything on disk.
 
   Args:
     workdir: the run's directory.
     like: a state with the shapes and dtypes to restore.
     max_to_keep: the run's ``max_to_keep``.
+    older_layout: optionally, the same state as an older dfax laid it out
+      (the same arrays in the same order, another tree structure); a
+      checkpoint in that layout is restored and returned in ``like``'s.
 
   Returns:
     ``(state or None, report)``; ``report.skipped`` lists the step folders
@@ -280,16 +301,20 @@ def find_newest_readable(workdir: str, like: Any,
       raise ResumeError(_none_readable(root, report))
     return None, report
   manager = make_manager(workdir, max_to_keep)
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), like)
+  abstract = _abstract(like)
   try:
     for step in steps:
-      why = _checksum_problem(workdir, str(step))
+      why = _checksum_problem(workdir, str(step), report)
       if not why:
         try:
           mismatch = _structure_mismatch(manager, step, like)
         except Exception as e:  # noqa: BLE001 - any failure to read means damaged
           why = f"its metadata cannot be read ({write_failure_reason(e)})"
         else:
+          use = like
+          if mismatch and older_layout is not None and _same_leaves(like, older_layout) \
+              and not _structure_mismatch(manager, step, older_layout):
+            use, mismatch = older_layout, ""
           if mismatch:
             raise ResumeError(
                 f"dfax.train: the checkpoint of step {step} in {root} holds a different model "
@@ -297,7 +322,10 @@ def find_newest_readable(workdir: str, like: Any,
                 "train it in a new --workdir.")
       if not why:
         try:
-          state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+          state = manager.restore(step, args=ocp.args.StandardRestore(
+              abstract if use is like else _abstract(use)))
+          if use is not like:  # the same leaves, in like's structure
+            state = jax.tree.unflatten(jax.tree.structure(like), jax.tree.leaves(state))
         except Exception as e:  # noqa: BLE001
           why = f"it cannot be restored ({write_failure_reason(e)})"
         else:
@@ -312,10 +340,22 @@ def find_newest_readable(workdir: str, like: Any,
   raise ResumeError(_none_readable(root, report))
 
 
+def _abstract(tree) -> Any:
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+
+
+def _same_leaves(a, b) -> bool:
+  """Whether two trees hold leaves of the same shapes and dtypes in the same order."""
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  return len(la) == len(lb) and all(
+      x.shape == y.shape and x.dtype == y.dtype for x, y in zip(la, lb))
+
+
 def _none_readable(root: str, report: RestoreReport) -> str:
   reasons = "; ".join(f"step {n}: {why}" for n, why in report.skipped)
   return (f"dfax.train: no readable checkpoint in {root} ({reasons}). Nothing was changed. "
-          "To start this run over, move that folder away or use a new --workdir.")
+          "To start this run over, rerun with --restart (restart=True in Python; the old "
+          "files are moved to restarted-<time>/ in the workdir), or use a new --workdir.")
 
 
 def set_aside_skipped(workdir: str, report: RestoreReport) -> None:

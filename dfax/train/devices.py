@@ -6,12 +6,13 @@ the largest count that fits ``jax.device_count() // (mesh.model * mesh.stage)``
 and divides the batch (and, in a pipeline, each data shard's microbatches and
 the evaluation batch). A positive value is taken as given.
 
->>> auto_data_shards(device_count=8, batch_size=128)
-8
->>> auto_data_shards(device_count=8, batch_size=100)  # 8 does not divide 100
-5
->>> auto_data_shards(device_count=8, batch_size=64, per_shard=2)  # mesh.model=2
-4
+Examples:
+  >>> auto_data_shards(device_count=8, batch_size=128)
+  8
+  >>> auto_data_shards(device_count=8, batch_size=100)  # 8 does not divide 100
+  5
+  >>> auto_data_shards(device_count=8, batch_size=64, per_shard=2)  # mesh.model=2
+  4
 """
 
 from __future__ import annotations

@@ -64,8 +64,15 @@ class WriteFailedError(RunError, OSError):
 def interrupt_exit_code(signum: int) -> int:
   """The status a shell reports for a process ended by ``signum``: 128 + signum.
 
-  >>> import signal
-  >>> interrupt_exit_code(signal.SIGTERM), interrupt_exit_code(signal.SIGINT)
-  (143, 130)
+  Args:
+    signum: the signal number.
+
+  Returns:
+    ``128 + signum``.
+
+  Examples:
+    >>> import signal
+    >>> interrupt_exit_code(signal.SIGTERM), interrupt_exit_code(signal.SIGINT)
+    (143, 130)
   """
   return 128 + int(signum)

@@ -25,8 +25,9 @@ from dfax.train import optim, pipelined
 def cross_entropy(logits: jax.Array, labels: jax.Array, reduce: Callable = jnp.mean) -> jax.Array:
   """Softmax cross-entropy over the last axis with integer labels, reduced by ``reduce``.
 
-  >>> float(cross_entropy(jnp.zeros((2, 4)), jnp.array([0, 3])))  # log(4)
-  1.3862943649291992
+  Examples:
+    >>> float(cross_entropy(jnp.zeros((2, 4)), jnp.array([0, 3])))  # log(4)
+    1.3862943649291992
   """
   return reduce(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 

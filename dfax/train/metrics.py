@@ -26,10 +26,13 @@ class MetricsWriter:
     resume_step: the step the run resumes from; rows past it are dropped
       first (atomically), so the file always describes one uninterrupted run.
 
-  Example::
-
-    writer = MetricsWriter("/tmp/run", resume_step=0)
-    writer.write({"step": 1, "train_loss": 2.3})
+  Examples:
+    >>> import tempfile
+    >>> workdir = tempfile.mkdtemp()
+    >>> writer = MetricsWriter(workdir, resume_step=0)
+    >>> writer.write({"step": 1, "train_loss": 2.3})
+    >>> read_metrics(os.path.join(workdir, "metrics.jsonl"))
+    [{'step': 1, 'train_loss': 2.3}]
   """
 
   def __init__(self, workdir: str, resume_step: int = 0):
@@ -62,7 +65,7 @@ def plain(v):
   return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
-def read_metrics_checked(path: str) -> tuple[list[dict[str, Any]], bool]:
+def read_metrics_checked(path: str, warn: bool = True) -> tuple[list[dict[str, Any]], bool]:
   """The rows of a metrics file, and whether its last line was torn (and dropped).
 
   A last line that is not complete JSON (a kill mid-write) is dropped with a
@@ -71,20 +74,28 @@ def read_metrics_checked(path: str) -> tuple[list[dict[str, Any]], bool]:
   Raises:
     ResumeError: naming the file and line of a damaged line before the last.
   """
-  with open(path, "rb") as f:
-    lines = f.read().decode("utf-8", errors="replace").split("\n")
+  try:
+    with open(path, "rb") as f:
+      lines = f.read().decode("utf-8", errors="replace").split("\n")
+  except OSError as e:
+    raise ResumeError(f"dfax.train: cannot read {path} ({e.strerror or e}); make it a readable "
+                      "file or move it away.") from None
   rows, torn = [], False
   numbered = [(i, line) for i, line in enumerate(lines, start=1) if line.strip()]
   for n, (i, line) in enumerate(numbered):
     try:
-      rows.append(json.loads(line))
+      row = json.loads(line)
+      if not isinstance(row, dict):
+        raise ValueError("not a JSON object")
+      rows.append(row)
     except ValueError:
       if n < len(numbered) - 1:
         raise ResumeError(f"dfax.train: {path} line {i} is not JSON ({line[:60]!r}); the file "
                          "was changed by something other than dfax. Fix or remove that "
                          "line.") from None
-      logging.warning("dfax.train: the last line of %s was torn (%d characters, a kill "
-                      "mid-write); it is dropped.", path, len(line))
+      if warn:
+        logging.warning("dfax.train: the last line of %s was torn (%d characters, a kill "
+                        "mid-write); it is dropped.", path, len(line))
       torn = True
   return rows, torn
 
@@ -97,11 +108,18 @@ def read_metrics(path: str) -> list[dict[str, Any]]:
 def write_json(path: str, obj: Any) -> None:
   """Writes ``obj`` as JSON to ``path`` atomically (write aside, fsync, rename)."""
   tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=plain)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  try:
+    with open(tmp, "w") as f:
+      json.dump(obj, f, indent=2, sort_keys=True, default=plain)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    try:
+      os.remove(tmp)  # a full disk leaves no half-written file behind
+    except OSError:
+      pass
+    raise
 
 
 def read_json(path: str) -> Any | None:
@@ -115,6 +133,9 @@ def read_json(path: str) -> Any | None:
   try:
     with open(path) as f:
       return json.load(f)
+  except OSError as e:
+    raise ResumeError(f"dfax.train: cannot read {path} ({e.strerror or e}); make it a readable "
+                      "file or move it away.") from None
   except ValueError as e:
     raise ResumeError(f"dfax.train: {path} is not valid JSON ({e}); restore it or move it "
                      "away.") from None

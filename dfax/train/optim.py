@@ -82,20 +82,51 @@ def train_last_layer_only(opt: optax.GradientTransformation) -> optax.GradientTr
   return _zero_where_frozen(opt, last_layer_labels)
 
 
-def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
+def clip_then(opt: optax.GradientTransformation,
+              max_norm: float) -> optax.GradientTransformation:
+  """``opt`` applied to gradients clipped to global norm ``max_norm`` (0: not clipped).
+
+  The same updates as ``optax.chain(optax.clip_by_global_norm(max_norm), opt)``,
+  but the state is ``opt``'s own: clipping by global norm keeps no state, so
+  the optimizer state has the same structure whether or not clipping is on, and
+  a run can add or change ``grad_clip`` when it resumes
+  (``--allow_changes=grad_clip``).
+  """
+  if not max_norm:
+    return opt
+  clip = optax.clip_by_global_norm(max_norm)
+
+  def update(updates, state, params=None):
+    updates, _ = clip.update(updates, clip.init(None), params)
+    return opt.update(updates, state, params)
+
+  return optax.GradientTransformation(opt.init, update)
+
+
+def make_optimizer(config, total_steps: int, *,
+                   chain_clip: bool = False) -> optax.GradientTransformation:
   """The optimizer: ``config.optimizer`` on ``config.schedule``, clipped by ``grad_clip``.
 
   ``config.freeze`` ("patch_embed,pos_embed") names top-level modules that get
   exactly zero update under any method. A training method may wrap the result
-  (see ``methods.Method.wrap_optimizer``).
+  (see ``methods.Method.wrap_optimizer``). ``chain_clip=True`` builds the layout
+  of dfax before :func:`clip_then` (``optax.chain(clip, optimizer)``, the same
+  updates, another state structure), to read checkpoints written with it.
 
-  Example::
-
-    opt = make_optimizer(load_config("configs/smoke.py"), total_steps=150)
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from dfax.train.config_schema import default_config
+    >>> opt = make_optimizer(default_config(), total_steps=150)
+    >>> state = opt.init({"w": jnp.ones(3)})
+    >>> updates, state = opt.update({"w": jnp.ones(3)}, state, {"w": jnp.ones(3)})
+    >>> updates["w"].shape
+    (3,)
   """
   opt = _base(config, make_schedule(config, total_steps))
-  if config.grad_clip:
+  if chain_clip and config.grad_clip:
     opt = optax.chain(optax.clip_by_global_norm(config.grad_clip), opt)
+  else:
+    opt = clip_then(opt, config.grad_clip)
   frozen = tuple(n.strip() for n in config.freeze.split(",") if n.strip())
   if frozen:
     opt = _zero_where_frozen(opt, frozen_labels(frozen))

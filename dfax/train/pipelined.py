@@ -8,10 +8,14 @@ bubble), ``backprop_pipeline`` for ``method=bp``, each with
 the one-device step's (``mesh.stage=1``) of the same config, so a run can move
 between the two.
 
-Example::
+Examples:
+  From the shell (4 devices; on CPU set
+  ``XLA_FLAGS=--xla_force_host_platform_device_count=4``):
 
-  python -m dfax.train --config configs/mnist_pipeline.py --workdir /tmp/pipe \\
+  ```bash
+  python -m dfax.train --config configs/mnist_pipeline.py --workdir workdirs/pipe \\
       --config.mesh.stage=4 --config.mesh.microbatches=4
+  ```
 """
 
 from __future__ import annotations

@@ -8,10 +8,9 @@ named in ``allow_changes`` (``--allow_changes`` on the CLI). Keys in
 may change freely. Every change, allowed or free, is appended to
 ``changes.jsonl`` in the workdir.
 
-Example::
-
-  diff_configs({"learning_rate": 1e-3}, {"learning_rate": 3e-3})
-  # {'learning_rate': (0.001, 0.003)}
+Examples:
+  >>> diff_configs({"learning_rate": 1e-3}, {"learning_rate": 3e-3})
+  {'learning_rate': (0.001, 0.003)}
 """
 
 from __future__ import annotations
@@ -23,18 +22,20 @@ from typing import Any, Iterable
 
 from dfax.train.errors import ConfigChangedError
 
-# Keys whose change leaves the trajectory of the parameters unchanged.
+# Keys whose change leaves the trajectory of the parameters unchanged ("data_path": the same
+# data, by content fingerprint, read from another folder; see dfax.train.data_identity).
 FREE_KEYS = ("name", "data_dir", "progress_bar", "log_every", "eval_every", "eval_batch_size",
              "alignment_every", "checkpoint_every", "max_to_keep", "mesh.data", "mesh.model",
-             "tensorboard")
+             "tensorboard", "data_path")
 CHANGES = "changes.jsonl"
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
   """``{"a": {"b": 1}} -> {"a.b": 1}``, with tuples as lists (as JSON stores them).
 
-  >>> flatten({"a": {"b": (1, 2)}, "c": 3})
-  {'a.b': [1, 2], 'c': 3}
+  Examples:
+    >>> flatten({"a": {"b": (1, 2)}, "c": 3})
+    {'a.b': [1, 2], 'c': 3}
   """
   out = {}
   for key, value in tree.items():
@@ -50,8 +51,9 @@ def diff_configs(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[
 
   A key present on one side only shows ``"<absent>"`` on the other.
 
-  >>> diff_configs({"lr": 1, "m": {"a": 1}}, {"lr": 2, "m": {"a": 1}})
-  {'lr': (1, 2)}
+  Examples:
+    >>> diff_configs({"lr": 1, "m": {"a": 1}}, {"lr": 2, "m": {"a": 1}})
+    {'lr': (1, 2)}
   """
   a, b = flatten(saved), flatten(new)
   return {k: (a.get(k, "<absent>"), b.get(k, "<absent>"))

@@ -27,8 +27,9 @@ except ImportError:  # an optional dependency: the train extra installs it
 def scalars(row: dict[str, Any], prefix: str = "") -> dict[str, float]:
   """The finite numeric values of a metrics row as ``{tag: value}`` (nested dicts joined by /).
 
-  >>> scalars({"step": 5, "eval_loss": 0.5, "alignment": {"Dense_0": 0.25}, "note": "x"})
-  {'eval_loss': 0.5, 'alignment/Dense_0': 0.25}
+  Examples:
+    >>> scalars({"step": 5, "eval_loss": 0.5, "alignment": {"Dense_0": 0.25}, "note": "x"})
+    {'eval_loss': 0.5, 'alignment/Dense_0': 0.25}
   """
   out = {}
   for key, value in row.items():
@@ -49,11 +50,14 @@ class EventWriter:
     purge_step: the step a resumed run starts from; earlier processes' events
       at or after it are hidden by TensorBoard.
 
-  Example::
-
-    events = EventWriter("/tmp/run", purge_step=0)
-    events.write({"step": 10, "train_loss": 2.1})
-    events.close()
+  Examples:
+    >>> import os, tempfile
+    >>> workdir = tempfile.mkdtemp()
+    >>> events = EventWriter(workdir, purge_step=0)
+    >>> events.write({"step": 10, "train_loss": 2.1})
+    >>> events.close()
+    >>> any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
+    True
   """
 
   def __init__(self, workdir: str, purge_step: int | None = None):

@@ -3,10 +3,15 @@
 What a run guarantees (checkpoints kept, resumes refused, exit statuses) is
 described in docs/reliability.md.
 
-Example::
+Examples:
+  A full run (minutes; ``python -m dfax.train`` is the same from the shell),
+  so it is not run as a doctest:
 
-  from configs import mnist_mlp
-  results = train_and_evaluate(mnist_mlp.get_config(), "/tmp/run")
+  ```python
+  from dfax.train.config_file import load_config
+  from dfax.train.trainer import train_and_evaluate
+  results = train_and_evaluate(load_config("configs/mnist_mlp.py"), "workdirs/mnist_mlp_dfa")
+  ```
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 import os
 import signal
 import time
+import zlib
 from typing import Any, Callable, Iterable
 
 import flax
@@ -28,8 +34,10 @@ from tqdm.auto import tqdm
 
 from dfax import parallel
 from dfax.models import lm_forward
-from dfax.train import (alignment, checkpoint, distributed, lock, methods, metrics, optim,
-                        pipelined, plots, registry, resume, tensorboard, validate)
+from dfax.train import (alignment, checkpoint, data_identity, distributed, lock, methods,
+                        metrics, optim, pipelined, plots, registry, resume, tensorboard,
+                        validate)
+from dfax.train import workdir as workdirs
 from dfax.train.errors import ConfigError, NonFiniteLossError, RunError, WriteFailedError
 
 
@@ -145,8 +153,9 @@ def _placers(config):
 def describe_bad_batch(x: np.ndarray, y: np.ndarray, num_classes: int) -> str:
   """What is wrong with a batch itself ('' when nothing is).
 
-  >>> describe_bad_batch(np.array([[0.0, np.nan]]), np.array([12]), 10)
-  '1 non-finite input value(s); 1 label(s) outside [0, 10) (e.g. 12)'
+  Examples:
+    >>> describe_bad_batch(np.array([[0.0, np.nan]]), np.array([12]), 10)
+    '1 non-finite input value(s); 1 label(s) outside [0, 10) (e.g. 12)'
   """
   problems = []
   x, y = np.asarray(x), np.asarray(y)
@@ -170,12 +179,30 @@ class _Run:
   state: TrainState
   total_steps: int
   steps: tuple
+  data: dict
+  older_layout: Any = None  # the state as dfax laid it out before optim.clip_then
+
+
+def _load_data(config):
+  """``registry.build``, with a data set that cannot be read reported in one line."""
+  data_identity.check_env()
+  try:
+    return registry.build(config)
+  except RunError:
+    raise
+  except (OSError, ValueError, EOFError, zlib.error, KeyError, IndexError) as e:
+    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if message.startswith("dfax.train:"):
+      raise ConfigError(message) from None
+    raise ConfigError(f"dfax.train: cannot load the data set {config.dataset.name!r}: "
+                      f"{message}. Replace the damaged or missing files (or point "
+                      "--config.data_dir / DFAX_DATA_DIR at a good copy).") from None
 
 
 def _build(config, skip_batches: Iterable[int]) -> _Run:
   """Checks the config, builds model, data, optimizer and the traced step; writes nothing."""
   validate.check_config(config)  # also sets mesh.data=0 to the devices in use
-  model, task = registry.build(config)
+  model, task = _load_data(config)
   total_steps = config.num_steps or config.num_epochs * task.steps_per_epoch
   validate.check_task(config, task, total_steps)
   bad = [s for s in skip_batches if not isinstance(s, int) or not 0 <= s < total_steps]
@@ -194,11 +221,17 @@ def _build(config, skip_batches: Iterable[int]) -> _Run:
     raise
   except (ValueError, TypeError, KeyError) as e:
     raise ConfigError(f"dfax.train: this config cannot build its train step: {e}") from None
-  return _Run(config, model, task, opt, state, total_steps, steps)
+  older = None
+  if config.grad_clip:  # checkpoints of optax.chain(clip, optimizer) still resume
+    chained = methods.METHODS[config.method].wrap_optimizer(
+        optim.make_optimizer(config, total_steps, chain_clip=True))
+    older = state.replace(opt_state=chained.init(params))
+  return _Run(config, model, task, opt, state, total_steps, steps,
+              data_identity.identify(config, task), older)
 
 
 def train_and_evaluate(config, workdir: str, *, allow_changes: Iterable[str] = (),
-                       skip_batches: Iterable[int] = ()) -> dict[str, Any]:
+                       skip_batches: Iterable[int] = (), restart: bool = False) -> dict[str, Any]:
   """Trains per ``config``, resuming from ``workdir`` if it holds a run.
 
   Args:
@@ -209,6 +242,8 @@ def train_and_evaluate(config, workdir: str, *, allow_changes: Iterable[str] = (
       differ from the workdir's saved config; see ``resume.FREE_KEYS``.
     skip_batches: steps whose batches get no update (their step counts);
       the steps a non-finite-loss error names.
+    restart: start over in a workdir that holds a run: its files are first
+      moved to ``workdir/restarted-<time>/`` (``--restart``).
 
   Returns:
     The results dict also written to ``results.json``. ``status`` is
@@ -226,26 +261,34 @@ def train_and_evaluate(config, workdir: str, *, allow_changes: Iterable[str] = (
   """
   config, allow_changes = config.copy_and_resolve_references(), tuple(allow_changes)
   skips = set(skip_batches)
-  workdir = os.path.abspath(workdir)
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise ConfigError(f"dfax.train: --workdir {workdir} is a file, not a directory; name a "
-                      "new or existing directory.")
   with _Interrupt() as interrupt:
+    workdir = workdirs.check_path(workdir)
     run = _build(config, skips)
     if interrupt.signum:
       return {"status": "interrupted", "signal": interrupt.signum, "steps": 0,
               "started": False}
     if distributed.is_multiprocess() and not distributed.is_primary():
       return _follow(run, workdir, interrupt)
-    os.makedirs(workdir, exist_ok=True)
+    workdirs.check_space(workdir, _state_bytes(run.state) + (16 << 10))
+    workdirs.make(workdir)
     with lock.WorkdirLock(workdir) as owner:
       if owner.note:
         logging.warning("dfax.train: %s", owner.note)
       announce = _Announce(run)
       try:
+        if restart:
+          moved = workdirs.restart(workdir)
+          if moved:
+            logging.warning("dfax.train: --restart: moved the earlier files of %s to %s.",
+                            workdir, moved)
         return _resume_and_train(run, workdir, allow_changes, skips, interrupt, announce)
       finally:
         announce.refused()  # a start refused by process 0 stops the others too
+
+
+def _state_bytes(state) -> int:
+  return int(sum(np.dtype(x.dtype).itemsize * int(np.prod(x.shape))
+                 for x in jax.tree.leaves(state)))
 
 
 class _Announce:
@@ -290,6 +333,9 @@ class _NoLog:
   def write(self, row: dict[str, Any]) -> None:
     del row
 
+  def finish(self) -> None:
+    pass
+
 
 class _NoCheckpoints:
   """A follower's checkpoints: process 0 saves them."""
@@ -321,21 +367,39 @@ def _resume_and_train(run: _Run, workdir, allow_changes, skips, interrupt,
                       announce: _Announce) -> dict[str, Any]:
   config = run.config
   new_config = json.loads(config.to_json_best_effort())
+  # Every check runs before the first write: a refused start leaves the workdir as it was.
   saved_config = metrics.read_json(os.path.join(workdir, "config.json"))
   old_results = metrics.read_json(os.path.join(workdir, "results.json"))
-  restored, report = checkpoint.find_newest_readable(workdir, run.state, config.max_to_keep)
-  changes = {}
-  if (restored is not None or old_results is not None) and saved_config is None:
+  saved_data = metrics.read_json(os.path.join(workdir, data_identity.DATA))
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(metrics_path):
+    metrics.read_metrics_checked(metrics_path, warn=False)  # a damaged line is refused here
+  restored, report = checkpoint.find_newest_readable(workdir, run.state, config.max_to_keep,
+                                                     older_layout=run.older_layout)
+  changes, held = {}, restored is not None or old_results is not None
+  if held and saved_config is None:
     logging.warning("dfax.train: %s holds a run but no config.json; this config cannot be "
                     "checked against it and is recorded as the run's config.", workdir)
-  elif restored is not None or old_results is not None:
+  elif held:
     changes = resume.check_changes(saved_config, new_config, allow_changes, workdir)
-    if (old_results and old_results.get("status") == "completed" and not changes
-        and old_results.get("steps") == run.total_steps):
+  if held:
+    changes.update(data_identity.check(saved_data, run.data, allow_changes, workdir))
+    if saved_data is None:
+      logging.warning("dfax.train: %s records no data identity (data.json); this start's data "
+                      "(%s) is recorded as the run's.", workdir,
+                      data_identity.identity.describe(run.data))
+    if (old_results and old_results.get("status") == "completed"
+        and not set(changes) - {"data_path"} and old_results.get("steps") == run.total_steps):
       logging.warning("dfax.train: %s already holds this completed run; nothing changed.",
                       workdir)
+      _repair_plots(run, workdir)
       announce.complete()
       return {**old_results, "already_completed": True}
+  if restored is None:
+    saved_every = (saved_config or {}).get("checkpoint_every", config.checkpoint_every)
+    workdirs.lost_history(workdir, saved_every if isinstance(saved_every, int) and
+                          saved_every > 0 else config.checkpoint_every)
+  # The checks passed: from here on the start writes.
   for line in report.lines():
     logging.warning("%s", line)
   checkpoint.set_aside_skipped(workdir, report)
@@ -349,20 +413,60 @@ def _resume_and_train(run: _Run, workdir, allow_changes, skips, interrupt,
     resume.record_changes(workdir, start, changes)
   if changes or saved_config is None or restored is None:
     metrics.write_json(os.path.join(workdir, "config.json"), new_config)
+  if changes or saved_data is None or restored is None:
+    metrics.write_json(os.path.join(workdir, data_identity.DATA), run.data)
   if skips - resume.recorded_skips(workdir):
     resume.record_skips(workdir, start, skips)
   skips |= resume.recorded_skips(workdir)
   writer = metrics.MetricsWriter(workdir, resume_step=start if restored is not None else -1)
   ckpts = checkpoint.Checkpoints(workdir, config.max_to_keep)
-  events = tensorboard.EventWriter(workdir, purge_step=start) if config.tensorboard else None
+  events = _event_writer(workdir, start) if config.tensorboard else None
   log = _Log(writer, events, ckpts)
   announce.starts(state, start, skips)
   try:
     return _loop(run, workdir, state, start, log, ckpts, skips, interrupt)
   finally:
     ckpts.close()
-    if events is not None:
-      events.close()
+    log.close_events()
+
+
+def _event_writer(workdir: str, start: int):
+  try:
+    return tensorboard.EventWriter(workdir, purge_step=start)
+  except OSError as e:
+    raise WriteFailedError(f"dfax.train: could not create the TensorBoard event file in "
+                           f"{workdir}: {checkpoint.write_failure_reason(e)}; nothing was "
+                           "trained. Free space (or set --config.tensorboard=False) and rerun "
+                           "the same command.") from None
+
+
+def _plot(rows, workdir: str, config) -> list[str]:
+  """Writes curves.png (and alignment.png for a method that logs it); the names written."""
+  title = f"{config.name} ({config.method})"
+  plots.plot_curves(rows, os.path.join(workdir, "curves.png"), title)
+  written = ["curves.png"]
+  if methods.METHODS[config.method].logs_alignment:
+    plots.plot_alignment(rows, os.path.join(workdir, "alignment.png"), title)
+    written.append("alignment.png")
+  return written
+
+
+def _repair_plots(run: _Run, workdir: str) -> None:
+  """A completed run lacking a plot (killed between results.json and it): plots it again."""
+  want = ["curves.png"] + (["alignment.png"] if methods.METHODS[run.config.method].logs_alignment
+                           else [])
+  missing = [n for n in want if not os.path.exists(os.path.join(workdir, n))]
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not missing or not os.path.exists(path):
+    return
+  try:
+    _plot(metrics.read_metrics(path), workdir, run.config)
+  except OSError as e:
+    raise WriteFailedError(f"dfax.train: the completed run in {workdir} lacks {missing} and "
+                           f"they could not be written: {checkpoint.write_failure_reason(e)}; "
+                           "free space and rerun the same command.") from None
+  logging.warning("dfax.train: %s lacked %s; made from metrics.jsonl.", workdir,
+                  ", ".join(missing))
 
 
 class _Log:
@@ -370,6 +474,26 @@ class _Log:
 
   def __init__(self, writer: metrics.MetricsWriter, events, ckpts: checkpoint.Checkpoints):
     self.writer, self.events, self.ckpts = writer, events, ckpts
+
+  def finish(self) -> None:
+    """Flushes and closes the TensorBoard events: part of completing a run."""
+    try:
+      self.close_events(quiet=False)
+    except Exception as e:  # noqa: BLE001 - tensorboardX raises its own types too
+      raise WriteFailedError(
+          f"dfax.train: could not flush the TensorBoard events to "
+          f"{os.path.dirname(self.writer.path)}: {checkpoint.write_failure_reason(e)}; the "
+          f"checkpoints (steps {self.ckpts.steps()}) and metrics.jsonl are intact. Free "
+          "space and rerun the same command to complete the run.") from None
+
+  def close_events(self, quiet: bool = True) -> None:
+    events, self.events = self.events, None
+    if events is not None:
+      try:
+        events.close()
+      except Exception:  # noqa: BLE001 - closing after a failure must not hide it
+        if not quiet:
+          raise
 
   def write(self, row: dict[str, Any]) -> None:
     row = metrics.plain(row)
@@ -451,15 +575,27 @@ def _loop(run: _Run, workdir, state, start, log, ckpts, skips, interrupt):
     results["config_changes"] = [row for row in changes if row.get("changes")]
   if cost:
     results["opu_cost_per_step"] = cost
+  if done and interrupt.signum:
+    logging.warning("dfax.train: signal %d came after the last step; the run is complete and "
+                    "is saved whole.", interrupt.signum)
   if not distributed.is_primary():
     return results
-  metrics.write_json(os.path.join(workdir, "results.json"), results)
-  if done:
-    rows = metrics.read_metrics(log.writer.path)
-    title = f"{config.name} ({config.method})"
-    plots.plot_curves(rows, os.path.join(workdir, "curves.png"), title)
-    if method.logs_alignment:
-      plots.plot_alignment(rows, os.path.join(workdir, "alignment.png"), title)
+  what = "the results"
+  try:
+    if done:  # plots and TensorBoard are part of completion: written before results.json
+      log.finish()
+      what = "the plots"
+      _plot(metrics.read_metrics(log.writer.path), workdir, config)
+      what = "the results"
+    metrics.write_json(os.path.join(workdir, "results.json"), results)
+  except WriteFailedError:
+    raise
+  except OSError as e:
+    raise WriteFailedError(
+        f"dfax.train: could not write {what} of step {int(state.step)} to {workdir}: "
+        f"{checkpoint.write_failure_reason(e)}; the checkpoints (steps {ckpts.steps()}) and "
+        "metrics.jsonl are intact. Free space and rerun the same command to complete the "
+        "run.") from None
   return results
 
 

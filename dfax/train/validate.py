@@ -6,10 +6,14 @@ the dataset, a shift smaller than the image, a batch that fits the examples).
 ``check_config`` also sets ``mesh.data=0`` (every device) to the number of data
 shards in use (:mod:`dfax.train.devices`).
 
-Example::
-
-  check_config(load_config("configs/smoke.py", batch_size=0))
-  # ConfigError: dfax.train: config.batch_size=0 must be an integer >= 1; ...
+Examples:
+  >>> from dfax.train.config_schema import default_config
+  >>> config = default_config()
+  >>> config.batch_size = 0
+  >>> check_config(config)
+  Traceback (most recent call last):
+  ...
+  dfax.train.errors.ConfigError: dfax.train: config.batch_size=0 must be an integer >= 1; ...
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dfax.train.errors import ConfigError
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+MAX_SEED = 2**31 - 1
 
 
 def _fail(key: str, value: Any, want: str, example: Any) -> None:
@@ -148,6 +153,9 @@ def check_config(config) -> None:
               "dfa.feature_ndim"):
     if _has(config, key):
       _int_at_least(config, key, 0, {"num_steps": 1000, "dataset.augment_shift": 2}.get(key, 0))
+  for key in ("seed", "dfa.seed"):  # jax.random.key keeps 32 bits without x64: bounded
+    if _has(config, key) and _get(config, key) > MAX_SEED:
+      _fail(key, _get(config, key), f"must be at most {MAX_SEED} (2**31 - 1)", 0)
   _int_at_least(config, "mesh.data", 0, 0)  # 0: every device (dfax/train/devices.py)
   for key in ("batch_size", "eval_batch_size", "log_every", "eval_every", "checkpoint_every",
               "max_to_keep", "mesh.model"):

@@ -148,17 +148,31 @@ def check_pipeline(tmp_path):
   assert "1.14B S= 8" in out, out
 
 
+def check_lm_depth(tmp_path):
+  out = _script("lm_depth", "--json", str(tmp_path / "depth.json"))
+  result = json.loads((tmp_path / "depth.json").read_text())
+  rows = result["depths"]["2"]["rows"]
+  assert set(rows) == {"dfa", "zero", "last_block", "bp"}
+  for row in rows.values():
+    assert math.isfinite(row["val_loss"]) and _positive(row["seconds"]), row
+  zero, dfa, bp = (rows[k]["val_loss"] for k in ("zero", "dfa", "bp"))
+  assert result["depths"]["2"]["gap_closure"] == pytest.approx((zero - dfa) / (zero - bp))
+  assert "gap closure" in out, out
+
+
 slow = pytest.mark.slow
 CASES = [  # (benchmark, check); a benchmark may have several
-    pytest.param("step_time", check_step_time_mlp, id="step_time-mlp"),
+    pytest.param("step_time", check_step_time_mlp, id="step_time-mlp", marks=slow),
     pytest.param("step_time", check_step_time_transformer, id="step_time-transformer",
                  marks=slow),
-    pytest.param("compile_1b", check_compile_1b, id="compile_1b"),
+    pytest.param("compile_1b", check_compile_1b, id="compile_1b", marks=slow),
     pytest.param("hadamard_vs_dense", check_hadamard_vs_dense, id="hadamard_vs_dense"),
-    pytest.param("opu_projector", check_opu_projector, id="opu_projector"),
+    pytest.param("opu_projector", check_opu_projector, id="opu_projector", marks=slow),
     pytest.param("opu_cost_plot", check_opu_cost_plot, id="opu_cost_plot"),
-    pytest.param("layer_parallel", check_layer_parallel, id="layer_parallel"),
+    pytest.param("layer_parallel", check_layer_parallel, id="layer_parallel",
+                 marks=slow),
     pytest.param("pipeline", check_pipeline, id="pipeline", marks=slow),
+    pytest.param("lm_depth", check_lm_depth, id="lm_depth", marks=slow),
 ]
 
 

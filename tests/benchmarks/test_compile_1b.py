@@ -51,6 +51,7 @@ def test_the_1b_config_is_on_the_schema_and_builds_through_the_registry(compile_
   assert model.config.remat and model.config.error_at == "hidden"
 
 
+@pytest.mark.slow
 def test_compiles_the_dfa_step_on_a_2x4_mesh(compile_1b, tmp_path, capsys):
   compiled = compile_1b.main(["--config", str(_small_config_file(tmp_path)),
                               "--preset", "macro_out", "--norm", "post"])

@@ -129,6 +129,7 @@ def test_install_cell_in_colab_with_url(tmp_path):
       "-m", "pip", "install", "-q", "dfax-flax[train] @ git+https://git.example/me/dfax.git"]
 
 
+@pytest.mark.slow
 def test_quickstart():
   text, pngs = execute("quickstart.ipynb")
   assert pngs >= 2, "expected the accuracy curves and the alignment plot"
@@ -146,6 +147,7 @@ def test_quickstart():
   assert number(text, "one epoch of DFA: test accuracy") > 0.7
 
 
+@pytest.mark.slow
 def test_transformer_lm_in_a_fresh_copy(tmp_path):
   # A copy of the source tree (what a fresh clone holds), no ../shared beside it and no
   # DFAX_DATA_DIR: the notebook must use the copy's dfax and the corpus shipped inside it.
@@ -172,6 +174,7 @@ def test_transformer_lm_in_a_fresh_copy(tmp_path):
   assert "--- DFA ---\nROMEO:" in text  # a sample was printed
 
 
+@pytest.mark.slow
 def test_simulated_opu():
   text, pngs = execute("simulated_opu.ipynb")
   assert pngs >= 2, "expected the fidelity plot and the training plot"

@@ -121,7 +121,7 @@ def test_default_projector_and_zero_control_run_with_encoder_points(seq2seq, con
   norm = lambda side: sum(float(jnp.sum(g ** 2)) for p, g in leaves if _side(p) == side)
   head = [k for k in ("lm_head", "final_logits_bias") if k in grads]
   for k in head:  # after the last cut: the true gradient, with or without feedback
-    np.testing.assert_allclose(grads[k], exact[k], rtol=1e-4, atol=1e-7)
+    dfax.testing.assert_trees_close(grads[k], exact[k], rtol=1e-4, atol=1e-7)
   if control:  # only the head learns
     assert norm("encoder") == 0 and norm("decoder") == 0
   else:  # the encoder learns from the pooled feedback

@@ -33,7 +33,8 @@ SMOKE = REPO / "configs" / "smoke.py"
 SMALL = {"num_steps": 12, "checkpoint_every": 4, "eval_every": 6, "log_every": 2,
          "alignment_every": 0, "max_to_keep": 10, "dataset.train_limit": 256,
          "dataset.eval_limit": 100, "eval_batch_size": 100, "batch_size": 32,
-         "model.features": (32,), "method": "bp"}
+         "model.features": (32,), "method": "bp",
+         "mesh.data": 1}  # one device in-process and in subprocesses alike: bitwise comparable
 ENV = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
 
 

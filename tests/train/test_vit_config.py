@@ -7,6 +7,7 @@ small ViT in tests/models/test_transformer.py.
 import pathlib
 
 import numpy as np
+import pytest
 
 from dfax.train.config_file import load_config
 from dfax.train.metrics import read_metrics
@@ -19,6 +20,7 @@ SHORT = {"num_steps": 4, "batch_size": 16, "eval_every": 4, "log_every": 2,
          "progress_bar": False, "warmup_steps": 1}
 
 
+@pytest.mark.slow
 def test_dfa_run_logs_the_alignment_of_every_layer_and_the_head_is_exact(tmp_path):
   config = load_config(CONFIG, **SHORT, alignment_every=2)
   results = train_and_evaluate(config, str(tmp_path / "dfa"))

@@ -1,0 +1,170 @@
+"""DFA at depth: the Transformer LM at several depths, DFA against two controls and backprop.
+
+Every row of one depth starts from the same initialisation and sees the same
+batches. The rows:
+
+* ``dfa``: the chosen preset (default ``after_ln``, pre-LN blocks) with the
+  chosen projector (default ``gaussian``);
+* ``zero``: the same cuts with zero feedback (``dfax.projectors.zeros()``):
+  only what follows the last cut learns (the head);
+* ``last_block``: cuts in front of every block with zero feedback (the
+  ``macro`` preset): the last block and the head train by backprop, the rest
+  stays frozen, the stronger control;
+* ``bp``: backprop.
+
+It prints, per depth, the validation loss of each row, the gap closure
+``(zero - dfa) / (zero - bp)`` and DFA's lead over the last-block control, with
+the wall-clock time of each row's steps after the first (which compiles), and
+writes them as JSON with ``--json``.
+
+  python benchmarks/lm_depth.py --depths 2,4,8 --steps 3000          # the CPU proxy
+  python benchmarks/lm_depth.py --depths 12 --d_model 768 --heads 12 --d_ff 3072 \\
+      --seq 256 --batch 32 --steps 2500 --dtype bfloat16             # GPT-2-small width, GPU
+  python benchmarks/lm_depth.py --quick                              # seconds: checks it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+import dfax
+from dfax.data import load_shakespeare, sample_lm_batches
+from dfax.models import TransformerConfig, TransformerLM, lm_forward, presets
+
+ROWS = ("dfa", "zero", "last_block", "bp")
+PROJECTORS = ("gaussian", "uniform", "shared", "hadamard")
+
+
+def parse(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--depths", default="2,4,8", help="comma-separated numbers of blocks")
+  p.add_argument("--steps", type=int, default=3000)
+  p.add_argument("--d_model", type=int, default=128)
+  p.add_argument("--heads", type=int, default=4)
+  p.add_argument("--d_ff", type=int, default=512)
+  p.add_argument("--seq", type=int, default=128)
+  p.add_argument("--batch", type=int, default=32)
+  p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
+  p.add_argument("--warmup", type=int, default=100)
+  p.add_argument("--norm", choices=("pre", "post"), default="pre")
+  p.add_argument("--preset", default="after_ln", choices=presets.PRESETS)
+  p.add_argument("--projector", default="gaussian", choices=PROJECTORS)
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  p.add_argument("--rows", default=",".join(ROWS), help="which of " + ",".join(ROWS))
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--eval_batches", type=int, default=16)
+  p.add_argument("--json", help="write the results here")
+  p.add_argument("--quick", action="store_true", help="tiny sizes, a few steps (tests)")
+  args = p.parse_args(argv)
+  if args.quick:
+    args.depths, args.steps, args.d_model, args.heads, args.d_ff = "2", 3, 16, 2, 32
+    args.seq, args.batch, args.eval_batches, args.warmup = 16, 4, 2, 2
+  return args
+
+
+def feedback(row: str, preset: str, model):
+  """The selection a row trains with (None for backprop)."""
+  if row == "bp":
+    return None
+  return presets.macro(model) if row == "last_block" else getattr(presets, preset)(model)
+
+
+def projector(row: str, name: str, seed: int):
+  if row in ("zero", "last_block"):
+    return dfax.projectors.zeros()
+  return getattr(dfax.projectors, name)(jax.random.key(1000 + seed))
+
+
+def train_row(row: str, model, params, args, corpus) -> dict:
+  """Trains one row from ``params``; returns its validation loss and seconds."""
+  schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, args.warmup, args.steps)
+  opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=0.01))
+  loss_fn = lambda p, x, y: optax.softmax_cross_entropy_with_integer_labels(
+      lm_forward(model, p, x).astype(jnp.float32), y).mean()
+  if row == "bp":
+    grad_fn = jax.value_and_grad(loss_fn)
+  else:
+    grad_fn = dfax.dfa_value_and_grad(loss_fn, projector=projector(row, args.projector,
+                                                                    args.seed),
+                                      feedback=feedback(row, args.preset, model))
+
+  @jax.jit
+  def step(params, opt_state, x, y):
+    loss, grads = grad_fn(params, x, y)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  eval_loss = jax.jit(loss_fn)
+  opt_state = opt.init(params)
+  batches = sample_lm_batches(corpus.train_tokens, args.batch, args.seq, rng=args.seed)
+  start = time.perf_counter()
+  for i in tqdm(range(args.steps), desc=f"{row} L={model.config.num_layers}", leave=False):
+    x, y = next(batches)
+    params, opt_state, loss = step(params, opt_state, x, y)
+    if i == 0:  # the first step compiles: time the others
+      jax.block_until_ready(params)
+      compile_seconds, start = time.perf_counter() - start, time.perf_counter()
+  jax.block_until_ready(params)
+  seconds = time.perf_counter() - start
+  val = sample_lm_batches(corpus.val_tokens, args.batch, args.seq, rng=12345)
+  losses = [float(eval_loss(params, *next(val))) for _ in range(args.eval_batches)]
+  return {"val_loss": float(np.mean(losses)), "train_loss": float(loss), "seconds": seconds,
+          "compile_seconds": compile_seconds}
+
+
+def gap_closure(results: dict) -> float | None:
+  """``(zero - dfa) / (zero - bp)``: 0 is the zero-feedback control, 1 is backprop."""
+  if not all(k in results for k in ("dfa", "zero", "bp")):
+    return None
+  zero, dfa, bp = (results[k]["val_loss"] for k in ("zero", "dfa", "bp"))
+  return (zero - dfa) / (zero - bp) if zero != bp else None
+
+
+def main(argv=None) -> dict:
+  args = parse(argv)
+  rows = [r for r in args.rows.split(",") if r]
+  unknown = sorted(set(rows) - set(ROWS))
+  if unknown:
+    raise SystemExit(f"lm_depth.py: unknown rows {unknown}; choose from {','.join(ROWS)}")
+  corpus = load_shakespeare()
+  dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
+  out = {"args": vars(args), "jax": jax.__version__, "backend": jax.default_backend(),
+         "depths": {}}
+  print(f"{'depth':>5} {'row':>10} {'val loss':>9} {'seconds':>8}")
+  for depth in (int(d) for d in args.depths.split(",")):
+    config = TransformerConfig(vocab_size=corpus.vocab_size, d_model=args.d_model,
+                               num_heads=args.heads, num_layers=depth, d_ff=args.d_ff,
+                               max_len=args.seq, dtype=dtype, norm=args.norm)
+    model = TransformerLM(config)
+    params = jax.jit(model.init)(jax.random.key(args.seed),
+                                 jnp.zeros((1, args.seq), jnp.int32))
+    results = {}
+    for row in rows:
+      results[row] = train_row(row, model, params, args, corpus)
+      print(f"{depth:>5} {row:>10} {results[row]['val_loss']:>9.4f} "
+            f"{results[row]['seconds']:>8.1f}", flush=True)
+    closure = gap_closure(results)
+    lead = (results["last_block"]["val_loss"] - results["dfa"]["val_loss"]
+            if {"dfa", "last_block"} <= results.keys() else None)
+    out["depths"][str(depth)] = {"rows": results, "gap_closure": closure,
+                                 "dfa_lead_over_last_block": lead}
+    if closure is not None:
+      print(f"{depth:>5} gap closure {closure:.3f}", flush=True)
+    if lead is not None:
+      print(f"{depth:>5} DFA's lead over the last-block control {lead:+.4f} nats", flush=True)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(out, f, indent=2)
+  return out
+
+
+if __name__ == "__main__":
+  main()
