@@ -46,7 +46,9 @@
 Examples:
   >>> import jax, jax.numpy as jnp, dfax
   >>> from dfax.models import TransformerConfig, TransformerLM, presets
-  >>> model = TransformerLM(TransformerConfig(vocab_size=16, d_model=16, num_layers=2, d_ff=32))
+  >>> config = TransformerConfig(vocab_size=16, d_model=8, num_heads=2, num_layers=2, d_ff=16,
+  ...                            max_len=8)
+  >>> model = TransformerLM(config)
   >>> tokens = jnp.zeros((2, 8), jnp.int32)
   >>> params = model.init(jax.random.key(0), tokens)
   >>> loss_fn = lambda p: model.apply(p, tokens).mean()

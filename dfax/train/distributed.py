@@ -15,7 +15,7 @@ shared between hosts.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import jax
 import numpy as np
@@ -76,3 +76,61 @@ def global_array(value: Any, sharding: NamedSharding) -> jax.Array:
 def share_from_primary(tree: Any) -> Any:
   """Process 0's ``tree`` on every process (the others pass one of the same structure)."""
   return multihost_utils.broadcast_one_to_all(tree)
+
+
+class Announce:
+  """Process 0 tells the other processes of a multi-host run how the run starts.
+
+  One broadcast of (code, start step) and, when training starts, one of the
+  state and the skipped steps; every process makes the same calls.
+  """
+
+  STARTS, COMPLETE, REFUSED = 0, 1, 2
+
+  def __init__(self, total_steps: int):
+    self.total_steps, self.done = total_steps, not is_multiprocess()
+
+  def _send(self, code: int, start: int) -> None:
+    self.done = True
+    share_from_primary(np.array([code, start], np.int64))
+
+  def complete(self) -> None:
+    if not self.done:
+      self._send(self.COMPLETE, -1)
+
+  def refused(self) -> None:
+    if not self.done:
+      self._send(self.REFUSED, -1)
+
+  def starts(self, state, start: int, skips: set[int]) -> None:
+    if not self.done:
+      self._send(self.STARTS, start)
+      share_from_primary((state, skip_mask(skips, self.total_steps)))
+
+
+def skip_mask(skips: Iterable[int], total_steps: int) -> np.ndarray:
+  """The skipped steps as a fixed-size mask, which a broadcast can carry."""
+  mask = np.zeros(total_steps, np.bool_)
+  mask[[s for s in skips if 0 <= s < total_steps]] = True
+  return mask
+
+
+class NoLog:
+  """A follower's metrics: process 0 writes them."""
+
+  def write(self, row: dict[str, Any]) -> None:
+    del row
+
+  def finish(self) -> None:
+    pass
+
+
+class NoCheckpoints:
+  """A follower's checkpoints: process 0 saves them."""
+
+  def save(self, state: Any, *, force: bool = False) -> None:
+    del state, force
+
+  def rewind(self, keep: Any | None, bad_step: int, reason: str) -> list[int]:
+    del keep, bad_step, reason
+    return []

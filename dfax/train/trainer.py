@@ -22,9 +22,8 @@ import os
 import signal
 import time
 import zlib
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,20 +31,12 @@ import optax
 from absl import logging
 from tqdm.auto import tqdm
 
-from dfax import parallel
-from dfax.models import lm_forward
-from dfax.train import (alignment, checkpoint, data_identity, distributed, lock, methods,
-                        metrics, optim, pipelined, plots, registry, resume, tensorboard,
-                        validate)
+from dfax.train import (checkpoint, data_identity, distributed, lock, methods, metrics, optim,
+                        plots, registry, resume, tensorboard, validate)
 from dfax.train import workdir as workdirs
 from dfax.train.errors import ConfigError, NonFiniteLossError, RunError, WriteFailedError
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  opt_state: Any
+from dfax.train.steps import (FORWARDS, TrainState, describe_bad_batch, evaluate,  # noqa: F401
+                              make_steps, model_logits, placers)
 
 
 class _Interrupt:
@@ -70,102 +61,6 @@ class _Interrupt:
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
-
-
-# How each family (config.model.name) is applied; the others: model.apply(params, x).
-FORWARDS: dict[str, Callable[[Any, Any, Any], jax.Array]] = {"transformer_lm": lm_forward}
-
-
-def model_logits(config, model, params, x) -> jax.Array:
-  """The logits of ``model`` on ``x``, applied as its family needs (:data:`FORWARDS`).
-
-  A Transformer LM goes through ``lm_forward`` (the DFA error before the head
-  when ``error_at="hidden"``); MLPs, CNNs and ViTs through ``model.apply``.
-  The train, eval and alignment steps all call this.
-  """
-  apply = FORWARDS.get(config.model.name, lambda m, p, x: m.apply(p, x))
-  return apply(model, params, x)
-
-
-def _make_steps(config, model, opt):
-  method = config.method
-
-  def loss_fn(params, x, y):
-    return methods.cross_entropy(model_logits(config, model, params, x), y)
-
-  @jax.jit
-  def train_step(state: TrainState, x, y):
-    grad_fn = methods.value_and_grad(method, loss_fn, config, model, state.step)
-    loss, grads = grad_fn(state.params, x, y)
-    updates, opt_state = opt.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    new = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
-    grad_norm = optax.global_norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(
-        optax.global_norm(updates))
-    return new, {"train_loss": loss, "grad_norm": grad_norm, "finite": finite}
-
-  @jax.jit
-  def eval_step(params, x, y):
-    logits = model_logits(config, model, params, x)
-    return methods.cross_entropy(logits, y, reduce=jnp.sum), (logits.argmax(-1) == y).sum()
-
-  @jax.jit
-  def alignment_step(state: TrainState, x, y):
-    dfa = methods.value_and_grad("dfa", loss_fn, config, model, state.step)
-    return alignment.layer_cosines(dfa(state.params, x, y)[1],
-                                   jax.grad(loss_fn)(state.params, x, y),
-                                   stacked=getattr(model, "stacked_params", ()))
-
-  return loss_fn, train_step, eval_step, alignment_step
-
-
-def evaluate(eval_step, params, x, y, batch_size: int,
-             place: Callable[[Any], Any] = lambda a: a) -> dict[str, float]:
-  total_ce, correct = 0.0, 0
-  for start in range(0, len(x), batch_size):
-    ce, ok = eval_step(params, place(x[start:start + batch_size]),
-                       place(y[start:start + batch_size]))
-    total_ce, correct = total_ce + float(ce), correct + int(ok)
-  count = y.size
-  return {"eval_loss": total_ce / count, "eval_accuracy": correct / count}
-
-
-def _placers(config):
-  """(place_state, place_batch, place_eval) for the config's mesh; identity on 1 device."""
-  if pipelined.is_pipelined(config):
-    return (*pipelined.placers(config), lambda x: x)
-  data, model = config.mesh.data, config.mesh.model
-  if data * model <= 1:
-    return (lambda s: s), (lambda x: x), (lambda x: x)
-  mesh = parallel.make_mesh(data, model)
-  batch = parallel.batch_sharding(mesh)
-  if distributed.is_multiprocess():  # every process holds the whole batch; each puts its part
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    place_state = lambda s: jax.tree.map(distributed.global_array, s,
-                                         parallel.shard_params(s, mesh))
-    return (place_state, lambda x: distributed.global_array(x, batch),
-            lambda x: distributed.global_array(x, replicated))
-  place_state = lambda s: jax.device_put(s, parallel.shard_params(s, mesh))
-  return place_state, lambda x: jax.device_put(x, batch), lambda x: x
-
-
-def describe_bad_batch(x: np.ndarray, y: np.ndarray, num_classes: int) -> str:
-  """What is wrong with a batch itself ('' when nothing is).
-
-  Examples:
-    >>> describe_bad_batch(np.array([[0.0, np.nan]]), np.array([12]), 10)
-    '1 non-finite input value(s); 1 label(s) outside [0, 10) (e.g. 12)'
-  """
-  problems = []
-  x, y = np.asarray(x), np.asarray(y)
-  if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-    problems.append(f"{int((~np.isfinite(x)).sum())} non-finite input value(s)")
-  bad = (y < 0) | (y >= num_classes)
-  if bad.any():
-    problems.append(f"{int(bad.sum())} label(s) outside [0, {num_classes}) "
-                    f"(e.g. {int(y[bad].flat[0])})")
-  return "; ".join(problems)
 
 
 @dataclasses.dataclass
@@ -214,7 +109,7 @@ def _build(config, skip_batches: Iterable[int]) -> _Run:
     params = model.init(jax.random.key(config.seed), jnp.asarray(task.x_eval[:1]))
     state = TrainState(step=jnp.asarray(0, jnp.int32), params=params,
                        opt_state=opt.init(params))
-    steps = _make_steps(config, model, opt)
+    steps = make_steps(config, model, opt)
     x0, y0 = next(task.train_batches(0))
     jax.eval_shape(steps[1], state, x0, y0)  # projector, feedback and shapes, before writing
   except ConfigError:
@@ -274,7 +169,7 @@ def train_and_evaluate(config, workdir: str, *, allow_changes: Iterable[str] = (
     with lock.WorkdirLock(workdir) as owner:
       if owner.note:
         logging.warning("dfax.train: %s", owner.note)
-      announce = _Announce(run)
+      announce = distributed.Announce(run.total_steps)
       try:
         if restart:
           moved = workdirs.restart(workdir)
@@ -291,80 +186,24 @@ def _state_bytes(state) -> int:
                  for x in jax.tree.leaves(state)))
 
 
-class _Announce:
-  """Process 0 tells the other processes of a multi-host run how the run starts.
-
-  One broadcast of (code, start step) and, when training starts, one of the
-  state and the skipped steps; every process makes the same calls.
-  """
-
-  STARTS, COMPLETE, REFUSED = 0, 1, 2
-
-  def __init__(self, run: _Run):
-    self.run, self.done = run, not distributed.is_multiprocess()
-
-  def _send(self, code: int, start: int) -> None:
-    self.done = True
-    distributed.share_from_primary(np.array([code, start], np.int64))
-
-  def complete(self) -> None:
-    if not self.done:
-      self._send(self.COMPLETE, -1)
-
-  def refused(self) -> None:
-    if not self.done:
-      self._send(self.REFUSED, -1)
-
-  def starts(self, state, start: int, skips: set[int]) -> None:
-    if not self.done:
-      self._send(self.STARTS, start)
-      distributed.share_from_primary((state, _skip_mask(skips, self.run.total_steps)))
-
-
-def _skip_mask(skips: Iterable[int], total_steps: int) -> np.ndarray:
-  mask = np.zeros(total_steps, np.bool_)
-  mask[[s for s in skips if 0 <= s < total_steps]] = True
-  return mask
-
-
-class _NoLog:
-  """A follower's metrics: process 0 writes them."""
-
-  def write(self, row: dict[str, Any]) -> None:
-    del row
-
-  def finish(self) -> None:
-    pass
-
-
-class _NoCheckpoints:
-  """A follower's checkpoints: process 0 saves them."""
-
-  def save(self, state: Any, *, force: bool = False) -> None:
-    del state, force
-
-  def rewind(self, keep: Any | None, bad_step: int, reason: str) -> list[int]:
-    del keep, bad_step, reason
-    return []
-
-
 def _follow(run: _Run, workdir: str, interrupt) -> dict[str, Any]:
   """A process other than 0 of a multi-host run: trains as told, writes nothing."""
   code, start = (int(v) for v in distributed.share_from_primary(np.zeros(2, np.int64)))
-  if code == _Announce.REFUSED:
+  if code == distributed.Announce.REFUSED:
     raise ConfigError("dfax.train: process 0 refused or stopped this start; its message "
                       "says why.")
-  if code == _Announce.COMPLETE:
+  if code == distributed.Announce.COMPLETE:
     return {"status": "completed", "already_completed": True, "method": run.config.method,
             "name": run.config.name, "process": jax.process_index()}
   state, mask = distributed.share_from_primary(
       (run.state, np.zeros(run.total_steps, np.bool_)))
   skips = {int(s) for s in np.flatnonzero(mask)}
-  return _loop(run, workdir, state, start, _NoLog(), _NoCheckpoints(), skips, interrupt)
+  return _loop(run, workdir, state, start, distributed.NoLog(), distributed.NoCheckpoints(),
+               skips, interrupt)
 
 
 def _resume_and_train(run: _Run, workdir, allow_changes, skips, interrupt,
-                      announce: _Announce) -> dict[str, Any]:
+                      announce: distributed.Announce) -> dict[str, Any]:
   config = run.config
   new_config = json.loads(config.to_json_best_effort())
   # Every check runs before the first write: a refused start leaves the workdir as it was.
@@ -512,7 +351,7 @@ def _loop(run: _Run, workdir, state, start, log, ckpts, skips, interrupt):
   config, task, total_steps = run.config, run.task, run.total_steps
   loss_fn, train_step, eval_step, alignment_step = run.steps
   method = methods.METHODS[config.method]
-  place_state, place, place_eval = _placers(config)
+  place_state, place, place_eval = placers(config)
   state = place_state(state)
   batches = task.train_batches(start)
   cost = {}

@@ -61,6 +61,7 @@ def _recorded(loss_fn, params, feedback):
   return seen[0]
 
 
+@pytest.mark.slow
 def test_encoder_decoder_pools_exactly_the_encoder_points_and_the_oracle_holds():
   params, loss_fn = _setup()
   feedback = dfax.encoder_decoder(dfax.after(dfax.is_norm_layer))

@@ -42,6 +42,7 @@ def _global_mean_loss(loss_fn, global_batch):
 
 
 @pytest.mark.parametrize("projector", ["gaussian", "shared"])
+@pytest.mark.slow
 def test_shard_map_follows_jax_grad_conventions(projector, cpu_devices):
   # With shard_map's varying-axis types, jax.grad sums the gradient of
   # replicated params over devices itself; dfa_grad must do exactly the same.
@@ -59,6 +60,7 @@ def test_shard_map_follows_jax_grad_conventions(projector, cpu_devices):
   _assert_close(sharded(dfa)(params, x, y), dfa(loss_fn)(params, x, y))
 
 
+@pytest.mark.slow
 def test_shard_map_unchecked_gives_per_device_grads_then_pmean_like_pmap(cpu_devices):
   params, x, y, loss_fn = _setup()
   mesh = Mesh(np.array(cpu_devices), ("data",))

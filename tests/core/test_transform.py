@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import dfax
 
@@ -144,6 +145,7 @@ class TinyTransformer(nn.Module):
     return nn.Dense(self.vocab)(nn.LayerNorm()(x))
 
 
+@pytest.mark.slow
 def test_transformer_one_point_per_block_macro():
   model = TinyTransformer()
   tokens = jax.random.randint(jax.random.key(0), (2, 5), 0, 11)

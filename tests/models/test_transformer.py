@@ -47,6 +47,7 @@ def _keeping(log, sent):
   return projector
 
 
+@pytest.mark.slow
 def test_macro_one_point_per_block_and_error_before_the_head():
   model, params, x, y = _lm()
   log = []
@@ -59,6 +60,7 @@ def test_macro_one_point_per_block_and_error_before_the_head():
                  g["params"][name], bp["params"][name])
 
 
+@pytest.mark.slow
 def test_macro_out_cuts_every_block_output_and_trains_the_embeddings_through_block_0():
   model, params, x, y = _lm()
   log, sent = [], {}
@@ -119,6 +121,7 @@ def test_sublayer_preset_cuts_blocks_and_normalised_sublayer_inputs():
                                sent[point].sum(axis=(1, 2)), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_post_ln_normalises_each_residual_add_and_keeps_the_presets():
   post = dataclasses.replace(CFG, norm="post")
   model, params, x, y = _lm(post)
@@ -155,6 +158,7 @@ def test_after_ln_cuts_every_layernorm_output_and_the_head_is_exact():
   assert not np.allclose(g["params"]["ln_final"]["scale"], bp["params"]["ln_final"]["scale"])
 
 
+@pytest.mark.slow
 def test_after_block_ln_leaves_the_last_mlp_final_layernorm_and_head_to_backprop():
   model, params, x, y = _lm(dataclasses.replace(CFG, error_at="logits"))
   log = []
@@ -179,6 +183,7 @@ def test_after_block_ln_leaves_the_last_mlp_final_layernorm_and_head_to_backprop
     assert bool(np.any(zero["params"]["blocks"]["fc2"]["kernel"][0])) == first_block_learns
 
 
+@pytest.mark.slow
 def test_remat_gives_the_same_dfa_grads():
   model, params, x, y = _lm()
   remat, _, _, _ = _lm(dataclasses.replace(CFG, remat=True))
@@ -192,6 +197,7 @@ def test_remat_gives_the_same_dfa_grads():
     assert jax.tree.structure(a) == jax.tree.structure(b)
 
 
+@pytest.mark.slow
 def test_vit_macro_points_and_training_step():
   model = ViT(ViTConfig(d_model=16, num_heads=2, num_layers=2, d_ff=32))
   images = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
@@ -216,6 +222,7 @@ def test_vit_norm_reaches_its_blocks():
   assert float(jnp.abs(pre - post).max()) > 1e-3
 
 
+@pytest.mark.slow
 def test_vit_pre_logits_after_ln_head_points_exact_head_and_oracle():
   """after_ln_head on a ViT with a pre-logits layer: DFA trains that layer from a cut
   in front of the head, the head alone trains exactly, the oracle gives back jax.grad."""

@@ -22,6 +22,7 @@ def _setup(layers=5):
   return params, x, cots
 
 
+@pytest.mark.slow
 def test_layer_parallel_equals_reverse_scan(mode="vmap"):  # "scan": tests/parallel/test_pipeline.py
   params, x, cots = _setup()
   ref_grads, ref_dx = jax.jit(lambda p, h, c: reverse_scan_grads(_block, p, h, c))(params, x, cots)

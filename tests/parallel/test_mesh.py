@@ -47,6 +47,7 @@ def _sharded(step, mesh, params, opt_state):
   return jax.jit(step, in_shardings=(ps, os_, bs, bs), out_shardings=(ps, os_, None))
 
 
+@pytest.mark.slow
 def test_dfa_steps_on_a_4x2_mesh_equal_one_device():
   loss, params, opt, x, y = _problem()
   step = _step(dfax.dfa_value_and_grad, loss, opt)

@@ -70,6 +70,7 @@ def _assert_close(a, b):
     (8, 1, 2, "stage", "keyed", "vmap"),       # 8 stages
     (4, 1, 2, "block", "keyed", "vmap"),       # a cut after every block: layer-parallel
 ])
+@pytest.mark.slow
 def test_dfa_pipeline_equals_one_device_dfa(stages, data, micro, cut, fb, mode):
   _, loss, grads = _compiled(stages, data, micro, "dfa", cut, fb, mode)
   _, params, x, y, loss_fn = _problem(stages, cut)

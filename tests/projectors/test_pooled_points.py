@@ -64,6 +64,7 @@ def _error(seed=0, n_out=N_OUT):
 
 @pytest.mark.parametrize("name", sorted(PROJECTORS))
 @pytest.mark.parametrize("source", [TARGET + 4, TARGET])  # different and equal lengths
+@pytest.mark.slow
 def test_pooled_points_get_the_target_averaged_error_broadcast_over_source(name, source):
   width = N_OUT if name == "identity" else None  # identity needs points as wide as the error
   points = _points(source, *(2 * (width,) if width else ()))

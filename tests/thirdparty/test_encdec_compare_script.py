@@ -22,6 +22,7 @@ def _script():
   return module
 
 
+@pytest.mark.slow
 def test_quick_run_writes_results_and_figure(tmp_path):
   results, figure = tmp_path / "runs.jsonl", tmp_path / "fig.png"
   rows = _script().main(["--quick", "--models", "bart", "--methods", "dfa,last_block",

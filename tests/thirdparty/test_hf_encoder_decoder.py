@@ -85,6 +85,7 @@ def _side(path):
   return "encoder" if "encoder" in keys else "decoder" if "decoder" in keys else "other"
 
 
+@pytest.mark.slow
 def test_oracle_reproduces_backprop_with_pooled_encoder_points(seq2seq):
   model, params, (n_enc, n_dec) = seq2seq
   loss_fn, batch, seen = _loss_fn(model), _batch(), []
@@ -110,6 +111,7 @@ def test_oracle_reproduces_backprop_with_pooled_encoder_points(seq2seq):
 
 
 @pytest.mark.parametrize("control", [False, True])
+@pytest.mark.slow
 def test_default_projector_and_zero_control_run_with_encoder_points(seq2seq, control):
   model, params, _ = seq2seq
   loss_fn, batch = _loss_fn(model), _batch()
@@ -138,6 +140,7 @@ def _encoder_grads(loss_fn, params, batch, feedback, permute):
   return [g for p, g in leaves if _side(p) == "encoder"]
 
 
+@pytest.mark.slow
 def test_equal_lengths_pool_the_encoder_instead_of_pairing_tokens(seq2seq):
   model, params, _ = seq2seq
   loss_fn, batch = _loss_fn(model), _batch(source=TARGET, target=TARGET)

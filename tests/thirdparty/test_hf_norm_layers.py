@@ -103,6 +103,7 @@ def _norm_param_paths(params):
 
 
 @pytest.mark.parametrize("name", ["llama", "t5"])
+@pytest.mark.slow
 def test_norm_layers_by_role_points_and_oracle(name, request):
   if name == "t5":
     request.getfixturevalue("t5_on_this_jax")

@@ -123,6 +123,7 @@ def _get(tree, path):
 
 
 @pytest.mark.parametrize("name,layout", ORACLE_CASES)
+@pytest.mark.slow
 def test_hf_model_oracle_tail_and_jit(name, layout):
   _, batch, loss_fn, block, tail = MODELS[name]()
   params, rng = _params(name), jax.random.key(7)
@@ -180,6 +181,7 @@ def test_hf_gradient_checkpointing_gives_the_same_dfa_gradients():
   _assert_close(grad_fn(loss_fn)(params, batch, rng), plain, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_shared_projector_on_hf_vit_sends_every_token_and_layernorm_one_signal():
   _, batch, loss_fn, _, _ = _vit()
   shared = dfax.projectors.shared(jax.random.key(3), reuse=True, feature_ndim=1)

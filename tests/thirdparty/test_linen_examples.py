@@ -154,6 +154,7 @@ def _assert_close(actual, expected, rtol=1e-5, atol=1e-6):
 # Each model once (the oracle runs eagerly, slow on 2 cores), both cut sides covered.
 @pytest.mark.parametrize("name,after", [("resnet_batchnorm", True), ("lm1b_dropout", False),
                                         ("scan_remat", True)])
+@pytest.mark.slow
 def test_linen_example_oracle_and_exact_tail(name, after):
   loss_fn, args, has_aux, block, head = MODELS[name]()
   feedback = dfax.after(block) if after else block
@@ -177,6 +178,7 @@ def test_linen_example_oracle_and_exact_tail(name, after):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.slow
 def test_linen_example_trains_with_adam(name):
   loss_fn, args, has_aux, block, _ = MODELS[name]()
   grad_fn = dfax.dfa_value_and_grad(loss_fn, has_aux=has_aux, feedback=dfax.after(block))

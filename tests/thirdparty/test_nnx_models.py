@@ -67,6 +67,7 @@ def plain_loss(model, batch):
   return loss_fn(model, batch)[0]
 
 
+@pytest.mark.slow
 def test_mnist_tutorial_train_step_is_a_one_word_change_and_trains():
   model = CNN(rngs=nnx.Rngs(0))
   optimizer = nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param)
@@ -89,6 +90,7 @@ def test_mnist_tutorial_train_step_is_a_one_word_change_and_trains():
   assert not np.allclose(model.batch_norm1.mean[...], mean_before)  # stats were updated
 
 
+@pytest.mark.slow
 def test_state_updates_equal_nnx_value_and_grad_and_tail_is_exact():
   reference, model = CNN(rngs=nnx.Rngs(0)), CNN(rngs=nnx.Rngs(0))
   batch = _batch()
@@ -116,6 +118,7 @@ def test_oracle_reproduces_nnx_grad_on_the_cnn():
   assert_trees_close(grads, nnx.grad(plain_loss)(reference, batch), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_dropout_with_rngs_passed_in():
   model, reference = CNN(rngs=nnx.Rngs(0)), CNN(rngs=nnx.Rngs(0))
   batch = _batch()
@@ -274,6 +277,7 @@ class ShardedMLP(nnx.Module):
     return {"logits": self.out(h), "hidden": h}  # a pytree output: error at "logits"
 
 
+@pytest.mark.slow
 def test_sharded_nnx_model_under_nnx_jit_equals_unsharded(cpu_devices):
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 

@@ -41,6 +41,7 @@ def _params(workdir):
   return restored["params"]
 
 
+@pytest.mark.slow
 def test_cli_uses_all_eight_devices_by_default_and_equals_one_device(tmp_path):
   eight = _cli(tmp_path / "eight", 8)  # no mesh flag
   one = _cli(tmp_path / "one", 8, "--config.mesh.data=1")

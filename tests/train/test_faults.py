@@ -442,6 +442,7 @@ def test_full_disk_is_one_line_and_keeps_earlier_checkpoints(tmp_path, reference
       subprocess.run(["umount", str(disk)], check=False)
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_save_resumes_exactly(tmp_path, reference, caplog):
   workdir = tmp_path / "run"
   proc = subprocess.Popen(_cli(workdir, *_cli_args(checkpoint_every=1, log_every=1)),

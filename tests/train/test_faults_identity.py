@@ -87,6 +87,7 @@ def _copy(completed, tmp_path, name="run"):
 
 # 1. The data is part of a run's identity.
 
+@pytest.mark.slow
 def test_data_swap_is_refused_naming_both_then_allowed_and_recorded(tmp_path):
   a = _mnist_copy(tmp_path / "a")
   b = _mnist_copy(tmp_path / "b", change_label=True)
@@ -188,6 +189,7 @@ def test_sigint_at_start_up_exits_130_and_writes_nothing(tmp_path, delay):
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_signal_after_completion_exits_0_and_says_so(tmp_path):
   proc = subprocess.Popen(_cli(tmp_path / "run"), cwd=REPO, env={**ENV, "PYTHONUNBUFFERED": "1"},
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -93,6 +93,7 @@ def _assert_same_run(a, b):
                _params(a), _params(b))
 
 
+@pytest.mark.slow
 def test_two_processes_train_resume_and_complete_like_one(tmp_path):
   outs = _two_processes(tmp_path, 8)
   assert "completed: dfa smoke" in outs[0] and outs[1] == ""  # process 0 speaks

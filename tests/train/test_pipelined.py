@@ -6,7 +6,6 @@ Runs on the 8 host devices tests/conftest.py asks for: 2 data shards x 4 stages.
 import os
 import pathlib
 
-import jax
 import numpy as np
 import pytest
 
@@ -30,6 +29,7 @@ def _run(tmp_path, name, **overrides):
   return results, losses
 
 
+@pytest.mark.slow
 def test_pipelined_dfa_run_over_data_and_stages_equals_the_one_device_run(tmp_path,
                                                                           host_platform):
   piped, piped_losses = _run(tmp_path, "pipe", **{"mesh.data": 2})

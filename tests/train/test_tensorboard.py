@@ -29,6 +29,7 @@ def read_scalars(workdir: pathlib.Path) -> dict[str, dict[int, float]]:
   return out
 
 
+@pytest.mark.slow
 def test_event_files_hold_the_curves_and_the_alignment(tmp_path):
   config = load_config(SMOKE, num_steps=20, log_every=5, eval_every=10, alignment_every=10,
                        checkpoint_every=10, **{"dataset.train_limit": 256,
