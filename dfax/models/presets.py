@@ -52,7 +52,8 @@ Examples:
   >>> tokens = jnp.zeros((2, 8), jnp.int32)
   >>> params = model.init(jax.random.key(0), tokens)
   >>> loss_fn = lambda p: model.apply(p, tokens).mean()
-  >>> grads = dfax.dfa_grad(loss_fn, feedback=presets.macro(model))(params)
+  >>> grad_fn = dfax.dfa_grad(loss_fn, feedback=presets.macro(model))
+  >>> grads = jax.eval_shape(grad_fn, params)   # traced, not run: shapes only
   >>> jax.tree.structure(grads) == jax.tree.structure(params)
   True
 """

@@ -116,6 +116,7 @@ def test_points_inside_scanned_body_are_stacked_per_layer():
                  g_scan["params"]["blocks"], g_unr["params"][f"b{i}"])
 
 
+@pytest.mark.slow
 def test_builtin_projectors_give_each_stacked_copy_its_own_matrix():
   x = jax.random.normal(jax.random.key(0), (4, 7))
   scanned = Scanned()

@@ -74,6 +74,7 @@ def test_encoder_decoder_pools_exactly_the_encoder_points_and_the_oracle_holds()
     dfax.testing.assert_trees_close(make(oracle)(params), jax.grad(loss_fn)(params))
 
 
+@pytest.mark.slow
 def test_encoder_by_predicate_and_pooled_by_hand_mean_the_same():
   params, loss_fn = _setup()
   by_pred = dfax.encoder_decoder(nn.Dense, encoder=lambda m, p: p[:1] == ("encoder",))

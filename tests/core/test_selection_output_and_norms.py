@@ -138,6 +138,7 @@ def test_is_norm_layer_rule():
   assert [type(m).__name__ for m in not_picked if dfax.is_norm_layer(m, ())] == []
 
 
+@pytest.mark.slow
 def test_after_ln_preset_is_after_is_norm_layer_and_picks_rmsnorm_and_groupnorm():
   assert presets.after_ln(None) == dfax.after(dfax.is_norm_layer)
 
@@ -212,6 +213,7 @@ class ScanStack(nnx.Module):
     return self.head(x)
 
 
+@pytest.mark.slow
 def test_oracle_on_an_nnx_scan_model_states_its_limitation():
   model = ScanStack(nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(5), (4, 8))

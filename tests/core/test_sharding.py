@@ -77,6 +77,7 @@ def test_shard_map_unchecked_gives_per_device_grads_then_pmean_like_pmap(cpu_dev
   _assert_close(averaged, grad_fn(params, x, y))
 
 
+@pytest.mark.slow
 def test_replicated_zero_cotangent_is_accepted_under_shard_map(cpu_devices):
   # A projector returning jnp.zeros (not varying over 'data') must not be rejected.
   params, x, y, loss_fn = _setup()
@@ -96,6 +97,7 @@ def test_replicated_zero_cotangent_is_accepted_under_shard_map(cpu_devices):
   _assert_close(g["params"]["Dense_2"], bp["params"]["Dense_2"])
 
 
+@pytest.mark.slow
 def test_pmap_with_pmean_equals_one_device(cpu_devices):
   params, x, y, loss_fn = _setup()
   grad_fn = dfax.dfa_grad(loss_fn)

@@ -3,12 +3,15 @@
 import json
 import pathlib
 
+import pytest
+
 from dfax.train.config_file import load_config
 from dfax.train.trainer import train_and_evaluate
 
 SMOKE = pathlib.Path(__file__).resolve().parents[2] / "configs" / "smoke.py"
 
 
+@pytest.mark.slow
 def test_opu_projector_trains_and_reports_cost(tmp_path):
   config = load_config(SMOKE, **{"dfa.projector": "opu", "num_steps": 150,
                                  "dataset.train_limit": 512, "eval_every": 150})

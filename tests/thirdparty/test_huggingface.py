@@ -144,6 +144,7 @@ def test_hf_model_oracle_tail_and_jit(name, layout):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.slow
 def test_hf_model_trains_with_adam(name):
   model, batch, loss_fn, block, _ = MODELS[name]()
   optimizer = optax.adam(1e-2)
@@ -172,6 +173,7 @@ def test_embedding_only_selection_is_refused_not_silent_backprop():
                                                        jax.random.key(0))
 
 
+@pytest.mark.slow
 def test_hf_gradient_checkpointing_gives_the_same_dfa_gradients():
   model, batch, loss_fn, block, _ = _bert()
   params, rng = _params("bert"), jax.random.key(7)

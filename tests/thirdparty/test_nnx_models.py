@@ -108,6 +108,7 @@ def test_state_updates_equal_nnx_value_and_grad_and_tail_is_exact():
   assert type(model.conv1) is nnx.Conv  # the caller's objects keep their classes
 
 
+@pytest.mark.slow
 def test_oracle_reproduces_nnx_grad_on_the_cnn():
   model, reference = CNN(rngs=nnx.Rngs(0)), CNN(rngs=nnx.Rngs(0))
   model.eval()

@@ -117,6 +117,7 @@ def reference(tmp_path_factory):
 
 # 1. A non-finite loss keeps the last finite state, names the step and the batch.
 
+@pytest.mark.slow
 def test_bad_batch_is_named_and_can_be_skipped(tmp_path, monkeypatch):
   monkeypatch.setitem(registry.DATASETS, "poisoned", _poisoned(9, "nan"))
   config = _config(**{"dataset.name": "poisoned"})
@@ -208,6 +209,7 @@ def test_no_readable_checkpoint_is_refused_and_changes_nothing(tmp_path, referen
 
 # 4. A changed config is refused with its differences, unless allowed; refusals write nothing.
 
+@pytest.mark.slow
 def test_changed_config_is_refused_then_allowed_and_recorded(tmp_path, reference):
   workdir = tmp_path / "run"
   shutil.copytree(reference, workdir)
@@ -339,6 +341,7 @@ def _wait_for(predicate, timeout=120):
   assert predicate(), "timed out"
 
 
+@pytest.mark.slow
 def test_two_processes_and_sigterm(tmp_path):
   workdir = tmp_path / "run"
   proc = subprocess.Popen(_cli(workdir, *_cli_args(num_steps=10**6, checkpoint_every=10**6)),

@@ -361,6 +361,7 @@ def _mount_tmpfs(path, options):
 
 @pytest.mark.parametrize("options, message", [("size=64k", "is full"),
                                               ("ro,size=1m", "read-only")])
+@pytest.mark.slow
 def test_full_or_read_only_disk_is_one_line_exit_2(tmp_path, options, message):
   disk = tmp_path / "disk"
   if not _mount_tmpfs(disk, options):

@@ -40,6 +40,7 @@ def _assert_same(a, b):
 
 
 @pytest.mark.parametrize("method", ["dfa", "bp"])
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, method):
   full, part = tmp_path / "full", tmp_path / "part"
   train_and_evaluate(_config(method=method), str(full))
@@ -56,6 +57,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, method):
   assert max(r["step"] for r in rows) == 30
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_and_outputs(tmp_path):
   config = _config()
   before = config.to_json()
@@ -96,6 +98,7 @@ def test_cli_end_to_end(tmp_path):
     assert (tmp_path / "smoke" / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_training_on_a_data_x_model_mesh_equals_one_device(tmp_path):
   one = train_and_evaluate(_config(num_steps=10, **{"mesh.data": 1}), str(tmp_path / "one"))
   eight = train_and_evaluate(_config(num_steps=10, **{"mesh.data": 4, "mesh.model": 2}),
@@ -107,6 +110,7 @@ def test_training_on_a_data_x_model_mesh_equals_one_device(tmp_path):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), p1, p8)
 
 
+@pytest.mark.slow
 def test_each_model_family_is_applied_as_it_needs():
   import dataclasses
 
