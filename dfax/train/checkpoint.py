@@ -61,6 +61,24 @@ def make_manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
                                options=options, item_handlers=ocp.StandardCheckpointHandler())
 
 
+def restore_params(workdir: str, step: int | None = None) -> tuple[int, Any]:
+  """The parameters a run saved: ``(step, params)`` of ``step``'s checkpoint, else the newest.
+
+  Args:
+    workdir: the run's directory (the one given to ``--workdir``).
+    step: a saved step; None for the newest.
+
+  Returns:
+    The step and its ``params`` as saved (host arrays).
+  """
+  manager = make_manager(workdir, max_to_keep=1 << 30)
+  try:
+    step = manager.latest_step() if step is None else step
+    return step, manager.restore(step)["params"]
+  finally:
+    manager.close()
+
+
 def _file_sums(folder: str) -> dict[str, list[int]]:
   sums = {}
   for root, _, files in os.walk(folder):

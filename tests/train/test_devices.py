@@ -34,13 +34,6 @@ def _cli(workdir, devices: int, *extra):
   return json.loads((workdir / "results.json").read_text())
 
 
-def _params(workdir):
-  manager = checkpoint.make_manager(str(workdir), max_to_keep=3)
-  restored = manager.restore(manager.latest_step())
-  manager.close()
-  return restored["params"]
-
-
 @pytest.mark.slow
 def test_cli_uses_all_eight_devices_by_default_and_equals_one_device(tmp_path):
   eight = _cli(tmp_path / "eight", 8)  # no mesh flag
@@ -50,7 +43,8 @@ def test_cli_uses_all_eight_devices_by_default_and_equals_one_device(tmp_path):
   assert one["devices"] == 1
   assert eight["test_loss"] == pytest.approx(one["test_loss"], rel=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               _params(tmp_path / "eight"), _params(tmp_path / "one"))
+               checkpoint.restore_params(str(tmp_path / "eight"))[1],
+               checkpoint.restore_params(str(tmp_path / "one"))[1])
 
 
 def test_auto_shards_fit_the_batch_and_the_other_mesh_axes():

@@ -53,11 +53,7 @@ def _cli(workdir, *extra):
 
 
 def _params(workdir, step=None):
-  manager = checkpoint.make_manager(str(workdir), max_to_keep=10)
-  step = manager.latest_step() if step is None else step
-  restored = manager.restore(step)
-  manager.close()
-  return step, restored["params"]
+  return checkpoint.restore_params(str(workdir), step)
 
 
 def _same(a, b):

@@ -242,11 +242,7 @@ def test_clip_can_be_added_on_resume_as_the_divergence_message_advises(tmp_path)
 
 
 def _params(workdir, step):
-  manager = checkpoint.make_manager(str(workdir), max_to_keep=10)
-  try:
-    return manager.restore(step)["params"]
-  finally:
-    manager.close()
+  return checkpoint.restore_params(str(workdir), step)[1]
 
 
 def test_a_checkpoint_of_the_older_clip_layout_still_resumes_exactly(tmp_path, monkeypatch):

@@ -28,11 +28,7 @@ def _config(**overrides):
 
 
 def _latest_params(workdir):
-  manager = checkpoint.make_manager(str(workdir), max_to_keep=10)
-  step = manager.latest_step()
-  restored = manager.restore(step)
-  manager.close()
-  return step, restored["params"]
+  return checkpoint.restore_params(str(workdir))
 
 
 def _assert_same(a, b):
