@@ -4,7 +4,7 @@
                                   [--norm pre|post] [--config configs/lm_1b.py] [--quick]
 
 The config is on the trainer's schema (configs/lm_1b.py); the model is built
-from ``config.model`` by ``dfax.train.registry`` and applied, differentiated
+from ``config.model`` by its ``dfax.train.families`` record and applied, differentiated
 and optimized through the trainer's own functions (``trainer.model_logits``,
 ``methods.value_and_grad``, ``optim.make_optimizer``), in bfloat16. The flags
 override ``config.method``, ``config.dfa.feedback`` and ``config.model.norm``.
@@ -39,7 +39,7 @@ import optax  # noqa: E402
 from dfax import parallel  # noqa: E402
 from dfax.models import presets  # noqa: E402
 from dfax.models.transformer import NORMS  # noqa: E402
-from dfax.train import methods, optim, registry, trainer, validate  # noqa: E402
+from dfax.train import families, methods, optim, trainer, validate  # noqa: E402
 from dfax.train.config_file import load_config  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -51,7 +51,7 @@ QUICK_VOCAB = 256
 
 def build_model(config, vocab_size: int, dtype=jnp.bfloat16):
   """The model the trainer would build from ``config.model``, computing in ``dtype``."""
-  model = registry.MODELS[config.model.name](config, vocab_size)
+  model = families.get(config.model.name).build(config, vocab_size)
   return model.clone(config=dataclasses.replace(model.config, dtype=dtype))
 
 
@@ -59,7 +59,7 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--method", choices=["dfa", "bp"], default=None,
                       help="training method (default: the config's)")
-  parser.add_argument("--preset", choices=presets.PRESETS, default=None,
+  parser.add_argument("--preset", choices=list(presets.PRESETS), default=None,
                       help="DFA feedback preset, dfax.models.presets (default: the config's)")
   parser.add_argument("--norm", choices=NORMS, default=None,
                       help="LayerNorm placement, TransformerConfig.norm (default: the config's)")
@@ -79,7 +79,7 @@ def main(argv=None):
   tokens = jax.ShapeDtypeStruct((c.batch_size, c.dataset.seq_len), jnp.int32)
   params = jax.eval_shape(model.init, jax.random.key(0), tokens)
   n_params = sum(math.prod(p.shape) for p in jax.tree.leaves(params))
-  opt = methods.METHODS[c.method].wrap_optimizer(optim.make_optimizer(c, c.num_steps))
+  opt = methods.get(c.method).wrap_optimizer(optim.make_optimizer(c, c.num_steps))
   opt_state = jax.eval_shape(opt.init, params)
   mesh = parallel.make_mesh(c.mesh.data, c.mesh.model)
   ps, os_ = parallel.shard_params(params, mesh), parallel.shard_params(opt_state, mesh)

@@ -106,7 +106,7 @@ model = TransformerLM(cfg)
 tokens = jax.random.randint(jax.random.key(0), (batch, seq + 1), 0, cfg.vocab_size)
 x, y = tokens[:, :-1], tokens[:, 1:]
 params = jax.jit(model.init)(jax.random.key(2), x)
-steps = st.make_steps(model, params, x, y, presets.macro_out(model))
+steps = st.make_steps(model, params, x, y, presets.macro_out())
 steps = {k: steps[k] for k in ("forward", "bp", "dfa", "bp_grad", "dfa_grad")}
 samples = interleaved_samples(steps, repeats=repeats)
 res = {"size": size, "batch": batch, "seq": seq, "device": jax.devices()[0].device_kind,

@@ -4,7 +4,7 @@ Usage:
   python benchmarks/layer_parallel.py                # sweep depth, batch, width
   python benchmarks/layer_parallel.py --quick --json out.json --figures docs/figures
 
-Every block of a stack of ``L`` residual MLP blocks (``dfax.parallel.stack``)
+Every block of a stack of ``L`` residual MLP blocks (``dfax.models.stack``)
 is cut at its output and gets a fixed cotangent (in DFA: ``B_l e``). Three
 ways compute the same gradients (forward included, jitted):
 
@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from timing import interleaved_samples, median_ratio  # noqa: E402
 
 from dfax.parallel.layer_parallel import LayerStack, reverse_scan_grads  # noqa: E402
-from dfax.parallel.stack import StackConfig, StackedMLP, pipeline_parts  # noqa: E402
+from dfax.models.stack import StackConfig, StackedMLP, pipeline_parts  # noqa: E402
 
 MODES = ("reverse_scan", "scan", "vmap")
 

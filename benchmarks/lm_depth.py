@@ -10,7 +10,13 @@ batches. The rows:
 * ``last_block``: cuts in front of every block with zero feedback (the
   ``macro`` preset): the last block and the head train by backprop, the rest
   stays frozen, the stronger control;
-* ``bp``: backprop.
+* ``bp``: backprop;
+* ``hybrid_K`` (``--bp_blocks K,...``): the hybrid method, the last K blocks
+  and the head by exact backprop, the rest by DFA with the ``dfa`` row's cuts
+  and projector (``TransformerConfig.bp_blocks``, ``--config.dfa.bp_blocks``
+  in the CLI). Each hybrid row also prints the share of backprop's backward
+  matmul FLOPs it still computes by backprop (``digital``): what an optical
+  device would not take over.
 
 It prints, per depth, the validation loss of each row, the gap closure
 ``(zero - dfa) / (zero - bp)`` and DFA's lead over the last-block control, with
@@ -26,6 +32,7 @@ writes them as JSON with ``--json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -55,18 +62,27 @@ def parse(argv=None) -> argparse.Namespace:
   p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
   p.add_argument("--warmup", type=int, default=100)
   p.add_argument("--norm", choices=("pre", "post"), default="pre")
+  p.add_argument("--error_at", choices=("logits", "hidden"), default="logits",
+                 help="where DFA's error is taken (TransformerConfig.error_at). With 'hidden' "
+                      "on pre-LN blocks the error is dL/dh at the raw residual stream, which no "
+                      "cut interrupts, so every block also gets an exact gradient along it: "
+                      "'logits' keeps the rows pure DFA")
   p.add_argument("--preset", default="after_ln", choices=presets.PRESETS)
   p.add_argument("--projector", default="gaussian", choices=PROJECTORS)
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   p.add_argument("--rows", default=",".join(ROWS), help="which of " + ",".join(ROWS))
+  p.add_argument("--bp_blocks", default="", help="comma-separated K: add a hybrid_K row each")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--eval_batches", type=int, default=16)
   p.add_argument("--json", help="write the results here")
+  p.add_argument("--plot", help="draw the validation loss against K (the hybrid curve) here, "
+                                "one line per depth, from the dfa (K=0), hybrid_K and bp rows")
   p.add_argument("--quick", action="store_true", help="tiny sizes, a few steps (tests)")
   args = p.parse_args(argv)
   if args.quick:
     args.depths, args.steps, args.d_model, args.heads, args.d_ff = "2", 3, 16, 2, 32
     args.seq, args.batch, args.eval_batches, args.warmup = 16, 4, 2, 2
+    args.bp_blocks = args.bp_blocks or "1"
   return args
 
 
@@ -74,7 +90,7 @@ def feedback(row: str, preset: str, model):
   """The selection a row trains with (None for backprop)."""
   if row == "bp":
     return None
-  return presets.macro(model) if row == "last_block" else getattr(presets, preset)(model)
+  return presets.macro() if row == "last_block" else presets.PRESETS[preset]()
 
 
 def projector(row: str, name: str, seed: int):
@@ -83,7 +99,27 @@ def projector(row: str, name: str, seed: int):
   return getattr(dfax.projectors, name)(jax.random.key(1000 + seed))
 
 
-def train_row(row: str, model, params, args, corpus) -> dict:
+def backward_share(config: TransformerConfig, bp_blocks: int, batch: int, seq: int) -> float:
+  """Share of backprop's backward matmul FLOPs that a hybrid still computes by backprop.
+
+  Per block the forward matmuls cost ``2 B T (4 d^2 + 2 d d_ff) + 4 B T^2 d``
+  (projections, MLP, attention scores and mixing), the head ``2 B T d V``;
+  backprop's backward costs twice the forward. A hybrid back-propagates
+  through its last ``bp_blocks`` blocks and the head; the DFA blocks' weight
+  gradients and the projection are what a device can take over.
+
+  Examples:
+    >>> c = TransformerConfig(vocab_size=84, d_model=128, num_layers=8, d_ff=512)
+    >>> round(backward_share(c, 0, 32, 128), 3), backward_share(c, 8, 32, 128)
+    (0.006, 1.0)
+  """
+  b, t, d = batch, seq, config.d_model
+  block = 2 * b * t * (4 * d * d + 2 * d * config.d_ff) + 4 * b * t * t * d
+  head = 2 * b * t * d * config.vocab_size
+  return (bp_blocks * block + head) / (config.num_layers * block + head)
+
+
+def train_row(row: str, model, params, args, corpus, label: str = "") -> dict:
   """Trains one row from ``params``; returns its validation loss and seconds."""
   schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, args.warmup, args.steps)
   opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=0.01))
@@ -102,11 +138,11 @@ def train_row(row: str, model, params, args, corpus) -> dict:
     updates, opt_state = opt.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  eval_loss = jax.jit(loss_fn)
+  val_loss_of = jax.jit(loss_fn)
   opt_state = opt.init(params)
   batches = sample_lm_batches(corpus.train_tokens, args.batch, args.seq, rng=args.seed)
   start = time.perf_counter()
-  for i in tqdm(range(args.steps), desc=f"{row} L={model.config.num_layers}", leave=False):
+  for i in tqdm(range(args.steps), desc=f"{label or row} L={model.config.num_layers}", leave=False):
     x, y = next(batches)
     params, opt_state, loss = step(params, opt_state, x, y)
     if i == 0:  # the first step compiles: time the others
@@ -115,7 +151,7 @@ def train_row(row: str, model, params, args, corpus) -> dict:
   jax.block_until_ready(params)
   seconds = time.perf_counter() - start
   val = sample_lm_batches(corpus.val_tokens, args.batch, args.seq, rng=12345)
-  losses = [float(eval_loss(params, *next(val))) for _ in range(args.eval_batches)]
+  losses = [float(val_loss_of(params, *next(val))) for _ in range(args.eval_batches)]
   return {"val_loss": float(np.mean(losses)), "train_loss": float(loss), "seconds": seconds,
           "compile_seconds": compile_seconds}
 
@@ -131,6 +167,7 @@ def gap_closure(results: dict) -> float | None:
 def main(argv=None) -> dict:
   args = parse(argv)
   rows = [r for r in args.rows.split(",") if r]
+  hybrids = [int(k) for k in args.bp_blocks.split(",") if k]
   unknown = sorted(set(rows) - set(ROWS))
   if unknown:
     raise SystemExit(f"lm_depth.py: unknown rows {unknown}; choose from {','.join(ROWS)}")
@@ -142,7 +179,8 @@ def main(argv=None) -> dict:
   for depth in (int(d) for d in args.depths.split(",")):
     config = TransformerConfig(vocab_size=corpus.vocab_size, d_model=args.d_model,
                                num_heads=args.heads, num_layers=depth, d_ff=args.d_ff,
-                               max_len=args.seq, dtype=dtype, norm=args.norm)
+                               max_len=args.seq, dtype=dtype, norm=args.norm,
+                               error_at=args.error_at)
     model = TransformerLM(config)
     params = jax.jit(model.init)(jax.random.key(args.seed),
                                  jnp.zeros((1, args.seq), jnp.int32))
@@ -151,6 +189,15 @@ def main(argv=None) -> dict:
       results[row] = train_row(row, model, params, args, corpus)
       print(f"{depth:>5} {row:>10} {results[row]['val_loss']:>9.4f} "
             f"{results[row]['seconds']:>8.1f}", flush=True)
+    for k in (k for k in hybrids if k <= depth):
+      hybrid = TransformerLM(dataclasses.replace(config, bp_blocks=k))
+      same_init = {"params": {**params["params"], "blocks": {"block": params["params"]["blocks"]}}}
+      row = f"hybrid_{k}"
+      results[row] = {**train_row("dfa", hybrid, same_init, args, corpus, label=row),
+                      "digital": backward_share(config, k, args.batch, args.seq)}
+      print(f"{depth:>5} {row:>10} {results[row]['val_loss']:>9.4f} "
+            f"{results[row]['seconds']:>8.1f}  digital {results[row]['digital']:.2f}",
+            flush=True)
     closure = gap_closure(results)
     lead = (results["last_block"]["val_loss"] - results["dfa"]["val_loss"]
             if {"dfa", "last_block"} <= results.keys() else None)
@@ -163,7 +210,56 @@ def main(argv=None) -> dict:
   if args.json:
     with open(args.json, "w") as f:
       json.dump(out, f, indent=2)
+  if args.plot:
+    plot_hybrid_curve(out, args.plot)
   return out
+
+
+def hybrid_curve(rows: dict, depth: int) -> list[tuple[int, float, float]]:
+  """``(K, val loss, digital share)`` of one depth's rows: DFA is K=0, backprop K=depth.
+
+  Examples:
+    >>> rows = {"dfa": {"val_loss": 2.5}, "hybrid_2": {"val_loss": 2.2, "digital": 0.3},
+    ...         "bp": {"val_loss": 2.0}}
+    >>> hybrid_curve(rows, 8)
+    [(0, 2.5, 0.0), (2, 2.2, 0.3), (8, 2.0, 1.0)]
+  """
+  points = [(0, rows["dfa"]["val_loss"], 0.0)] if "dfa" in rows else []
+  points += sorted((int(name.split("_")[1]), r["val_loss"], r["digital"])
+                   for name, r in rows.items() if name.startswith("hybrid_"))
+  if "bp" in rows:
+    points.append((depth, rows["bp"]["val_loss"], 1.0))
+  return points
+
+
+def plot_hybrid_curve(out: dict, path: str) -> None:
+  """Validation loss against the number of blocks trained by backprop, per depth."""
+  import matplotlib  # noqa: PLC0415
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for depth, result in out["depths"].items():
+    curve = hybrid_curve(result["rows"], int(depth))
+    if not curve:
+      continue
+    ks, losses, _ = zip(*curve)
+    ax.plot(ks, losses, "o-", label=f"{depth} blocks")
+    for k, loss, share in curve:
+      ax.annotate(f"{share:.0%}", (k, loss), textcoords="offset points", xytext=(4, 4),
+                  fontsize=8)
+    if "zero" in result["rows"]:
+      ax.axhline(result["rows"]["zero"]["val_loss"], ls=":", c="gray")
+    if "last_block" in result["rows"]:
+      ax.axhline(result["rows"]["last_block"]["val_loss"], ls="--", c="gray")
+  ax.set_xlabel("K: last blocks trained by backprop (0: DFA, all: backprop)")
+  ax.set_ylabel("validation loss (nats/char)")
+  ax.set_title("Hybrid DFA/backprop; labels: backward FLOPs still by backprop\n"
+               "dotted: zero-feedback control, dashed: last-block control", fontsize=9)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
 
 
 if __name__ == "__main__":

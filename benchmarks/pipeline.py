@@ -7,7 +7,7 @@ Usage (host devices; set before JAX starts):
 
 Three parts, all in one process:
 1. ``table``: for S in {2, 4, 8} and several M, both pipelines are compiled and
-   their HLO read by ``dfax.parallel.schedule.analyze``: matmul FLOPs on the
+   their HLO read by ``hlo_schedule.analyze (benchmarks/hlo_schedule.py)``: matmul FLOPs on the
    critical path, collective-permutes forward/backward and on that path, the
    bubble (1 - useful work / (S x critical path), useful work = the one-device
    step's FLOPs), and XLA's temporary memory per device.
@@ -36,9 +36,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from timing import interleaved_samples, median_ratio  # noqa: E402
 
 import dfax  # noqa: E402
-from dfax.parallel import feedback, make_pipeline_mesh, pipeline, schedule  # noqa: E402
-from dfax.parallel.stack import (StackConfig, StackedMLP, pipeline_parts, sum_cross_entropy,  # noqa: E402
-                                 to_pipeline)
+from dfax.parallel import feedback, make_pipeline_mesh, pipeline  # noqa: E402
+import hlo_schedule as schedule  # noqa: E402
+from dfax.models.stack import (StackConfig, StackedMLP, pipeline_parts, sum_cross_entropy,  # noqa: E402
+                               to_pipeline)
 
 KEY = jax.random.key(0)
 

@@ -20,17 +20,15 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import base_config  # noqa: E402
+from common import base_config, dataset, model  # noqa: E402
 
 
 def get_config():
   c = base_config()
   c.name = "cifar10_cnn"
-  c.dataset = c.dataset.__class__({"name": "cifar10", "source": "tfds", "train_limit": 0,
-                                   "eval_limit": 0, "augment_shift": 4})
+  c.dataset = dataset("cifar10", source="tfds", augment_shift=4)
   # Wide layers: narrow bottlenecks stop DFA from learning on convolutions.
-  c.model = c.model.__class__({"name": "cnn", "features": (64, 128, 256), "dense": (1024,),
-                               "activation": "relu", "kernel_size": 3, "pool": "max"})
+  c.model = model("cnn", features=(64, 128, 256), dense=(1024,), kernel_size=3)
   c.num_epochs = 30
   c.learning_rate = 1e-3
   c.schedule = "cosine"

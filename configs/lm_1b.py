@@ -11,10 +11,8 @@ vocabulary, which a run would take from its data, is ``VOCAB_SIZE``.
 import os
 import sys
 
-import ml_collections
-
 sys.path.insert(0, os.path.dirname(__file__))
-from common import base_config  # noqa: E402
+from common import base_config, dataset, model  # noqa: E402
 
 VOCAB_SIZE = 32000  # a subword tokenizer's vocabulary (the data's num_classes in a run)
 
@@ -22,12 +20,9 @@ VOCAB_SIZE = 32000  # a subword tokenizer's vocabulary (the data's num_classes i
 def get_config():
   c = base_config()
   c.name = "lm_1b"
-  c.dataset = ml_collections.ConfigDict({"name": "shakespeare", "source": "local",
-                                         "seq_len": 1024, "eval_windows": 256,
-                                         "train_limit": 0, "eval_limit": 0})
-  c.model = ml_collections.ConfigDict({"name": "transformer_lm", "d_model": 2048,
-                                       "num_heads": 16, "num_layers": 20, "d_ff": 8192,
-                                       "remat": True, "error_at": "hidden", "norm": "pre"})
+  c.dataset = dataset("shakespeare", seq_len=1024)
+  c.model = model("transformer_lm", d_model=2048, num_heads=16, num_layers=20, d_ff=8192,
+                  remat=True)
   c.dfa.feedback = "macro"
   c.batch_size = 8
   c.learning_rate = 1e-4

@@ -7,13 +7,13 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import base_config  # noqa: E402
+from common import base_config, dataset  # noqa: E402
 
 
 def get_config():
   c = base_config()
   c.name = "mnist1d_mlp"
-  c.dataset.name = "mnist1d"
+  c.dataset = dataset("mnist1d")
   c.model.features = (1024, 1024)  # DFA aligns better with width
   c.model.activation = "tanh"
   c.batch_size = 100

@@ -14,14 +14,13 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import base_config  # noqa: E402
+from common import base_config, model  # noqa: E402
 
 
 def get_config():
   c = base_config()
   c.name = "mnist_cnn"
-  c.model = c.model.__class__({"name": "cnn", "features": (32, 64), "dense": (4096,),
-                               "activation": "relu", "kernel_size": 3, "pool": "max"})
+  c.model = model("cnn", dense=(4096,), kernel_size=3)
   c.num_epochs = 10
   c.dataset.augment_shift = 2
   c.learning_rate = 1e-3

@@ -1,6 +1,6 @@
 """MNIST, a residual MLP split into pipeline stages: DFA's bubble-free pipeline.
 
-The model (``dfax.parallel.stack.StackedMLP``) has ``num_stages`` stages of
+The model (``dfax.models.stack.StackedMLP``) has ``num_stages`` stages of
 scanned residual blocks and a feedback point at every stage's output. With
 ``--config.mesh.stage=S`` (S = num_stages) it trains over S devices, with
 ``mesh.microbatches`` microbatches per data shard; ``mesh.stage=1`` runs the same
@@ -15,18 +15,14 @@ model on one device with the same gradients. On CPU, fake the devices:
 import os
 import sys
 
-import ml_collections
-
 sys.path.insert(0, os.path.dirname(__file__))
-from common import base_config  # noqa: E402
+from common import base_config, model  # noqa: E402
 
 
 def get_config():
   c = base_config()
   c.name = "mnist_pipeline"
-  c.model = ml_collections.ConfigDict({"name": "stacked_mlp", "d": 256, "d_ff": 512,
-                                       "num_stages": 4, "blocks_per_stage": 1,
-                                       "cut": "stage"})
+  c.model = model("stacked_mlp", d=256, d_ff=512, blocks_per_stage=1)
   c.dfa.feedback = "markers"
   c.mesh.stage = 4
   c.mesh.microbatches = 4

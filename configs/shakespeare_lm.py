@@ -15,22 +15,15 @@ control. Pre-LN stacks learn better cut after every LayerNorm
 import os
 import sys
 
-import ml_collections
-
 sys.path.insert(0, os.path.dirname(__file__))
-from common import base_config  # noqa: E402
+from common import base_config, dataset, model  # noqa: E402
 
 
 def get_config():
   c = base_config()
   c.name = "shakespeare_lm"
-  c.dataset = ml_collections.ConfigDict({"name": "shakespeare", "source": "local",
-                                         "seq_len": 128, "eval_windows": 256,
-                                         "train_limit": 0, "eval_limit": 0})
-  c.model = ml_collections.ConfigDict({"name": "transformer_lm", "d_model": 128,
-                                       "num_heads": 4, "num_layers": 4, "d_ff": 512,
-                                       "remat": False, "error_at": "hidden",
-                                       "norm": "post"})
+  c.dataset = dataset("shakespeare")  # seq_len 128
+  c.model = model("transformer_lm", norm="post")  # d_model 128, 4 layers, error at the hidden state
   c.dfa.feedback = "macro_out"
   c.batch_size = 32
   c.num_steps = 2000

@@ -14,19 +14,14 @@ See docs/results_vision.md.
 import os
 import sys
 
-import ml_collections
-
 sys.path.insert(0, os.path.dirname(__file__))
-from common import base_config  # noqa: E402
+from common import base_config, model  # noqa: E402
 
 
 def get_config():
   c = base_config()
   c.name = "vit_mnist"
-  c.model = ml_collections.ConfigDict({"name": "vit", "patch": 7, "d_model": 64,
-                                       "num_heads": 4, "num_layers": 4, "d_ff": 1024,
-                                       "remat": False, "norm": "pre",
-                                       "pre_logits": 4096})
+  c.model = model("vit", d_ff=1024, pre_logits=4096)  # 7x7 patches, d_model 64, 4 layers
   # Cut after every LayerNorm (the normalised copies of the residual stream that
   # the sublayers and the pre-logits layer read): a cut on the raw pre-LN
   # residual stream lets DFA push it without bound, and cuts in front of the

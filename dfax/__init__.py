@@ -21,15 +21,17 @@ from dfax import _startup  # no JAX: `python -m dfax.train` handles Ctrl-C from 
 _startup.install_if_cli()  # before JAX is imported (docs/reliability.md, "Signals")
 
 from dfax import projectors  # noqa: E402
-from dfax.core import (DEFAULT_FEEDBACK, FeedbackPoint, PointSpec, after, by_name, dfa_grad,
-                       dfa_value_and_grad, encoder_decoder, is_norm_layer, pooled)
+from dfax.core import (DEFAULT_FEEDBACK, FeedbackPoint, PointSpec, Projector, after, by_name, dfa_grad,
+                       dfa_value_and_grad, encoder_decoder, exact, exact_boundary, exactly,
+                       is_norm_layer, pooled)
 
 try:
   __version__ = importlib.metadata.version("dfax-flax")
 except importlib.metadata.PackageNotFoundError:  # a source tree that was not pip-installed
   __version__ = "0+unknown"
 
-__all__ = ["dfa_grad", "dfa_value_and_grad", "FeedbackPoint", "PointSpec", "after", "by_name",
+__all__ = ["dfa_grad", "dfa_value_and_grad", "exact", "exactly", "exact_boundary", "FeedbackPoint",
+           "PointSpec", "Projector", "after", "by_name",
            "is_norm_layer", "pooled", "encoder_decoder", "DEFAULT_FEEDBACK", "projectors", "nnx",
            "opu", "testing"]
 

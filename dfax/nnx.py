@@ -27,14 +27,12 @@ from typing import Any, Callable, Sequence
 import jax
 from flax import nnx
 
-from dfax.core.checks import (check_argnums_in_range, check_holomorphic, check_loss,
-                              check_projector)
-from dfax.core.outputs import OutputSelector, check_output_selector
+from dfax.core.outputs import OutputSelector
 from dfax.core.points import IN_NNX_TRANSFORM
-from dfax.core.recorder import Recorder, _Meta, cut_value, map_float_leaves
-from dfax.core.selection import Selector, make_selection
-from dfax.core.tap import Projector
-from dfax.core.transform import check_points, default_projector
+from dfax.core.projector import Projector
+from dfax.core.recorder import PointMeta, Recorder, cut_value, map_float_leaves
+from dfax.core.selection import Selector
+from dfax.core.transform import FrontEnd, value_and_grad_with
 
 _ATTR = "_dfax_candidate_"
 
@@ -70,7 +68,7 @@ class Candidate(nnx.Variable):
 
 
 _routing_classes: "weakref.WeakKeyDictionary[type, type]" = weakref.WeakKeyDictionary()
-_local = threading.local()  # .stack: (recorder, paths) of the traces running on this thread
+_local = threading.local()  # .stack: the _Routing of each trace running on this thread
 
 
 def _stack() -> list:
@@ -93,8 +91,7 @@ def _routing_class(cls: type) -> type:
     def __call__(self, *args, **kwargs):
       if not _stack():
         return original(self, *args, **kwargs)
-      recorder, paths = _stack()[-1]
-      return _intercept(recorder, paths, original, self, args, kwargs)
+      return _intercept(_stack()[-1], original, self, args, kwargs)
 
     sub = type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__,
                                       "__qualname__": cls.__qualname__})
@@ -102,9 +99,10 @@ def _routing_class(cls: type) -> type:
   return sub
 
 
-def _intercept(recorder, paths, original, module, args, kwargs):
+def _intercept(routing, original, module, args, kwargs):
+  recorder = routing.recorder
   next_fun = lambda *a, **k: original(module, *a, **k)
-  path = paths.get(id(module))
+  path = routing.paths.get(id(module))
   if path is not None:
     return recorder.intercept(next_fun, args, kwargs, module, "__call__", path)
   # A copy made inside an NNX transform: cut here, send the value out as state.
@@ -117,15 +115,8 @@ def _intercept(recorder, paths, original, module, args, kwargs):
   out = next_fun(*args, **kwargs)
   if outs:
     out = _cut_as_state(module, out, "out", ins + outs)
-  _pending(recorder).append(type(module).__name__)
+  routing.pending.append(type(module).__name__)
   return out
-
-
-def _pending(recorder) -> list:
-  """Classes of transform copies that stored candidates not yet collected."""
-  if not hasattr(recorder, "nnx_pending"):
-    recorder.nnx_pending = []
-  return recorder.nnx_pending
 
 
 def _cut_as_state(module, tree, side: str, entries: list):
@@ -136,7 +127,7 @@ def _cut_as_state(module, tree, side: str, entries: list):
   return map_float_leaves(tree, side, cut)[0]
 
 
-def _collect_candidates(models: Sequence[Any], recorder: Recorder) -> list:
+def _collect_candidates(models: Sequence[Any], recorder: Recorder, pending: list) -> list:
   """Takes the candidates that NNX transforms carried out; removes them."""
   found, seen, collected = [], set(), set()
   for model in models:
@@ -153,21 +144,23 @@ def _collect_candidates(models: Sequence[Any], recorder: Recorder) -> list:
         info[1].update(var.get_metadata()["entries"])
         stack = value.ndim - var.get_metadata()["inner_ndim"]
         pooled = max(recorder.selection.entries[i].pooled for i in var.get_metadata()["entries"])
-        found.append((value, _Meta(f"{label}/{side}", stack, (label,), pooled)))
+        found.append((value, PointMeta(f"{label}/{side}", stack, (label,), pooled)))
         delattr(node, attr)
         collected.add(label)
   if collected:
-    del _pending(recorder)[:]
+    del pending[:]
   return found
 
 
-class _routed:
-  """Gives the modules of ``models`` routing classes while the loss runs."""
+class _Routing:
+  """The NNX front end's route: gives the modules of ``models`` routing classes while the
+  loss runs, and refuses a trace whose transform copies left candidates behind."""
 
   def __init__(self, models: Sequence[Any], recorder: Recorder):
     self.models, self.recorder = models, recorder
     self.paths: dict[int, tuple] = {}
     self.swapped: list = []
+    self.pending: list[str] = []  # classes of transform copies whose candidates are not out
 
   def __enter__(self):
     for model in self.models:
@@ -178,14 +171,22 @@ class _routed:
           if _has_call(cls) and cls not in _routing_classes.values():
             object.__setattr__(node, "__class__", _routing_class(cls))
             self.swapped.append((node, cls))
-    _stack().append((self.recorder, self.paths))
-    self.recorder.collect_extra = lambda: _collect_candidates(self.models, self.recorder)
+    _stack().append(self)
+    self.recorder.extra_points = lambda: _collect_candidates(self.models, self.recorder,
+                                                             self.pending)
     return self
 
-  def __exit__(self, *exc):
+  def __exit__(self, exc_type, *exc):
     _stack().pop()
     for node, cls in self.swapped:
       object.__setattr__(node, "__class__", cls)
+    if exc_type is None and self.pending:
+      raise ValueError(
+          f"dfax.nnx: a {self.pending[0]} that feedback= selects ran on a module that "
+          "is not part of the differentiated model's graph (created during the call, or "
+          "returned by a transform that drops state). DFA cannot carry its feedback point "
+          "out, and silently back-propagating through it would not be DFA. Create the "
+          "module in __init__, or leave it out of feedback=.")
 
 
 def _positions(argnums: int | nnx.DiffState | Sequence[int | nnx.DiffState]) -> list[int]:
@@ -199,10 +200,22 @@ def _graph_args(args: Sequence[Any]) -> list:
       x, nnx.Module)) if isinstance(a, nnx.Module)]
 
 
+NNX = FrontEnd(
+    api="dfax.nnx",
+    route=lambda recorder, args, kwargs: _Routing(_graph_args((args, kwargs)), recorder),
+    differentiate=lambda traced, argnums, has_aux, allow_int: nnx.value_and_grad(
+        traced, argnums=argnums, has_aux=has_aux),
+    positions=lambda argnums: _positions(argnums),
+    no_module=("dfax.nnx: the loss function called no nnx.Module of its arguments; pass the "
+               "model as an argument, as for nnx.grad."),
+    default_feedback=DEFAULT_FEEDBACK, base=nnx.Module)
+
+
 def dfa_value_and_grad(fun: Callable[..., Any], argnums: int | Sequence[int] = 0,
                        has_aux: bool = False, holomorphic: bool = False, *,
                        projector: Projector | None = None, feedback: Selector = None,
-                       output: OutputSelector = None) -> Callable[..., Any]:
+                       output: OutputSelector = None,
+                       multiple_outputs: bool = False) -> Callable[..., Any]:
   """``nnx.value_and_grad`` with DFA; differentiated NNX modules give ``nnx.State``.
 
   Args:
@@ -217,9 +230,13 @@ def dfa_value_and_grad(fun: Callable[..., Any], argnums: int | Sequence[int] = 0
       every nnx.Linear, LinearGeneral, Conv, ConvTranspose and
       ``dfax.nnx.FeedbackPoint``.
     output: as in ``dfax.dfa_grad``, for models returning pytrees.
+    multiple_outputs: as in ``dfax.dfa_grad``: allow more than one
+      top-level module call with feedback points, each an output.
 
   Returns:
     ``fn(*args) -> (value, grads)``, as ``nnx.value_and_grad`` returns them.
+    The error is taken at the output of the top-level module call, as in
+    ``dfax.dfa_grad``.
 
   Examples:
     >>> import jax.numpy as jnp, optax
@@ -232,44 +249,15 @@ def dfa_value_and_grad(fun: Callable[..., Any], argnums: int | Sequence[int] = 0
     >>> sorted(grads["layers"].keys())
     [0, 2]
   """
-  check_holomorphic(holomorphic)
-  projector = projector if projector is not None else default_projector()
-  check_projector(projector)
-  check_output_selector(output)
-  selection = make_selection(feedback, default=DEFAULT_FEEDBACK, base=nnx.Module)
-
-  @functools.wraps(fun)
-  def traced(*args, **kwargs):
-    recorder = Recorder(selection, projector, output)
-    with _routed(_graph_args((args, kwargs)), recorder):
-      out = fun(*args, **kwargs)
-    check_loss(out, has_aux)
-    if _pending(recorder):
-      raise ValueError(
-          f"dfax.nnx: a {_pending(recorder)[0]} that feedback= selects ran on a module that "
-          "is not part of the differentiated model's graph (created during the call, or "
-          "returned by a transform that drops state). DFA cannot carry its feedback point "
-          "out, and silently back-propagating through it would not be DFA. Create the "
-          "module in __init__, or leave it out of feedback=.")
-    if not recorder.modules_seen:
-      raise ValueError("dfax.nnx: the loss function called no nnx.Module of its "
-                       "arguments; pass the model as an argument, as for nnx.grad.")
-    check_points(recorder, "dfax.nnx")
-    return out
-
-  value_and_grad = nnx.value_and_grad(traced, argnums=argnums, has_aux=has_aux)
-
-  @functools.wraps(fun)
-  def value_and_grad_fn(*args, **kwargs):
-    check_argnums_in_range(_positions(argnums), len(args))
-    return value_and_grad(*args, **kwargs)
-
-  return value_and_grad_fn
+  return value_and_grad_with(NNX, fun, argnums, has_aux, holomorphic, projector=projector,
+                             feedback=feedback, output=output,
+                             multiple_outputs=multiple_outputs)
 
 
 def dfa_grad(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False,
              holomorphic: bool = False, *, projector: Projector | None = None,
-             feedback: Selector = None, output: OutputSelector = None) -> Callable[..., Any]:
+             feedback: Selector = None, output: OutputSelector = None,
+             multiple_outputs: bool = False) -> Callable[..., Any]:
   """``nnx.grad`` with DFA. See ``dfa_value_and_grad``.
 
   Examples:
@@ -283,7 +271,7 @@ def dfa_grad(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux:
   """
   value_and_grad_fn = dfa_value_and_grad(fun, argnums, has_aux, holomorphic,
                                          projector=projector, feedback=feedback,
-                                         output=output)
+                                         output=output, multiple_outputs=multiple_outputs)
 
   @functools.wraps(fun)
   def grad_fn(*args, **kwargs):

@@ -193,18 +193,19 @@ def run(name: str, method: str, args) -> dict:
     updates, opt_state = opt.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss, acc
 
-  eval_src, eval_tgt = make_task(jax.random.key(10 ** 6 + args.seed), 256, args.vocab)
+  # The test set: 256 sequences drawn once from a key no training batch uses, never tuned on.
+  test_src, test_tgt = make_task(jax.random.key(10 ** 6 + args.seed), 256, args.vocab)
   evaluate = jax.jit(setup.loss_and_acc)
   curve, t0 = [], time.time()
   data_key = jax.random.key(args.seed)
   for i in range(args.steps):
     params, opt_state, loss, acc = step(params, opt_state, jax.random.fold_in(data_key, i))
     if (i + 1) % args.eval_every == 0 or i + 1 == args.steps:
-      ev_loss, ev_acc = evaluate(params, eval_src, eval_tgt)
-      curve.append((i + 1, float(ev_loss), float(ev_acc)))
+      test_loss, test_acc = evaluate(params, test_src, test_tgt)
+      curve.append((i + 1, float(test_loss), float(test_acc)))
   return {"model": name, "method": method, "seed": args.seed, "steps": args.steps,
           "batch": args.batch, "width": args.width, "layers": args.layers, "lr": args.lr,
-          "vocab": args.vocab, "eval_loss": curve[-1][1], "eval_acc": curve[-1][2],
+          "vocab": args.vocab, "test_loss": curve[-1][1], "test_accuracy": curve[-1][2],
           "curve": curve, "seconds": round(time.time() - t0, 1),
           "jax": jax.__version__, "flax": flax.__version__,
           "transformers": transformers.__version__, "machine": platform.machine()}
@@ -231,7 +232,7 @@ def plot(rows: list[dict], out: str) -> None:
     ax.set_xlabel("step")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-  axes[0][0].set_ylabel("held-out token accuracy")
+  axes[0][0].set_ylabel("test token accuracy (held out)")
   axes[0][0].legend(fontsize=8)  # the first panel (T5) has every method
   fig.tight_layout()
   fig.savefig(out, dpi=110)

@@ -44,11 +44,75 @@ def _stop(x, name: str):
 
 
 _CUT: contextvars.ContextVar = contextvars.ContextVar("dfax_cut", default=_stop)
+_EXACT: contextvars.ContextVar = contextvars.ContextVar("dfax_exact", default=False)
 
 
 def cut_value(x, name: str):
   """Applies the cut at point ``name``: ``stop_gradient`` unless probing."""
   return _CUT.get()(x, name)
+
+
+@contextlib.contextmanager
+def exact(when: Any = None) -> Iterator[None]:
+  """Module calls in this block train by exact backprop: no cut, no output of their own.
+
+  Inside ``dfa_grad``, a top-level ``apply`` is an *output*: the error is
+  taken at what it returns and its feedback points receive that error's
+  projection. Calls made inside ``with dfax.exact():`` are neither cut nor
+  tapped: they are part of the loss, like the segment after the last cut,
+  and pass the true cotangent back to whatever produced their inputs.
+  Outside ``dfa_grad`` it changes nothing.
+
+  Args:
+    when: ``None`` (always), or a boolean scalar, possibly traced (e.g. from
+      a layer index inside ``nn.scan``): where it is false the calls are cut
+      as usual; where it is true their cuts pass the exact cotangent through
+      and their points receive no feedback. The points are still made (one
+      per layer of a scan), so every layer has the same structure.
+
+  Examples:
+    A head applied after the body: the error is taken at the body's output
+    (``dL/dh``), the head trains on its exact gradient.
+
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, dfax
+    >>> body, head = nn.Sequential([nn.Dense(8), nn.tanh, nn.Dense(8)]), nn.Dense(3)
+    >>> x = jnp.ones((4, 5))
+    >>> pb, ph = body.init(jax.random.key(0), x), head.init(jax.random.key(1), jnp.ones((4, 8)))
+    >>> def loss_fn(params):
+    ...   h = body.apply(params[0], x)            # the output: its error is dL/dh
+    ...   with dfax.exact():
+    ...     return head.apply(params[1], h).sum()
+    >>> grads = dfax.dfa_grad(loss_fn)((pb, ph))
+    >>> bool(jnp.allclose(grads[1]["params"]["kernel"],
+    ...                   jax.grad(loss_fn)((pb, ph))[1]["params"]["kernel"]))
+    True
+  """
+  token = _EXACT.set(True if when is None else when)
+  try:
+    yield
+  finally:
+    _EXACT.reset(token)
+
+
+def exact_boundary(x: Any, when: Any) -> Any:
+  """Where ``when``, ``x`` enters an exact region: under ``dfa_grad`` no gradient flows back.
+
+  The exact cotangent that a region inside ``dfax.exact(when=...)`` sends
+  back to its input would otherwise reach the DFA-trained layers below
+  through uncut paths (a residual stream), mixing backprop into them. Outside
+  ``dfa_grad`` (and where ``when`` is false) this is the identity.
+
+  Args:
+    x: a pytree of arrays, the region's input.
+    when: a boolean scalar, possibly traced.
+
+  Returns:
+    ``x``, with its gradient stopped where ``when`` is true under ``dfa_grad``.
+  """
+  if lifted.active_recorder() is None:
+    return x
+  return jax.tree.map(lambda v: jnp.where(when, jax.lax.stop_gradient(v), v)
+                      if is_float_array(v) else v, x)
 
 
 @contextlib.contextmanager
@@ -77,7 +141,8 @@ class _WithPoints:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Meta:
+class PointMeta:
+  """What the recorder knows of a candidate value besides the value (for ``PointSpec``)."""
   path: str  # the point's name
   stack_ndim: int
   owners: tuple[str, ...]  # the selected modules whose cut this value is
@@ -103,7 +168,11 @@ class _Lift:
 @dataclasses.dataclass
 class _Tapped:
   state: TapState
-  meta: tuple[_Meta, ...]
+  meta: tuple[PointMeta, ...]
+  owner: str = ""  # the top-level call, e.g. "TransformerLM.hidden"
+
+  def made_points(self) -> bool:
+    return any(self.state.perturbed or ())
 
 
 def map_float_leaves(tree: Any, side: str, fn: Callable[[Any, str], Any]) -> tuple[Any, int]:
@@ -139,13 +208,16 @@ class Recorder:
     selection: the parsed ``feedback=`` argument.
     projector: the projector the output tap uses.
     output: which leaf of a pytree model output the error is taken at.
+    multiple_outputs: whether more than one top-level call may make points.
   """
 
   def __init__(self, selection: Selection, projector: Callable,
-               output: OutputSelector = None):
+               output: OutputSelector = None, multiple_outputs: bool = False):
     self.selection = selection
     self.projector = projector
     self.output = output
+    self.multiple_outputs = multiple_outputs
+    self.exact_ids: set[int] = set()  # outputs of dfax.exactly modules (not cut at their users)
     self.frames: list[_Frame] = []
     self.lifts: list[_Lift] = []
     self.roots: list = []  # the top-level module and the lifted bodies dfax routed
@@ -154,8 +226,10 @@ class Recorder:
     self.selected: dict[str, list] = {}
     self.taps: list[_Tapped] = []
     self.at_output: set[str] = set()  # selected modules whose cut was the output, left out
-    # Set by dfax.nnx: candidates that left NNX transforms as state, taken at the tap.
-    self.collect_extra: Callable[[], list] | None = None
+    # The front-end interface (see ``dfax.core.transform.FrontEnd``): a front end whose
+    # candidates reach the tap by another road (NNX transforms carry them out as state)
+    # sets this to return them as ``(value, PointMeta)`` pairs when the tap is made.
+    self.extra_points: Callable[[], list] | None = None
 
   # -- the interceptor -------------------------------------------------------
   def __call__(self, next_fun, args, kwargs, context):
@@ -188,6 +262,10 @@ class Recorder:
       The call's output (cut where selected; tapped for the outermost call).
     """
     name = self.count_module(module)
+    if _EXACT.get() is True:
+      return next_fun(*args, **kwargs)
+    if self.frames and method == "__call__" and self.selection.is_exact(module, path):
+      return self._run_exactly(next_fun, args, kwargs)
     ins, outs = self.selection.match(module, path) if method == "__call__" else ([], [])
     if ins or outs:
       label = _label(path, module)
@@ -197,12 +275,23 @@ class Recorder:
     if not self.frames:
       frame = _Frame()
       out = self._with_root(module, self._run_in_frame, frame, next_fun, call, args, kwargs)
-      return self._tap(out, frame, module)
+      return self._tap(out, frame, module, method)
     if self.lifts and not self.lifts[-1].active and body_root:
       return self._with_root(module, self._run_lifted_body, next_fun, call, args, kwargs)
     if body_root and not any(module is root for root in self.roots):
       return self._run_unrouted_body(next_fun, call, args, kwargs, method)
     return self._run_cut(next_fun, call, args, kwargs)
+
+  def _run_exactly(self, next_fun, args, kwargs):
+    """A ``dfax.exactly`` module: no cuts inside; inputs from outside the exact part stopped."""
+    def boundary(x):
+      return x if id(x) in self.exact_ids or not is_float_array(x) else jax.lax.stop_gradient(x)
+
+    args, kwargs = jax.tree.map(boundary, (args, kwargs))
+    with exact():
+      out = next_fun(*args, **kwargs)
+    self.exact_ids.update(id(x) for x in jax.tree.leaves(out) if is_float_array(x))
+    return out
 
   def _with_root(self, module, run, *args):
     """Runs ``run(*args)`` with ``module`` known as a root (its own methods are no lift)."""
@@ -271,6 +360,8 @@ class Recorder:
 
   def run_lifted(self, call_fn, args, kwargs, kind: str, out_axes: Any):
     """Runs the outer call of a lifted class; strips what its body recorded."""
+    if _EXACT.get() is True:
+      return call_fn(*args, **kwargs)
     if self.lifts and not self.lifts[-1].active:
       # This lifted call is itself the body of an enclosing lift
       # (nn.scan(nn.remat(Block))): open that body's frame around it.
@@ -334,17 +425,22 @@ class Recorder:
             meta, owners=meta.owners + (owner,) * (owner not in meta.owners),
             pooled=max(pooled, meta.pooled))
       return cut
-    frame.values.append(x)
-    frame.meta.append(_Meta(name, 0, (owner,), pooled))
-    cut = cut_value(x, name)
+    gate = _EXACT.get()
+    if gate is False:
+      frame.values.append(x)
+      cut = cut_value(x, name)
+    else:  # exact where the (traced) gate is true: no feedback there, the exact cotangent
+      frame.values.append(jnp.where(gate, jax.lax.stop_gradient(x), x))
+      cut = jnp.where(gate, x, cut_value(x, name))
+    frame.meta.append(PointMeta(name, 0, (owner,), pooled))
     frame.cut_of[id(x)] = (x, cut, len(frame.values) - 1)
     frame.cut_ids.add(id(cut))
     return cut
 
   # -- the tap ---------------------------------------------------------------
-  def _tap(self, out, frame: _Frame, module):
-    if self.collect_extra is not None:
-      for value, meta in self.collect_extra():
+  def _tap(self, out, frame: _Frame, module, method: str = "__call__"):
+    if self.extra_points is not None:
+      for value, meta in self.extra_points():
         frame.values.append(value)
         frame.meta.append(meta)
     if not frame.values:
@@ -359,7 +455,8 @@ class Recorder:
                        stack_ndim=m.stack_ndim, pooled=m.pooled)
              for v, m in zip(values, frame.meta)]
     state = TapState()
-    self.taps.append(_Tapped(state, tuple(frame.meta)))
+    owner = type(module).__name__ + ("" if method == "__call__" else f".{method}")
+    self.taps.append(_Tapped(state, tuple(frame.meta), owner))
     tap = make_tap(specs, self.projector, state, [value_vma(v) for v in values])
     leaves[index] = tap(leaves[index], values)
     return jax.tree_util.tree_unflatten(treedef, leaves)

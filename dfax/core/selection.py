@@ -202,6 +202,44 @@ def encoder_decoder(selector: Any, *, encoder: str | Predicate = "encoder") -> t
 
 
 @dataclasses.dataclass(frozen=True)
+class Exactly:
+  """Modules trained by exact backprop inside a DFA model. Made by ``dfax.exactly``."""
+  selector: Any
+
+
+def exactly(selector: Any) -> Exactly:
+  """The modules ``selector`` picks train by exact backprop: the hybrid method, by name.
+
+  Put it in ``feedback=`` beside the cuts. Each picked module call runs as
+  inside ``dfax.exact()`` (no cut, no feedback, the true cotangent passes),
+  and its inputs that no other picked module produced are cut without
+  feedback, so that the exact gradient stays in the picked modules instead
+  of reaching the DFA-trained ones along an uncut path (a residual stream).
+  For the last K blocks of a stack pick them and what follows them (the
+  final LayerNorm); for dfax's own scanned models use ``bp_blocks``
+  (``TransformerConfig``, ``ViTConfig``) instead, since the layers of one
+  ``nn.scan`` are one module.
+
+  Args:
+    selector: a module class, a predicate ``(module, path) -> bool`` such as
+      ``dfax.by_name(...)``, or a tuple of these.
+
+  Returns:
+    An ``Exactly`` to put in ``feedback=``.
+
+  Examples:
+    HF GPT-2 (12 blocks ``transformer/h/0`` .. ``11``, final LayerNorm
+    ``transformer/ln_f``), its last 2 blocks by backprop, the rest by DFA:
+
+    >>> import dfax
+    >>> feedback = (dfax.after(dfax.is_norm_layer),
+    ...             dfax.exactly(dfax.by_name("transformer/h/10", "transformer/h/11",
+    ...                                       "transformer/ln_f")))
+  """
+  return Exactly(selector)
+
+
+@dataclasses.dataclass(frozen=True)
 class Entry:
   """One part of a selection: what it picks, on which side, its name and its pooling."""
 
@@ -223,6 +261,11 @@ class Selection:
 
   entries: tuple[Entry, ...]
   explicit: bool
+  exact: tuple[Entry, ...] = ()  # dfax.exactly(...): modules trained by exact backprop
+
+  def is_exact(self, module: Any, path: tuple[str, ...]) -> bool:
+    """Whether a ``dfax.exactly`` entry picks this call."""
+    return any(entry.predicate(module, path) for entry in self.exact)
 
   def match(self, module: Any, path: tuple[str, ...]) -> tuple[list[int], list[int]]:
     """The indices of the entries that cut this call's inputs and outputs."""
@@ -302,24 +345,14 @@ def make_selection(feedback: Selector, *, default: tuple[type, ...] = DEFAULT_FE
     [('in', 'flax.linen.linear.Dense'), ('out', 'flax.linen.linear.Conv')]
   """
   explicit = feedback is not None
-  entries = _entries(default if feedback is None else feedback, "in", base)
+  items = (default if feedback is None else feedback)
+  items = list(items) if isinstance(items, (tuple, list)) else [items]
+  exact = [e for item in items if isinstance(item, Exactly)
+           for e in _entries(item.selector, "in", base)]
+  entries = _entries([item for item in items if not isinstance(item, Exactly)], "in", base)
   if not entries:
     raise ValueError("dfax: feedback= selects nothing (an empty tuple).")
-  return Selection(tuple(entries), explicit)
-
-
-def make_selector(feedback: Selector, **kwargs) -> Predicate:
-  """A single predicate over (module, path): whether any entry selects it.
-
-  Args:
-    feedback: as for ``make_selection``.
-    **kwargs: ``default`` and ``base``, as for ``make_selection``.
-
-  Returns:
-    ``(module, path) -> bool``.
-  """
-  selection = make_selection(feedback, **kwargs)
-  return lambda module, path: any(selection.match(module, path))
+  return Selection(tuple(entries), explicit, tuple(exact))
 
 
 def _glob_to_regex(pattern: str) -> str:

@@ -16,14 +16,13 @@ value that is not (raw inputs, token ids, a mask) gets no projection.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from dfax.core.points import PointSpec
-
-Projector = Callable[[jax.Array, Sequence[PointSpec]], Sequence[jax.Array]]
+from dfax.core.projector import Projector
 
 
 def value_vma(x) -> frozenset:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 from typing import Any, Callable, Sequence
 
@@ -13,7 +15,7 @@ from dfax.core.checks import (check_argnums, check_argnums_in_range, check_holom
                               check_loss, check_projector)
 from dfax.core.outputs import OutputSelector, check_output_selector
 from dfax.core.recorder import Recorder
-from dfax.core.selection import Selection, Selector, make_selection
+from dfax.core.selection import DEFAULT_FEEDBACK, Selector, make_selection
 from dfax.core.tap import Projector
 
 _DEFAULT_SEED = 0
@@ -63,6 +65,14 @@ def check_points(recorder: Recorder, api: str = "dfax") -> None:
         f"be plain backprop. Selected: {describe(labels)}. Select modules whose "
         "inputs are computed from the parameters (e.g. the blocks, not the embedding "
         "fed token ids), or cut after a module with dfax.after(...).")
+  outputs = [t.owner for t in recorder.taps if t.made_points()]
+  if len(outputs) > 1 and not recorder.multiple_outputs:
+    raise ValueError(
+        f"{api}: the loss applied {len(outputs)} top-level modules that made feedback points "
+        f"({', '.join(outputs)}); each would train from the error at its own output. Wrap "
+        "the calls that should train by exact backprop (e.g. a head applied after the body) "
+        "in `with dfax.exact():`, or pass multiple_outputs=True if each output should carry "
+        "its own error.")
   if not recorder.selection.explicit:
     return
   for i, entry in enumerate(entries):
@@ -74,14 +84,89 @@ def check_points(recorder: Recorder, api: str = "dfax") -> None:
           "dfax.after(...) to cut at the module's outputs instead.")
 
 
-def _validate(argnums, projector, feedback, output, holomorphic) -> tuple[
-    tuple[int, ...], Projector, Selection]:
-  nums = check_argnums(argnums)
+@dataclasses.dataclass(frozen=True)
+class FrontEnd:
+  """How one Flax API reaches the one DFA transform (``value_and_grad_with``).
+
+  ``dfax.dfa_value_and_grad`` (linen, HuggingFace) and
+  ``dfax.nnx.dfa_value_and_grad`` are this transform with their front end,
+  as Flax NNX keeps one general function under ``grad`` and ``value_and_grad``.
+
+  Attributes:
+    api: the name in messages, ``"dfax"`` or ``"dfax.nnx"``.
+    route: ``(recorder, args, kwargs) -> context manager`` that sends the
+      module calls of the loss to ``recorder.intercept`` while it runs (and
+      may set ``recorder.extra_points``). Its ``__exit__`` may raise to refuse
+      a trace.
+    differentiate: ``(traced, argnums, has_aux, allow_int) -> fn`` returning
+      ``(value, grads)``: ``jax.value_and_grad`` or ``nnx.value_and_grad``.
+    positions: ``argnums -> positions`` of the differentiated arguments, for
+      the range check.
+    no_module: the error when the loss called no module of this API.
+    default_feedback: what ``feedback=None`` selects.
+    base: the module base class ``feedback=`` classes must derive from.
+  """
+
+  api: str
+  route: Callable[..., Any]
+  differentiate: Callable[..., Callable[..., Any]]
+  positions: Callable[[Any], Sequence[int]]
+  no_module: str
+  default_feedback: Any = DEFAULT_FEEDBACK
+  base: type = nn.Module
+
+
+def value_and_grad_with(front_end: FrontEnd, fun: Callable[..., Any], argnums: Any = 0,
+                        has_aux: bool = False, holomorphic: bool = False,
+                        allow_int: bool = False, *, projector: Projector | None = None,
+                        feedback: Selector = None, output: OutputSelector = None,
+                        multiple_outputs: bool = False) -> Callable[..., Any]:
+  """The DFA transform behind every front end; see ``dfa_value_and_grad`` for the arguments."""
   check_holomorphic(holomorphic)
   projector = projector if projector is not None else default_projector()
   check_projector(projector)
   check_output_selector(output)
-  return nums, projector, make_selection(feedback)
+  selection = make_selection(feedback, default=front_end.default_feedback, base=front_end.base)
+
+  def traced(*args, **kwargs):
+    recorder = Recorder(selection, projector, output, multiple_outputs)
+    with front_end.route(recorder, args, kwargs):
+      out = fun(*args, **kwargs)
+    check_loss(out, has_aux)
+    if not recorder.modules_seen:
+      raise ValueError(front_end.no_module)
+    check_points(recorder, front_end.api)
+    return out
+
+  value_and_grad = front_end.differentiate(functools.wraps(fun)(traced), argnums, has_aux,
+                                           allow_int)
+
+  @functools.wraps(fun)
+  def value_and_grad_fn(*args, **kwargs):
+    check_argnums_in_range(front_end.positions(argnums), len(args))
+    return value_and_grad(*args, **kwargs)
+
+  return value_and_grad_fn
+
+
+@contextlib.contextmanager
+def _linen_route(recorder: Recorder, args, kwargs):
+  del args, kwargs
+  with lifted.routed(recorder), nn.intercept_methods(recorder):
+    yield
+
+
+def _linen_differentiate(traced, argnums, has_aux, allow_int):
+  return jax.value_and_grad(traced, argnums if isinstance(argnums, int) else tuple(argnums),
+                            has_aux, allow_int=allow_int)
+
+
+LINEN = FrontEnd(
+    api="dfax", route=_linen_route, differentiate=_linen_differentiate,
+    positions=check_argnums,
+    no_module=("dfax: the loss function called no Flax linen module, so there is no model "
+               "output to take the error from. Call model.apply(params, ...) inside the loss "
+               "function (for flax.nnx models use dfax.nnx)."))
 
 
 def dfa_value_and_grad(
@@ -94,6 +179,7 @@ def dfa_value_and_grad(
     projector: Projector | None = None,
     feedback: Selector = None,
     output: OutputSelector = None,
+    multiple_outputs: bool = False,
 ) -> Callable[..., Any]:
   """Like ``jax.value_and_grad``, with DFA gradients for hidden segments.
 
@@ -103,6 +189,13 @@ def dfa_value_and_grad(
   the segment after the last cut gets the true output error; the value at
   each cut gets ``projector(error, points)[k]`` as cotangent, which
   back-propagates only down to the previous cut.
+
+  Where the error is taken: at the output of the top-level module call
+  (``model.apply``) inside the loss, at its first floating leaf or the one
+  ``output=`` names. A loss that makes more than one top-level call with
+  feedback points is refused unless ``multiple_outputs=True`` (each call then
+  sends its points the error at its own output); calls inside
+  ``with dfax.exact():`` are no output and train by exact backprop.
 
   No cut at the output: a cut whose value is the model output itself (the
   outermost module's output, or the leaf the error is taken at), such as the
@@ -125,10 +218,21 @@ def dfa_value_and_grad(
     output: when the model returns a pytree (dict, dataclass, HF
       ``ModelOutput``), the leaf the error is taken at: a key or attribute
       name, or a function of the output; default the first floating leaf.
+    multiple_outputs: allow more than one top-level module call with
+      feedback points in one loss, each an output with its own error.
 
   Returns:
     A function with the signature of ``fun`` returning ``(value, grads)``,
     with ``value`` and ``grads`` structured exactly as by jax.value_and_grad.
+    The error is ``dL/dy`` at the output ``y`` of the top-level module call;
+    the segment after the last cut (and every call inside ``dfax.exact()``)
+    gets its exact gradient, every other segment the projection of that
+    error at its cut.
+
+  Raises:
+    ValueError: when no module makes a feedback point (DFA would be
+      backprop), or more than one top-level call does without
+      ``multiple_outputs=True``.
 
   Examples:
     >>> import jax, jax.numpy as jnp, flax.linen as nn, dfax
@@ -145,30 +249,10 @@ def dfa_value_and_grad(
     ...                   jax.grad(loss_fn)(params)["params"]["layers_2"]["kernel"]))
     True
   """
-  nums, projector, selection = _validate(argnums, projector, feedback, output, holomorphic)
-
-  @functools.wraps(fun)
-  def value_and_grad_fn(*args, **kwargs):
-    check_argnums_in_range(nums, len(args))
-
-    def traced(*args, **kwargs):
-      recorder = Recorder(selection, projector, output)
-      with lifted.routed(recorder), nn.intercept_methods(recorder):
-        out = fun(*args, **kwargs)
-      check_loss(out, has_aux)
-      if not recorder.modules_seen:
-        raise ValueError(
-            "dfax: the loss function called no Flax linen module, so there is no "
-            "model output to take the error from. Call model.apply(params, ...) "
-            "inside the loss function (for flax.nnx models use dfax.nnx).")
-      check_points(recorder)
-      return out
-
-    diff = argnums if isinstance(argnums, int) else nums
-    return jax.value_and_grad(traced, diff, has_aux, allow_int=allow_int)(
-        *args, **kwargs)
-
-  return value_and_grad_fn
+  check_argnums(argnums)
+  return value_and_grad_with(LINEN, fun, argnums, has_aux, holomorphic, allow_int,
+                             projector=projector, feedback=feedback, output=output,
+                             multiple_outputs=multiple_outputs)
 
 
 def dfa_grad(
@@ -181,16 +265,24 @@ def dfa_grad(
     projector: Projector | None = None,
     feedback: Selector = None,
     output: OutputSelector = None,
+    multiple_outputs: bool = False,
 ) -> Callable[..., Any]:
   """Like ``jax.grad``, with DFA gradients for hidden segments.
 
-  Takes the arguments of ``dfa_value_and_grad``.
+  Takes the arguments of ``dfa_value_and_grad`` (see there for each).
 
-  No cut is made at the model output itself (see ``dfa_value_and_grad``):
-  ``dfax.after(nn.Dense)`` on an MLP cuts after the hidden Dense layers only.
+  The error is ``dL/dy`` at the output ``y`` of the loss's top-level module
+  call (``model.apply``); a loss with more than one top-level call that makes
+  feedback points is refused unless ``multiple_outputs=True``, and calls
+  inside ``with dfax.exact():`` train by exact backprop. No cut is made at
+  the model output itself: ``dfax.after(nn.Dense)`` on an MLP cuts after the
+  hidden Dense layers only.
 
   Returns:
-    A function returning the gradients (``(grads, aux)`` with has_aux).
+    A function returning the gradients (``(grads, aux)`` with has_aux),
+    structured as ``jax.grad``'s: the segment after the last cut gets its
+    exact gradient, every other segment the projection of the error at its
+    cut, back-propagated down to the previous cut.
 
   Examples:
     >>> import jax, jax.numpy as jnp, flax.linen as nn, dfax
@@ -204,7 +296,7 @@ def dfa_grad(
   """
   value_and_grad_fn = dfa_value_and_grad(
       fun, argnums, has_aux, holomorphic, allow_int, projector=projector,
-      feedback=feedback, output=output)
+      feedback=feedback, output=output, multiple_outputs=multiple_outputs)
 
   @functools.wraps(fun)
   def grad_fn(*args, **kwargs):

@@ -10,24 +10,19 @@ Examples:
   ((128, 28, 28, 1), (128,))
 """
 
-from dfax.data.augment import augmented_batches, random_translate
-from dfax.data.batching import (Dataset, epoch_permutation, infinite_batches, iterate_batches,
-                                num_batches)
-from dfax.data.download import ChecksumError, cache_dir, fetch_files
-from dfax.data.mnist import (EMBEDDED_DIR, MNIST_FILES, MNIST_SHA256, default_data_dir,
-                             download_mnist, load_mnist, load_mnist_local, parse_idx, read_idx)
-from dfax.data.mnist1d import generate_mnist1d, load_mnist1d
-from dfax.data.shakespeare import (CharCorpus, build_vocab, corpus_from_text, decode, encode,
-                                   load_shakespeare, sample_lm_batches)
-from dfax.data.tfds_source import DataUnavailableError, has_network, load_tfds
+from dfax.data.augment import augmented_batches
+from dfax.data.batching import Dataset, infinite_batches, iterate_batches
+from dfax.data.download import ChecksumError, cache_dir
+from dfax.data.mnist import MNIST_SHA256, load_mnist
+from dfax.data.mnist1d import load_mnist1d
+from dfax.data.shakespeare import CharCorpus, corpus_from_text, load_shakespeare, sample_lm_batches
+from dfax.data.tfds_source import DataUnavailableError, load_tfds
 
+# The loaders and iterators a user calls; the parts behind them (IDX parsing, downloads,
+# vocabularies, the MNIST-1D generator) are in their modules: dfax.data.mnist, .download,
+# .shakespeare, .mnist1d, .augment, .batching, .tfds_source.
 __all__ = [
-    "Dataset", "iterate_batches", "infinite_batches", "epoch_permutation", "num_batches",
-    "load_mnist", "load_mnist_local", "parse_idx", "read_idx", "MNIST_FILES", "default_data_dir",
-    "download_mnist", "EMBEDDED_DIR", "MNIST_SHA256", "cache_dir", "fetch_files", "ChecksumError",
-    "load_mnist1d", "generate_mnist1d",
-    "CharCorpus", "load_shakespeare", "sample_lm_batches", "build_vocab", "encode", "decode",
-    "corpus_from_text",
-    "load_tfds", "has_network", "DataUnavailableError",
-    "random_translate", "augmented_batches",
+    "load_mnist", "load_mnist1d", "load_shakespeare", "load_tfds", "Dataset", "CharCorpus",
+    "corpus_from_text", "iterate_batches", "infinite_batches", "augmented_batches",
+    "sample_lm_batches", "cache_dir", "MNIST_SHA256", "ChecksumError", "DataUnavailableError",
 ]

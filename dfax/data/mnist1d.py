@@ -17,14 +17,10 @@ import zipfile
 import numpy as np
 
 from dfax.data.batching import Dataset
+from dfax.data.download import cache_dir
 
 PUBLISHED_SEED = 42  # mnist1d's get_dataset_args() default: the published data set
 _CACHE_VERSION = 1
-
-
-def cache_dir() -> pathlib.Path:
-  """``$DFAX_CACHE_DIR`` if set, else ``~/.cache/dfax``."""
-  return pathlib.Path(os.environ.get("DFAX_CACHE_DIR") or "~/.cache/dfax").expanduser()
 
 
 def generate_mnist1d(seed: int | None = None) -> dict[str, np.ndarray]:

@@ -34,7 +34,7 @@
   additions and adds to the feedback; even with zero feedback every block
   learns. An ablation (docs/results_vision.md), not a default.
 * ``markers``: only the model's own ``dfax.FeedbackPoint`` markers (e.g. the
-  stage outputs of ``dfax.parallel.stack.StackedMLP``, the points its
+  stage outputs of ``dfax.models.stack.StackedMLP``, the points its
   pipeline uses).
 * ``micro``: three points per block: after attention + residual, after the
   MLP hidden layer, and at the block output.
@@ -52,7 +52,7 @@ Examples:
   >>> tokens = jnp.zeros((2, 8), jnp.int32)
   >>> params = model.init(jax.random.key(0), tokens)
   >>> loss_fn = lambda p: model.apply(p, tokens).mean()
-  >>> grad_fn = dfax.dfa_grad(loss_fn, feedback=presets.macro(model))
+  >>> grad_fn = dfax.dfa_grad(loss_fn, feedback=presets.macro())
   >>> grads = jax.eval_shape(grad_fn, params)   # traced, not run: shapes only
   >>> jax.tree.structure(grads) == jax.tree.structure(params)
   True
@@ -64,31 +64,24 @@ from typing import Any, Callable
 
 from dfax.core.selection import After, FeedbackPoint, after, by_name, is_norm_layer
 
-PRESETS = ("macro", "macro_out", "micro", "sublayer", "after_ln", "after_ln_head",
-           "after_block_ln", "markers")  # the functions below, by name
 MICRO_MARKERS = ("attn_res", "mlp_hidden", "out")
 SUBLAYER_INPUTS = ("attn", "fc1")
 
 
-def macro(model: Any) -> tuple[type, ...]:
+def macro() -> tuple[type, ...]:
   """Cut in front of every Transformer block (the LM's and the ViT's share ``Block``)."""
-  del model
   from dfax.models.transformer import Block  # noqa: PLC0415
   return (Block,)
 
 
-def macro_out(model: Any) -> After:
+def macro_out() -> After:
   """Cut after every Transformer block: ``dfax.after(Block)``, no marker needed."""
-  del model
   from dfax.models.transformer import Block  # noqa: PLC0415
   return after(Block)
 
 
-def after_ln(model: Any) -> After:
+def after_ln() -> After:
   """Cut after every normalisation layer (``dfax.is_norm_layer``), for pre-LN stacks.
-
-  Args:
-    model: unused (every preset takes the model).
 
   Returns:
     ``dfax.after(dfax.is_norm_layer)``.
@@ -96,26 +89,24 @@ def after_ln(model: Any) -> After:
   Examples:
     >>> from dfax.models import presets
     >>> import dfax
-    >>> presets.after_ln(None) == dfax.after(dfax.is_norm_layer)
+    >>> presets.after_ln() == dfax.after(dfax.is_norm_layer)
     True
   """
-  del model
   return after(is_norm_layer)
 
 
-def after_ln_head(model: Any) -> tuple:
+def after_ln_head() -> tuple:
   """``after_ln`` plus a cut in front of the top-level module named ``head``."""
-  return (after_ln(model), by_name("head"))
+  return (after_ln(), by_name("head"))
 
 
-def after_block_ln(model: Any) -> After:
+def after_block_ln() -> After:
   """Cut after every norm layer except ``ln_final``: DFA plus the residual path.
 
   Every sublayer's gradient is then the feedback pulled back from the norms
   downstream of it plus the exact gradient along the residual stream to the
   head, which no cut interrupts.
   """
-  del model
 
   def predicate(module, path) -> bool:
     return is_norm_layer(module, path) and path[-1:] != ("ln_final",)
@@ -123,9 +114,8 @@ def after_block_ln(model: Any) -> After:
   return after(predicate)
 
 
-def micro(model: Any) -> Callable[[Any, tuple], bool]:
+def micro() -> Callable[[Any, tuple], bool]:
   """Cut after attention + residual, after the MLP hidden layer, at block output."""
-  del model
 
   def predicate(module, path) -> bool:
     return isinstance(module, FeedbackPoint) and path and path[-1] in MICRO_MARKERS
@@ -133,9 +123,8 @@ def micro(model: Any) -> Callable[[Any, tuple], bool]:
   return predicate
 
 
-def sublayer(model: Any) -> Callable[[Any, tuple], bool]:
+def sublayer() -> Callable[[Any, tuple], bool]:
   """Cut in front of every block, its attention and its MLP's first layer."""
-  del model
   from dfax.models.transformer import Block  # noqa: PLC0415
 
   def predicate(module, path) -> bool:
@@ -144,7 +133,11 @@ def sublayer(model: Any) -> Callable[[Any, tuple], bool]:
   return predicate
 
 
-def markers(model: Any) -> tuple[type, ...]:
+def markers() -> tuple[type, ...]:
   """Cut only at the model's ``dfax.FeedbackPoint`` markers."""
-  del model
   return (FeedbackPoint,)
+
+
+PRESETS: dict[str, Callable[[], Any]] = {f.__name__: f for f in (
+    macro, macro_out, micro, sublayer, after_ln, after_ln_head, after_block_ln, markers)}
+"""Every preset by name: what ``config.dfa.feedback`` accepts besides ''."""

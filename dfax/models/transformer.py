@@ -7,12 +7,14 @@ outside ``dfax.dfa_grad`` they are identities. See ``dfax.models.presets``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from dfax.core.recorder import exact, exact_boundary
 from dfax.core.selection import FeedbackPoint
 
 NORMS = ("pre", "post")  # TransformerConfig.norm: where each block's LayerNorms sit
@@ -30,6 +32,11 @@ class TransformerConfig:
   ``norm``: "pre" (LayerNorm in front of each sublayer, a final LayerNorm before
   the head) or "post" (LayerNorm after each residual add, as in Vaswani et al.
   2017 and Launay et al. 2020's DFA Transformer; no final LayerNorm).
+
+  ``bp_blocks``: under ``dfax.dfa_grad``, the last ``bp_blocks`` blocks train by
+  exact backprop from the head and the others by DFA (the hybrid method; see
+  ``scan_blocks``). It changes nothing else: under ``jax.grad`` the model is
+  the same function, and its blocks' parameters sit under ``blocks/block``.
   """
   vocab_size: int = 96
   d_model: int = 128
@@ -42,12 +49,16 @@ class TransformerConfig:
   error_at: str = "hidden"
   causal: bool = True
   norm: str = "pre"
+  bp_blocks: int = 0
 
   def __post_init__(self):
     if self.norm not in NORMS:
       raise ValueError(f"norm must be 'pre' or 'post', got {self.norm!r}.")
     if self.error_at not in ERROR_AT:
       raise ValueError(f"error_at must be 'hidden' or 'logits', got {self.error_at!r}.")
+    if not 0 <= self.bp_blocks <= self.num_layers:
+      raise ValueError(f"bp_blocks must be in 0..num_layers={self.num_layers}, got "
+                       f"{self.bp_blocks}.")
 
 
 class Block(nn.Module):
@@ -72,6 +83,44 @@ class Block(nn.Module):
     return FeedbackPoint(name="out")(x + h if pre else ln_mlp(x + h)), None
 
 
+class HybridLayer(nn.Module):
+  """One scanned layer of a hybrid stack: DFA below layer ``num_layers - bp_blocks``, exact above.
+
+  Called with the layer's index (the scan's input): the block runs inside
+  ``dfax.exact(when=layer >= first)``, so the cuts of the last ``bp_blocks``
+  layers pass the exact cotangent and get no feedback, and the first exact
+  layer's input is a ``dfax.exact_boundary``: the exact gradient stops there
+  instead of leaking into the DFA layers along the residual stream.
+  """
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x, layer):
+    first = self.config.num_layers - self.config.bp_blocks
+    if first:  # with every layer exact, the embeddings train exactly too: it is backprop
+      x = exact_boundary(x, layer == first)
+    with exact(when=layer >= first):
+      return Block(self.config, name="block")(x)
+
+
+def scanned_blocks(config: TransformerConfig, name: str = "blocks") -> nn.Module:
+  """``config.num_layers`` blocks in one ``nn.scan`` (``nn.remat`` if asked).
+
+  Call the result as ``blocks(x, layer_indices(config))``. With
+  ``config.bp_blocks > 0`` each layer is a :class:`HybridLayer`, fed its
+  index, so that the last ``bp_blocks`` train by exact backprop under DFA.
+  """
+  layer = HybridLayer if config.bp_blocks else Block
+  layer = nn.remat(layer) if config.remat else layer
+  return nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
+                 length=config.num_layers)(config, name=name)
+
+
+def layer_indices(config: TransformerConfig):
+  """The scan's input for :func:`scanned_blocks`: the layer indices of a hybrid, else None."""
+  return jnp.arange(config.num_layers) if config.bp_blocks else None
+
+
 class TransformerLM(nn.Module):
   """Token + position embeddings, ``num_layers`` scanned blocks, final LN, vocab head.
 
@@ -91,20 +140,21 @@ class TransformerLM(nn.Module):
     c = self.config
     self.embed = nn.Embed(c.vocab_size, c.d_model, name="embed")
     self.pos = self.param("pos_embed", nn.initializers.normal(0.02), (c.max_len, c.d_model))
-    block = nn.remat(Block) if c.remat else Block
-    self.blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                          length=c.num_layers)(c, name="blocks")
+    self.blocks = scanned_blocks(c)
     self.ln_final = nn.LayerNorm(dtype=c.dtype, name="ln_final")
     self.head = nn.Dense(c.vocab_size, dtype=c.dtype, name="head")
 
   def hidden(self, tokens):
     """The final hidden state (before the vocabulary projection): (B, T, d_model)."""
     x = self.embed(tokens) + self.pos[: tokens.shape[1]]
-    x, _ = self.blocks(x.astype(self.config.dtype), None)
+    x, _ = self.blocks(x.astype(self.config.dtype), layer_indices(self.config))
     return x
 
   def logits_from_hidden(self, h):
-    return self.head(self.ln_final(h) if self.config.norm == "pre" else h)
+    # a hybrid's tail trains exactly, as its last blocks (lm_forward's error_at="hidden"
+    # already applies it inside dfax.exact)
+    with exact() if self.config.bp_blocks else contextlib.nullcontext():
+      return self.head(self.ln_final(h) if self.config.norm == "pre" else h)
 
   def __call__(self, tokens):
     return self.logits_from_hidden(self.hidden(tokens))
@@ -113,11 +163,12 @@ class TransformerLM(nn.Module):
 def lm_forward(model: TransformerLM, params, tokens):
   """The LM's logits, applied so that DFA's error is taken where ``config.error_at`` says.
 
-  With "hidden", the body and the head are two ``model.apply`` calls: dfax
-  taps the output of the outermost call of each, so the error is dL/dh before
-  the head, which itself trains with its exact gradient. With "logits" it is
+  With "hidden", the body and the head are two ``model.apply`` calls: the
+  body's output is where dfax takes the error (dL/dh before the head), and
+  the head's call runs inside ``dfax.exact()``: the final LayerNorm and the
+  head train with their exact gradient and make no feedback point. With "logits" it is
   ``model.apply(params, tokens)``. Other models are applied with
-  ``model.apply`` (the trainer picks by family: ``dfax.train.trainer.FORWARDS``).
+  ``model.apply`` (the trainer picks by family: the ``forward`` of its record in ``dfax.train.families``).
 
   Args:
     model: a ``TransformerLM``.
@@ -142,6 +193,7 @@ def lm_forward(model: TransformerLM, params, tokens):
     raise TypeError(f"lm_forward applies a TransformerLM, not {type(model).__name__}; apply "
                     "other models with model.apply(params, x).")
   if model.config.error_at == "hidden":
-    h = model.apply(params, tokens, method="hidden")
-    return model.apply(params, h, method="logits_from_hidden")
+    h = model.apply(params, tokens, method="hidden")  # the output: DFA's error is dL/dh
+    with exact():  # the final LayerNorm and the head train by exact backprop
+      return model.apply(params, h, method="logits_from_hidden")
   return model.apply(params, tokens)

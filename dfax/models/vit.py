@@ -7,12 +7,14 @@ vision_transformer) between the final LayerNorm and the head.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import ClassVar
 
 import flax.linen as nn
 
-from dfax.models.transformer import Block, TransformerConfig
+from dfax.core.recorder import exact
+from dfax.models.transformer import TransformerConfig, layer_indices, scanned_blocks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +28,7 @@ class ViTConfig:
   remat: bool = False
   norm: str = "pre"  # "pre" or "post" LayerNorm blocks, as in TransformerConfig
   pre_logits: int = 0  # width of a tanh Dense between ln_final and the head; 0: none
+  bp_blocks: int = 0  # the last bp_blocks blocks train by exact backprop under DFA (hybrid)
 
 
 class ViT(nn.Module):
@@ -52,11 +55,12 @@ class ViT(nn.Module):
     x = x.reshape(x.shape[0], -1, c.d_model)
     x = x + self.param("pos_embed", nn.initializers.normal(0.02), x.shape[1:])
     block_config = TransformerConfig(d_model=c.d_model, num_heads=c.num_heads, d_ff=c.d_ff,
-                                     num_layers=c.num_layers, causal=False, norm=c.norm)
-    block = nn.remat(Block) if c.remat else Block
-    x, _ = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                   length=c.num_layers)(block_config, name="blocks")(x, None)
-    x = nn.LayerNorm(name="ln_final")(x.mean(axis=1))
-    if c.pre_logits:
-      x = nn.tanh(nn.Dense(c.pre_logits, name="pre_logits")(x))
-    return nn.Dense(c.num_classes, name="head")(x)
+                                     num_layers=c.num_layers, causal=False, norm=c.norm,
+                                     remat=c.remat, bp_blocks=c.bp_blocks)
+    x, _ = scanned_blocks(block_config)(x, layer_indices(block_config))
+    # a hybrid's tail (final LayerNorm, pre-logits, head) trains exactly, as its last blocks
+    with exact() if c.bp_blocks else contextlib.nullcontext():
+      x = nn.LayerNorm(name="ln_final")(x.mean(axis=1))
+      if c.pre_logits:
+        x = nn.tanh(nn.Dense(c.pre_logits, name="pre_logits")(x))
+      return nn.Dense(c.num_classes, name="head")(x)

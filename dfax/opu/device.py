@@ -7,6 +7,7 @@ give bitwise the same frames.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +43,35 @@ def ternarize(error2d: jax.Array, config: OPUConfig) -> tuple[jax.Array, jax.Arr
   e_plus = (on & (error2d > 0)).astype(error2d.dtype)
   e_minus = (on & (error2d < 0)).astype(error2d.dtype)
   return e_plus, e_minus, magnitude
+
+
+def through_binary_frames(rows: jax.Array, config: OPUConfig,
+                          linear: Callable[[jax.Array], jax.Array]) -> jax.Array:
+  """A signed error through a binary-input device: ternarise, one pass, recombine.
+
+  The rows become two binary frames (``ternarize``); ``linear`` sends both
+  frames through the device in one pass; the difference of the two
+  projections, times each row's magnitude, approximates the projection of
+  the error.
+
+  Args:
+    rows: ``(N, n)`` signed error rows.
+    config: the ternarisation settings.
+    linear: ``(2N, n) frames -> (2N, width)`` linear projections (the
+      simulated medium, or a real device behind a callback).
+
+  Returns:
+    ``(N, width)``, in the rows' dtype.
+
+  Examples:
+    >>> rows = jnp.array([[2.0, -2.0, 0.1]])
+    >>> through_binary_frames(rows, OPUConfig(threshold=0.5), lambda f: f)
+    Array([[ 2., -2.,  0.]], dtype=float32)
+  """
+  e_plus, e_minus, magnitude = ternarize(rows, config)
+  lin = linear(jnp.concatenate([e_plus, e_minus]))  # both frames in one device pass
+  batch = rows.shape[0]
+  return ((lin[:batch] - lin[batch:]) * magnitude).astype(rows.dtype)
 
 
 def medium_tile(key: jax.Array, n: int, cols: int, dtype) -> tuple[jax.Array, jax.Array]:
@@ -84,11 +114,30 @@ def camera(intensity: jax.Array, noise_key: jax.Array | None, config: OPUConfig)
     draw = fast_normal if config.fast_noise else jax.random.normal
     intensity = intensity + jnp.sqrt(variance) * draw(noise_key, intensity.shape,
                                                       intensity.dtype)
-  if config.bits is not None:
-    levels = 2 ** config.bits - 1
-    code = jnp.round(jnp.clip(intensity / config.full_scale, 0.0, 1.0) * levels)
-    intensity = code * (config.full_scale / levels)
-  return intensity
+  return quantise(intensity, config)
+
+
+def quantise(intensity, config: OPUConfig, xp=jnp):
+  """The b-bit camera's reading: saturation at ``full_scale``, ``2^bits - 1`` levels.
+
+  Args:
+    intensity: measured intensities (a JAX or numpy array).
+    config: ``bits`` (None: no quantisation) and ``full_scale``.
+    xp: the array module, ``jnp`` (the simulator) or ``numpy`` (a device's host side).
+
+  Returns:
+    The quantised intensities, in the input's units.
+
+  Examples:
+    >>> import numpy as np
+    >>> quantise(np.array([0.0, 3.3, 99.0]), OPUConfig(bits=2, full_scale=9.0), xp=np)
+    array([0., 3., 9.])
+  """
+  if config.bits is None:
+    return intensity
+  levels = 2 ** config.bits - 1
+  code = xp.round(xp.clip(intensity / config.full_scale, 0.0, 1.0) * levels)
+  return code * (config.full_scale / levels)
 
 
 def linear_tile(x: jax.Array, medium: tuple[jax.Array, jax.Array],

@@ -39,7 +39,7 @@ import numpy as np
 from dfax.core.points import check_lead_dims
 from dfax.opu import device
 from dfax.opu.config import OPUConfig
-from dfax.opu.projector import _split_points
+from dfax.opu.projector import split_points
 from dfax.projectors.shared import slice_layout, stacked_rows
 
 CALIBRATION_FRAMES = 64
@@ -62,11 +62,7 @@ def default_anchor_pixels(n: int, amplitude: float) -> int:
 
 def camera_quantise(intensity: np.ndarray, config: OPUConfig) -> np.ndarray:
   """The b-bit camera with saturation of ``dfax.opu.device.camera``, in numpy (no noise)."""
-  if config.bits is None:
-    return intensity
-  levels = 2 ** config.bits - 1
-  code = np.round(np.clip(intensity / config.full_scale, 0.0, 1.0) * levels)
-  return code * (config.full_scale / levels)
+  return device.quantise(intensity, config, xp=np)
 
 
 class LightonDriver:
@@ -240,14 +236,13 @@ def make_lightonml_projector(opu: Any, config: OPUConfig | None = None, *,
     n_leads = [check_lead_dims(error.shape, p) for p in points]
     _, total = slice_layout(points, n_leads, reuse=False)
     error2d, row_starts = stacked_rows(error, points)
-    e_plus, e_minus, magnitude = device.ternarize(error2d, config)
-    frames = jnp.concatenate([e_plus, e_minus]).astype(jnp.uint8)
-    shape = jax.ShapeDtypeStruct((frames.shape[0], total), jnp.float32)
-    lin = jax.pure_callback(functools.partial(host, total), shape, frames,
-                            vmap_method="sequential")
-    batch = error2d.shape[0]
-    full = ((lin[:batch] - lin[batch:]) * magnitude).astype(error.dtype)
-    return _split_points(full, error.shape, points, n_leads, row_starts)
+    def on_device(frames):
+      shape = jax.ShapeDtypeStruct((frames.shape[0], total), jnp.float32)
+      return jax.pure_callback(functools.partial(host, total), shape,
+                               frames.astype(jnp.uint8), vmap_method="sequential")
+
+    full = device.through_binary_frames(error2d, config, on_device).astype(error.dtype)
+    return split_points(full, error.shape, points, n_leads, row_starts)
 
   projector.driver = driver
   return projector

@@ -31,7 +31,7 @@ from dfax.projectors.dense import concat_tiles
 from dfax.projectors.shared import slice_layout, stacked_rows
 
 
-def _split_points(full: jax.Array, error_shape, points: Sequence[PointSpec], n_leads,
+def split_points(full: jax.Array, error_shape, points: Sequence[PointSpec], n_leads,
                   row_starts: dict | None = None):
   """Each point's columns (and, for pooled points, the pooled rows) of the camera output.
 
@@ -68,7 +68,7 @@ def _run_tiles(error: jax.Array, points, tile_fn, tile: int):
   error2d, row_starts = stacked_rows(error, points)  # pooled points: per-example frames
   cols = min(tile, total)
   full = concat_tiles(lambda j: tile_fn(error2d, j, cols), total, cols)
-  return _split_points(full, error.shape, points, n_leads, row_starts)
+  return split_points(full, error.shape, points, n_leads, row_starts)
 
 
 ROW_BLOCK = 1 << 19
@@ -132,11 +132,8 @@ def make_projector(config: OPUConfig | None = None, *, key: jax.Array,
   def rows_fn(rows, medium, anchor, noise):
     if not config.ternarize:
       return device.linear_tile(rows, medium, anchor, noise, config)
-    e_plus, e_minus, magnitude = device.ternarize(rows, config)
-    frames = jnp.concatenate([e_plus, e_minus])  # both frames in one device pass
-    lin = device.linear_tile(frames, medium, anchor, noise, config)
-    batch = rows.shape[0]
-    return (lin[:batch] - lin[batch:]) * magnitude
+    return device.through_binary_frames(
+        rows, config, lambda frames: device.linear_tile(frames, medium, anchor, noise, config))
 
   def tile_fn(error2d, j, cols):
     n = error2d.shape[-1]

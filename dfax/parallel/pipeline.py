@@ -22,6 +22,7 @@ the same projector (see tests/parallel/test_pipeline.py).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable
 
@@ -33,7 +34,33 @@ from dfax.core.points import PointSpec
 from dfax.parallel.feedback import StageFeedback
 from dfax.parallel.layer_parallel import LayerStack, cut_stack
 from dfax.parallel.residuals import Pullback, replay, split_vjp
-from dfax.parallel.stack import PipelineParts
+
+STAGE_POINT = "stages/out/in"  # dfa_grad's path of a stage-output point (dfax.models.stack)
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineParts:
+  """A model split for the pipeline; every function is pure (``dfax.models.stack.pipeline_parts``).
+
+  Attributes:
+    embed: ``(params["embed"], x) -> h``, run on stage 0.
+    stage: ``(one stage's params, h) -> h``, the stage's blocks; the params
+      have the leading ``num_stages`` axis removed.
+    head: ``(params["head"], h) -> logits``, run on the last stage.
+    loss: ``(logits, labels) -> summed loss`` over the microbatch.
+    block: ``(one block's params, h) -> h``, when the stage is a scan of
+      blocks (``cut="block"`` uses it); ``None`` otherwise.
+    point: ``dfa_grad``'s path of the stacked feedback point.
+  """
+  embed: Callable[[Any, jax.Array], jax.Array]
+  stage: Callable[[Any, jax.Array], jax.Array]
+  head: Callable[[Any, jax.Array], jax.Array]
+  loss: Callable[[jax.Array, jax.Array], jax.Array]
+  block: Callable[[Any, jax.Array], jax.Array] | None = None
+  point: str = STAGE_POINT
+
+
+
 
 STAGE_MODES = ("vjp", "vmap", "scan")  # how a block-cut stage runs its own backward
 
@@ -92,7 +119,7 @@ def backprop_pipeline(parts: PipelineParts, mesh: Mesh, num_microbatches: int) -
   """``(params, x, y) -> (loss, grads)`` of the GPipe backprop pipeline.
 
   Args:
-    parts: the model's pure functions (``dfax.parallel.stack.pipeline_parts``).
+    parts: the model's pure functions (``dfax.models.stack.pipeline_parts``).
     mesh: a ``("data", "stage")`` mesh.
     num_microbatches: ``M``, microbatches per data shard.
 
@@ -104,7 +131,7 @@ def backprop_pipeline(parts: PipelineParts, mesh: Mesh, num_microbatches: int) -
     ``num_stages=4`` on 4):
 
     >>> from dfax.parallel import make_pipeline_mesh
-    >>> from dfax.parallel.stack import StackConfig, StackedMLP, pipeline_parts, to_pipeline
+    >>> from dfax.models.stack import StackConfig, StackedMLP, pipeline_parts, to_pipeline
     >>> cfg = StackConfig(num_stages=1, blocks_per_stage=2)
     >>> x, y = jnp.ones((8, 16)), jnp.zeros(8, jnp.int32)
     >>> params = to_pipeline(StackedMLP(cfg).init(jax.random.key(0), x))
@@ -199,7 +226,7 @@ def dfa_pipeline(parts: PipelineParts, mesh: Mesh, num_microbatches: int,
     ``num_stages=4`` on 4):
 
     >>> from dfax.parallel import feedback, make_pipeline_mesh
-    >>> from dfax.parallel.stack import StackConfig, StackedMLP, pipeline_parts, to_pipeline
+    >>> from dfax.models.stack import StackConfig, StackedMLP, pipeline_parts, to_pipeline
     >>> cfg = StackConfig(num_stages=1, blocks_per_stage=2)
     >>> x, y = jnp.ones((8, 16)), jnp.zeros(8, jnp.int32)
     >>> params = to_pipeline(StackedMLP(cfg).init(jax.random.key(0), x))
@@ -281,7 +308,7 @@ def train_step(grad_fn: Callable, optimizer: Any) -> Callable:
   Examples:
     >>> import optax
     >>> from dfax.parallel import feedback, make_pipeline_mesh
-    >>> from dfax.parallel.stack import StackConfig, StackedMLP, pipeline_parts, to_pipeline
+    >>> from dfax.models.stack import StackConfig, StackedMLP, pipeline_parts, to_pipeline
     >>> cfg = StackConfig(num_stages=1, blocks_per_stage=2)
     >>> x, y = jnp.ones((8, 16)), jnp.zeros(8, jnp.int32)
     >>> mesh, optimizer = make_pipeline_mesh(1), optax.adam(1e-3)

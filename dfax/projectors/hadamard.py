@@ -108,6 +108,9 @@ def hadamard(key: jax.Array, *, scale: float | str = "error", tie_copies: bool =
     (5, 16)
   """
   check_feature_ndim(feature_ndim, "hadamard")
+  if scale != "error" and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
+    raise ValueError(f"dfax.projectors.hadamard: scale={scale!r} must be 'error' or a number; "
+                     "'point' has no meaning for an implicit matrix without a width.")
 
   def rows(error2d, point_key, width):
     s = 1.0 / math.sqrt(error2d.shape[-1]) if scale == "error" else float(scale)

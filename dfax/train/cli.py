@@ -18,7 +18,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from dfax.data import DataUnavailableError
-from dfax.train import config_file, config_schema, distributed
+from dfax.train import config_file, config_schema, distributed, metrics
 from dfax.train.errors import EXIT_OK, EXIT_REFUSED, ConfigError, RunError, interrupt_exit_code
 from dfax.train.trainer import train_and_evaluate
 
@@ -110,7 +110,7 @@ def usage() -> str:
     text = " ".join(flags.FLAGS[name].help.split())
     lines += textwrap.wrap(text, 96, initial_indent=f"  --{name}: ", subsequent_indent="      ")
   lines += ["", "config fields, --config.FIELD=DEFAULT (a config file sets its own values):",
-            config_schema.fields_help()]
+            config_schema.fields_help(), "", config_schema.choices_help()]
   return "\n".join(lines)
 
 
@@ -240,7 +240,8 @@ def main(argv) -> None:
     print(f"dfax.train: signal {_late_signal} came after the run completed; it was already "
           "complete and nothing was lost.", file=sys.stderr)
   prefix = "already completed" if results.get("already_completed") else results["status"]
+  split, accuracy, _ = metrics.final_eval(results)  # test, or val for a validation split
   print(f"{prefix}: {results['method']} {results['name']} "
-        f"test accuracy {100 * results['test_accuracy']:.2f}% after {results['steps']} steps "
+        f"{split} accuracy {100 * accuracy:.2f}% after {results['steps']} steps "
         f"({results['wall_time_s']:.0f} s)")
   sys.exit(EXIT_OK)

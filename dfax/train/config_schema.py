@@ -14,24 +14,11 @@ from typing import Any
 import ml_collections
 
 from dfax.opu import OPUConfig
+from dfax.train import datasets, families, methods
+from dfax.train.field import Field
 
 # Sections whose fields are fixed here; model and dataset fields depend on their names.
 FIXED_SECTIONS = ("dfa", "mesh")
-
-
-@dataclasses.dataclass(frozen=True)
-class Field:
-  """One config field: what ``--config.<name>=<value>`` sets.
-
-  Attributes:
-    name: dotted path in the config, e.g. ``"dfa.projector"``.
-    default: the value ``default_config()`` gives it.
-    help: one line saying what it does (allowed values, units).
-  """
-
-  name: str
-  default: Any
-  help: str
 
 
 # One line per OPUConfig field (dfax.opu.OPUConfig's docstring has the details).
@@ -50,21 +37,36 @@ _OPU_HELP = {
     "tile": "camera columns simulated at once (bounds memory)",
 }
 
+DEFAULT_MODEL, DEFAULT_DATASET = "mlp", "mnist"
+
+
+def _choices(records: dict) -> str:
+  return " | ".join(records)
+
+
+def _readers(option: str) -> str:
+  return " | ".join(p.name for p in methods.PROJECTORS.values() if option in p.options)
+
+
+def _hybrid_families() -> str:
+  return " | ".join(f.name for f in families.FAMILIES.values() if f.hybrid)
+
+
+def _section_fields(section: str, record) -> tuple[Field, ...]:
+  return tuple(Field(f"{section}.{f.name}", f.default, f.help) for f in record.fields)
+
+
 FIELDS: tuple[Field, ...] = (
     Field("name", "run", "run name, written to results.json and plot titles"),
-    Field("method", "dfa", "dfa | bp (backprop) | shallow (only the last layer trains)"),
+    Field("method", "dfa", _choices(methods.METHODS)),
     Field("seed", 0, "parameter initialisation and data-order seed"),
     Field("data_dir", "", "local data root; '' reads $DFAX_DATA_DIR, else the shipped copy"),
-    Field("dataset.name", "mnist", "mnist | mnist1d | cifar10 | shakespeare"),
-    Field("dataset.source", "auto",
-          "auto | local | download | tfds: where the data comes from (dfax.data.load_mnist)"),
-    Field("dataset.train_limit", 0, "use only the first N training examples; 0: all"),
-    Field("dataset.eval_limit", 0, "evaluate on only the first N test examples; 0: all"),
-    Field("dataset.augment_shift", 0, "random translation of training images, in pixels"),
-    Field("model.name", "mlp",
-          "mlp | cnn | vit | transformer_lm | stacked_mlp; each has its own model.* fields"),
-    Field("model.features", (800, 800), "widths of the MLP's hidden layers"),
-    Field("model.activation", "tanh", "hidden activation (dfax.models.ACTIVATIONS)"),
+    Field("dataset.name", DEFAULT_DATASET,
+          f"{_choices(datasets.DATASETS)}; each has its own dataset.* fields"),
+    *_section_fields("dataset", datasets.DATASETS[DEFAULT_DATASET]),
+    Field("model.name", DEFAULT_MODEL,
+          f"{_choices(families.FAMILIES)}; each has its own model.* fields"),
+    *_section_fields("model", families.FAMILIES[DEFAULT_MODEL]),
     Field("batch_size", 128, "training examples per step (the global batch)"),
     Field("num_epochs", 10, "training epochs, when num_steps is 0"),
     Field("num_steps", 0, "training steps; > 0 overrides num_epochs"),
@@ -78,16 +80,21 @@ FIELDS: tuple[Field, ...] = (
     Field("grad_clip", 0.0, "clip gradients to this global norm; 0: no clipping"),
     Field("freeze", "",
           "comma-separated top-level modules that get no update, e.g. 'patch_embed'"),
-    Field("dfa.projector", "gaussian",
-          "gaussian | uniform | hadamard | shared | opu | zeros (control) | identity"),
+    Field("dfa.projector", "gaussian", _choices(methods.PROJECTORS)),
     Field("dfa.seed", 0, "seed of the fixed random feedback matrices"),
     Field("dfa.scale", "error",
-          "feedback scale: 'error' (1/sqrt(error size)), 'point' or a number"),
+          "feedback scale: 'error' (1/sqrt(error size)), 'point' or a number"
+          f" ({_readers('scale')})"),
     Field("dfa.feedback", "",
           "feedback preset (dfax.models.presets); '' cuts in front of every Dense and Conv"),
-    Field("dfa.tie_layers", False, "layers of an nn.scan share one feedback matrix"),
-    Field("dfa.feature_ndim", 0, "> 0: one matrix over the last N dims, shared over the rest"),
-    Field("dfa.reuse", False, "shared projector: equal-width points receive one signal"),
+    Field("dfa.tie_copies", False,
+          f"layers of an nn.scan share one feedback matrix ({_readers('tie_copies')})"),
+    Field("dfa.feature_ndim", 0, "> 0: one matrix over the last N dims, shared over the rest"
+          f" ({_readers('feature_ndim')})"),
+    Field("dfa.bp_blocks", 0, "hybrid: the last K blocks (and the head) train by exact backprop, "
+          f"the rest by DFA ({_hybrid_families()})"),
+    Field("dfa.reuse", False, "equal-width points receive one signal (TinyDFA;"
+          f" {_readers('reuse')})"),
     *(Field(f"dfa.opu.{name}", value, f"OPU: {_OPU_HELP[name]}")
       for name, value in dataclasses.asdict(OPUConfig()).items()),
     Field("mesh.data", 0, "data shards; 0: as many as the devices allow"),
@@ -95,7 +102,8 @@ FIELDS: tuple[Field, ...] = (
     Field("mesh.stage", 1, "pipeline stages (stacked_mlp model; mesh.model must be 1)"),
     Field("mesh.microbatches", 1, "pipeline microbatches per data shard"),
     Field("log_every", 50, "steps between training-loss rows in metrics.jsonl"),
-    Field("eval_every", 500, "steps between evaluations on the test split"),
+    Field("eval_every", 500,
+          "steps between evaluations on the data set's evaluation split (test; shakespeare: val)"),
     Field("eval_batch_size", 1000, "examples per evaluation batch"),
     Field("alignment_every", 500,
           "steps between DFA/backprop gradient-alignment measurements; 0: never"),
@@ -110,9 +118,9 @@ def default_config() -> ml_collections.ConfigDict:
   """Every field the trainer reads, with its default, built from ``FIELDS``.
 
   Config files (configs/) start from this and assign what they change; the
-  ``model`` and ``dataset`` sections may be replaced whole by those of another
-  model or dataset (their fields: ``registry.MODEL_FIELDS`` and
-  ``registry.DATASET_FIELDS``).
+  ``model`` and ``dataset`` sections may be replaced whole by another
+  family's or data set's (``families.get(name).section(...)``,
+  ``datasets.get(name).section(...)``).
 
   Returns:
     A fresh ConfigDict.
@@ -164,7 +172,7 @@ def fields_help(width: int = 34) -> str:
 
   Examples:
     >>> print(fields_help().splitlines()[1])
-      --config.method='dfa'            dfa | bp (backprop) | shallow (only the last layer trains)
+      --config.method='dfa'            dfa | bp | shallow
   """
   lines = []
   for f in FIELDS:
@@ -173,4 +181,27 @@ def fields_help(width: int = 34) -> str:
       lines.append(f"{flag:<{width}} {f.help}")
     else:
       lines += [flag, f"{'':<{width}} {f.help}"]
+  return "\n".join(lines)
+
+
+RECORD_TABLES = (("methods", "config.method", lambda: methods.METHODS),
+                 ("projectors", "config.dfa.projector", lambda: methods.PROJECTORS),
+                 ("model families", "config.model.name", lambda: families.FAMILIES),
+                 ("data sets", "config.dataset.name", lambda: datasets.DATASETS))
+
+
+def choices_help(width: int = 34) -> str:
+  """Every method, projector, model family and data set with its one line, for ``--help``.
+
+  Returns:
+    One block per kind of record, one line per record.
+
+  Examples:
+    >>> print(choices_help().splitlines()[1])
+      dfa                              Direct Feedback Alignment (dfax.dfa_value_and_grad)
+  """
+  lines = []
+  for kind, key, records in RECORD_TABLES:
+    lines.append(f"{key} ({kind}):")
+    lines += [f"  {name:<{width - 2}} {record.help}" for name, record in records().items()]
   return "\n".join(lines)

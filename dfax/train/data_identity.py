@@ -20,6 +20,7 @@ import os
 from typing import Any, Iterable
 
 from dfax.data import identity
+from dfax.train import datasets
 from dfax.train.errors import ConfigChangedError, ConfigError
 
 DATA = "data.json"
@@ -41,18 +42,15 @@ def identify(config, task) -> dict[str, Any]:
 
   Args:
     config: the run config (``dataset.name``, ``dataset.source``, ``data_dir``).
-    task: the loaded ``registry.TaskData`` (its evaluation arrays identify a
+    task: the loaded ``datasets.TaskData`` (its evaluation arrays identify a
       data set that has no files, e.g. a generated or user-registered one).
   """
-  name, data_dir = config.dataset.name, config.data_dir or None
+  name = config.dataset.name
+  record = datasets.DATASETS.get(name)
   ident = None
   try:
-    if name == "mnist":
-      ident = identity.mnist(data_dir, config.dataset.source)
-    elif name == "shakespeare":
-      ident = identity.shakespeare()
-    elif name == "cifar10":
-      ident = identity.tfds("cifar10", data_dir)
+    if record is not None and record.identify is not None:
+      ident = record.identify(config)
   except OSError:
     ident = None
   if ident is None:

@@ -121,6 +121,9 @@ class NoLog:
   def write(self, row: dict[str, Any]) -> None:
     del row
 
+  def write_events(self, row: dict[str, Any]) -> None:
+    del row
+
   def finish(self) -> None:
     pass
 

@@ -1,9 +1,11 @@
-"""Training methods and DFA projectors, each one entry in one table.
+"""Training methods and DFA projectors: one record each, in :data:`METHODS` and :data:`PROJECTORS`.
 
-A training method is a :class:`Method`: how it computes gradients, how it
-wraps the optimizer, and whether it logs the alignment diagnostic. Projectors
-are built from ``config.dfa.projector`` through :data:`PROJECTORS` (name ->
-factory). Extend either by adding an entry.
+A :class:`Method` says how a method computes gradients, wraps the optimizer,
+whether it reads the feedback config (and so logs alignment) and how it runs
+in a pipeline. A :class:`ProjectorKind` says how ``config.dfa.projector``
+builds a projector and which ``config.dfa`` options it reads. Validation,
+building, ``--help`` and the docs read these records; extend either by adding
+one.
 """
 
 from __future__ import annotations
@@ -32,77 +34,121 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, reduce: Callable = jnp.m
   return reduce(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
-# --- projectors: config.dfa.projector -> factory(config, key, step) -----------------------
+# --- projectors ------------------------------------------------------------------------------
+
+# The config.dfa fields that only some projectors read (the rest: projector, seed, feedback).
+PROJECTOR_OPTIONS = ("scale", "tie_copies", "feature_ndim", "reuse", "opu")
 
 
-def _sharing_options(config) -> dict:
-  return {"tie_copies": config.dfa.tie_layers, "feature_ndim": config.dfa.feature_ndim or None}
+def _layout(c) -> dict:
+  return {"tie_copies": c.dfa.tie_copies, "feature_ndim": c.dfa.feature_ndim or None}
 
 
-def _opu(config, key, step):
-  noise_key = jax.random.key(config.dfa.seed + 1)
+def _opu(c, key, step):
+  noise_key = jax.random.key(c.dfa.seed + 1)
   if step is not None:  # fresh noise per step, reproducible
     noise_key = jax.random.fold_in(noise_key, step)
-  return opu.make_projector(opu.OPUConfig.from_dict(dict(config.dfa.opu)), key=key,
+  return opu.make_projector(opu.OPUConfig.from_dict(dict(c.dfa.opu)), key=key,
                             noise_key=noise_key)
 
 
-PROJECTORS: dict[str, Callable[..., Any]] = {
-    "gaussian": lambda c, key, step: dfax.projectors.gaussian(key, scale=c.dfa.scale,
-                                                              **_sharing_options(c)),
-    "uniform": lambda c, key, step: dfax.projectors.uniform(key, scale=c.dfa.scale,
-                                                            **_sharing_options(c)),
-    "hadamard": lambda c, key, step: dfax.projectors.hadamard(key, **_sharing_options(c)),
-    "shared": lambda c, key, step: dfax.projectors.shared(key, scale=c.dfa.scale,
-                                                          reuse=c.dfa.reuse, **_sharing_options(c)),
-    "opu": _opu,
-    "zeros": lambda c, key, step: dfax.projectors.zeros(),  # control: only the tail learns
-    "identity": lambda c, key, step: dfax.projectors.identity(),  # control: the error itself
-}
-SHARING_PROJECTORS = ("gaussian", "uniform", "hadamard", "shared")  # take tie_layers, feature_ndim
+@dataclasses.dataclass(frozen=True)
+class ProjectorKind:
+  """A projector the CLI can build (``config.dfa.projector``).
+
+  Attributes:
+    name: the value of ``config.dfa.projector``.
+    make: ``(config, key, step) -> projector``; ``step`` (the train step, or
+      ``None``) only matters to a noisy device.
+    options: the :data:`PROJECTOR_OPTIONS` it reads; setting another one
+      away from its default is refused.
+    help: one line for ``--help`` and the docs.
+  """
+
+  name: str
+  make: Callable[[Any, jax.Array, jax.Array | None], Any]
+  options: tuple[str, ...]
+  help: str
+
+
+PROJECTORS: dict[str, ProjectorKind] = {p.name: p for p in (
+    ProjectorKind("gaussian", lambda c, key, step: dfax.projectors.gaussian(
+        key, scale=c.dfa.scale, **_layout(c)), ("scale", "tie_copies", "feature_ndim"),
+        "an independent Gaussian matrix per point"),
+    ProjectorKind("uniform", lambda c, key, step: dfax.projectors.uniform(
+        key, scale=c.dfa.scale, **_layout(c)), ("scale", "tie_copies", "feature_ndim"),
+        "an independent uniform matrix per point"),
+    ProjectorKind("hadamard", lambda c, key, step: dfax.projectors.hadamard(
+        key, scale=c.dfa.scale, **_layout(c)), ("scale", "tie_copies", "feature_ndim"),
+        "a keyed randomized Hadamard transform per point, O(n log n)"),
+    ProjectorKind("shared", lambda c, key, step: dfax.projectors.shared(
+        key, scale=c.dfa.scale, reuse=c.dfa.reuse, **_layout(c)),
+        ("scale", "tie_copies", "feature_ndim", "reuse"),
+        "one Gaussian matrix sliced across the points (an optical device's layout)"),
+    ProjectorKind("opu", _opu, ("opu",), "the simulated optical processing unit (config.dfa.opu)"),
+    ProjectorKind("zeros", lambda c, key, step: dfax.projectors.zeros(), (),
+                  "control: no feedback, only the segment after the last cut learns"),
+    ProjectorKind("identity", lambda c, key, step: dfax.projectors.identity(), (),
+                  "control: each point receives the error itself"),
+)}
+
+
+def _option_defaults() -> dict[str, Any]:
+  from dfax.train.config_schema import default_config  # noqa: PLC0415
+  dfa = default_config().dfa
+  return {name: dfa[name].to_dict() if name == "opu" else dfa[name]
+          for name in PROJECTOR_OPTIONS}
+
+
+def check_projector_options(config) -> None:
+  """Refuses a ``config.dfa`` option the chosen projector would ignore.
+
+  Raises:
+    ValueError: naming the option, the projectors that read it, and the fix.
+  """
+  kind = PROJECTORS[config.dfa.projector]
+  for name, default in _option_defaults().items():
+    value = config.dfa[name].to_dict() if name == "opu" else config.dfa[name]
+    if name not in kind.options and value != default:
+      readers = [p.name for p in PROJECTORS.values() if name in p.options]
+      raise ValueError(
+          f"dfax.train: config.dfa.{name} applies to the {', '.join(readers)} projector(s), "
+          f"not {kind.name!r}; set --config.dfa.projector={readers[0]} or leave "
+          f"config.dfa.{name} at its default ({default!r}).")
 
 
 def make_projector(config, step: jax.Array | None = None):
-  """The DFA projector named by ``config.dfa.projector``.
+  """The DFA projector named by ``config.dfa.projector`` (a :class:`ProjectorKind`).
 
   Args:
-    config: the run config (``config.dfa``: projector, seed, scale, opu,
-      tie_layers and feature_ndim, see ``dfax.projectors.dense``; reuse, see
-      ``dfax.projectors.shared``).
+    config: the run config (``config.dfa``: projector, seed, and the options
+      the projector reads, see :data:`PROJECTORS`).
     step: the train step, folded into the OPU's noise key; unused by the
       noiseless digital projectors.
 
   Returns:
     A projector ``(error, points) -> cotangents``.
+
+  Raises:
+    ValueError: for an unknown projector or an option it does not read.
   """
-  kind = config.dfa.projector
-  if kind not in PROJECTORS:
-    raise ValueError(f"dfax.train: unknown config.dfa.projector {kind!r}; use one of "
-                     f"{', '.join(PROJECTORS)}.")
-  if config.dfa.reuse and kind != "shared":
-    raise ValueError(f"dfax.train: config.dfa.reuse applies to the shared projector, not "
-                     f"{kind!r}; set config.dfa.projector=shared or leave reuse=False.")
-  if (config.dfa.tie_layers or config.dfa.feature_ndim) and kind not in SHARING_PROJECTORS:
-    raise ValueError(f"dfax.train: config.dfa.tie_layers / feature_ndim apply to the "
-                     f"{', '.join(SHARING_PROJECTORS)} projectors, not {kind!r}; set "
-                     "config.dfa.projector=gaussian or leave tie_layers=False and feature_ndim=0.")
-  return PROJECTORS[kind](config, jax.random.key(config.dfa.seed), step)
+  if config.dfa.projector not in PROJECTORS:
+    raise ValueError(f"dfax.train: unknown config.dfa.projector {config.dfa.projector!r}; use "
+                     f"one of {', '.join(PROJECTORS)}.")
+  check_projector_options(config)
+  kind = PROJECTORS[config.dfa.projector]
+  return kind.make(config, jax.random.key(config.dfa.seed), step)
 
 
-def feedback_presets() -> tuple[str, ...]:
-  """The names ``config.dfa.feedback`` accepts besides '' (dfa_grad's default)."""
-  return tuple(presets.PRESETS)
-
-
-def make_feedback(config, model):
+def make_feedback(config):
   """``feedback=`` for dfa_grad: config.dfa.feedback names a preset or is empty."""
-  preset = config.dfa.feedback
-  if not preset:
+  name = config.dfa.feedback
+  if not name:
     return None
-  if preset not in presets.PRESETS:
-    raise ValueError(f"dfax.train: unknown config.dfa.feedback {preset!r}; use one of "
+  if name not in presets.PRESETS:
+    raise ValueError(f"dfax.train: unknown config.dfa.feedback {name!r}; use one of "
                      f"{', '.join(presets.PRESETS)}, or '' for dfa_grad's default.")
-  return getattr(presets, preset)(model)
+  return presets.PRESETS[name]()
 
 
 # --- methods ---------------------------------------------------------------------------------
@@ -110,7 +156,7 @@ def make_feedback(config, model):
 
 def _dfa_grad(loss_fn, config, model, step):
   return dfax.dfa_value_and_grad(loss_fn, projector=make_projector(config, step),
-                                 feedback=make_feedback(config, model))
+                                 feedback=make_feedback(config))
 
 
 def _bp_grad(loss_fn, config, model, step):
@@ -118,28 +164,61 @@ def _bp_grad(loss_fn, config, model, step):
   return jax.value_and_grad(loss_fn)
 
 
+def _dfa_pipeline(parts, mesh, microbatches, config, step):
+  from dfax.parallel import feedback, pipeline  # noqa: PLC0415
+  return pipeline.dfa_pipeline(parts, mesh, microbatches,
+                               feedback.from_projector(make_projector(config, step)))
+
+
+def _bp_pipeline(parts, mesh, microbatches, config, step):
+  from dfax.parallel import pipeline  # noqa: PLC0415
+  del config, step
+  return pipeline.backprop_pipeline(parts, mesh, microbatches)
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
-  """A training method.
+  """A training method (``config.method``).
 
   Attributes:
+    name: the value of ``config.method``.
+    help: one line for ``--help`` and the docs.
     value_and_grad: ``(loss_fn, config, model, step) -> ((params, x, y) -> (loss, grads))``.
     wrap_optimizer: applied to the config's optimizer.
-    logs_alignment: whether runs log the DFA/backprop alignment diagnostic.
+    uses_feedback: whether it reads ``config.dfa`` (projector, feedback):
+      such a method logs the alignment of its gradients with backprop's,
+      and reports the simulated OPU's cost.
+    pipeline: ``(parts, mesh, microbatches, config, step) -> grad_fn`` over a
+      ``dfax.parallel`` pipeline, or ``None`` if the method has no pipeline.
   """
 
+  name: str
+  help: str
   value_and_grad: Callable[..., Callable[..., Any]]
   wrap_optimizer: Callable[[optax.GradientTransformation], optax.GradientTransformation] = (
       lambda opt: opt)
-  logs_alignment: bool = False
+  uses_feedback: bool = False
+  pipeline: Callable[..., Callable[..., Any]] | None = None
+
+  @property
+  def logs_alignment(self) -> bool:
+    return self.uses_feedback
 
 
-METHODS: dict[str, Method] = {
-    "dfa": Method(_dfa_grad, logs_alignment=True),
-    "bp": Method(_bp_grad),
-    # backprop gradients; everything but the last layer gets exactly zero update
-    "shallow": Method(_bp_grad, wrap_optimizer=optim.train_last_layer_only),
-}
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("dfa", "Direct Feedback Alignment (dfax.dfa_value_and_grad)", _dfa_grad,
+           uses_feedback=True, pipeline=_dfa_pipeline),
+    Method("bp", "backprop (jax.value_and_grad)", _bp_grad, pipeline=_bp_pipeline),
+    Method("shallow", "control: backprop gradients, only the last layer is updated",
+           _bp_grad, wrap_optimizer=optim.train_last_layer_only),
+)}
+
+
+def get(name: str) -> Method:
+  """The method named ``name``; ``ValueError`` naming the known ones otherwise."""
+  if name not in METHODS:
+    raise ValueError(f"dfax.train: unknown method {name!r}; use one of {', '.join(METHODS)}.")
+  return METHODS[name]
 
 
 def value_and_grad(method: str, loss_fn: Callable, config, model,
@@ -149,12 +228,10 @@ def value_and_grad(method: str, loss_fn: Callable, config, model,
   With ``config.mesh.stage > 1`` the gradients come from the pipeline
   (``dfax.train.pipelined``), equal to the one-device method's.
   """
-  if method not in METHODS:
-    raise ValueError(f"dfax.train: unknown method {method!r}; use one of {', '.join(METHODS)}.")
+  record = get(method)
   if pipelined.is_pipelined(config):
-    projector = make_projector(config, step) if method == "dfa" else None
-    return pipelined.value_and_grad(config, model, projector)
-  return METHODS[method].value_and_grad(loss_fn, config, model, step)
+    return pipelined.value_and_grad(config, model, record, step)
+  return record.value_and_grad(loss_fn, config, model, step)
 
 
 # --- the simulated OPU's cost ------------------------------------------------------------------
@@ -173,7 +250,7 @@ def feedback_points(loss_fn: Callable, config, model, params, x, y):
     return dfax.projectors.zeros()(error, points)
 
   grad = dfax.dfa_value_and_grad(loss_fn, projector=capture,
-                                 feedback=make_feedback(config, model))
+                                 feedback=make_feedback(config))
   jax.eval_shape(grad, params, x, y)
   return seen.get("points", []), seen.get("error_shape", ())
 

@@ -17,6 +17,65 @@ from absl import logging
 
 from dfax.train.errors import ResumeError
 
+# What dfax called every evaluation before it named the split; older workdirs hold it.
+LEGACY_SPLIT = "eval"
+
+
+def eval_split(dataset_name: str) -> str:
+  """The name of the split a data set evaluates on: ``"test"`` or ``"val"``.
+
+  It comes from the data set's record, ``datasets.DATASETS[name].eval_split``
+  (a name with no record: ``"test"``). Evaluation metrics carry it:
+  ``test_loss`` and ``test_accuracy`` for MNIST, MNIST-1D and CIFAR-10 (their
+  test sets), ``val_loss`` and ``val_accuracy`` for Shakespeare (a held-out
+  validation split of the corpus), in metrics.jsonl, results.json,
+  TensorBoard, the plots and the progress bar.
+
+  Examples:
+    >>> eval_split("mnist"), eval_split("shakespeare")
+    ('test', 'val')
+  """
+  from dfax.train import datasets  # noqa: PLC0415 - the records import the data loaders
+
+  return getattr(datasets.DATASETS.get(dataset_name), "eval_split", "test")
+
+
+def eval_values(row: dict[str, Any], split: str) -> dict[str, float] | None:
+  """``{"loss", "accuracy"}`` of an evaluation row, or None for another kind of row.
+
+  Reads ``<split>_loss``/``<split>_accuracy``, and the ``eval_loss``/
+  ``eval_accuracy`` of rows written before the split was named (a workdir
+  from an older dfax, resumed), so one run's curve stays whole.
+
+  Examples:
+    >>> eval_values({"step": 5, "test_loss": 0.5, "test_accuracy": 0.9}, "test")
+    {'loss': 0.5, 'accuracy': 0.9}
+    >>> eval_values({"step": 5, "eval_loss": 0.5, "eval_accuracy": 0.9}, "test")
+    {'loss': 0.5, 'accuracy': 0.9}
+    >>> eval_values({"step": 5, "train_loss": 2.3}, "test") is None
+    True
+  """
+  for prefix in (split, LEGACY_SPLIT):
+    if f"{prefix}_accuracy" in row:
+      return {"loss": row.get(f"{prefix}_loss"), "accuracy": row[f"{prefix}_accuracy"]}
+  return None
+
+
+def final_eval(results: dict[str, Any]) -> tuple[str, float | None, float | None]:
+  """``(split, accuracy, loss)`` of a results.json: its last evaluation.
+
+  ``results["eval_split"]`` names the split; a results.json written before it
+  existed holds ``test_accuracy`` and ``test_loss`` for every data set.
+
+  Examples:
+    >>> final_eval({"eval_split": "val", "val_accuracy": 0.5, "val_loss": 1.5})
+    ('val', 0.5, 1.5)
+    >>> final_eval({"test_accuracy": 0.9, "test_loss": 0.3})
+    ('test', 0.9, 0.3)
+  """
+  split = results.get("eval_split", "test")
+  return split, results.get(f"{split}_accuracy"), results.get(f"{split}_loss")
+
 
 class MetricsWriter:
   """Appends one JSON object per line to ``workdir/metrics.jsonl``.

@@ -1,9 +1,11 @@
 """Pipeline-parallel gradients for the trainer: ``config.mesh.stage > 1``.
 
 With ``--config.mesh.stage=S`` a model family that can be split into stages
-(:data:`PIPELINE_MODELS`) trains over a ``(data, stage)`` device mesh:
-``dfax.parallel.pipeline.dfa_pipeline`` for ``method=dfa`` (no backward
-bubble), ``backprop_pipeline`` for ``method=bp``, each with
+(its record's ``pipeline_parts``, ``dfax.train.families``) trains over a
+``(data, stage)`` device mesh with its method's pipeline (the record's
+``pipeline``, ``dfax.train.methods``): ``dfax.parallel.pipeline.dfa_pipeline``
+for ``method=dfa`` (no backward bubble), ``backprop_pipeline`` for
+``method=bp``, each with
 ``config.mesh.microbatches`` microbatches per data shard. The gradients equal
 the one-device step's (``mesh.stage=1``) of the same config, so a run can move
 between the two.
@@ -25,15 +27,11 @@ from typing import Any, Callable
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dfax.parallel import feedback, make_pipeline_mesh, pipeline
-from dfax.parallel.stack import from_pipeline, pipeline_parts, to_pipeline
+from dfax.parallel import make_pipeline_mesh
+from dfax.models.stack import from_pipeline, to_pipeline
+from dfax.train import families
 from dfax.train.errors import ConfigError
 
-# config.model.name -> (model -> PipelineParts); the families a pipeline can split.
-PIPELINE_MODELS: dict[str, Callable[[Any], Any]] = {
-    "stacked_mlp": lambda model: pipeline_parts(model.config),
-}
-PIPELINE_METHODS = ("dfa", "bp")
 PIPELINE_FEEDBACK = "markers"  # the pipeline's points are the model's stage markers
 
 
@@ -59,22 +57,26 @@ def check_pipeline(config) -> None:
                         "a pipeline; set --config.mesh.stage to the number of stages, or "
                         "leave mesh.microbatches=1.")
     return
+  from dfax.train import methods  # noqa: PLC0415  (methods builds on this module)
+
   name = config.model.name
-  if name not in PIPELINE_MODELS:
+  splittable = [f.name for f in families.FAMILIES.values() if f.pipeline_parts]
+  if name not in splittable:
     raise ConfigError(f"dfax.train: mesh.stage={mesh.stage} needs a model family the pipeline "
-                      f"can split ({', '.join(PIPELINE_MODELS)}), not {name!r}; set "
+                      f"can split ({', '.join(splittable)}), not {name!r}; set "
                       "--config.mesh.stage=1 or use configs/mnist_pipeline.py.")
   if mesh.model != 1:
     raise ConfigError(f"dfax.train: mesh.stage={mesh.stage} combines with mesh.data, not "
                       f"with mesh.model={mesh.model}; set --config.mesh.model=1.")
-  if config.method not in PIPELINE_METHODS:
+  pipelined_methods = [m.name for m in methods.METHODS.values() if m.pipeline]
+  if config.method not in pipelined_methods:
     raise ConfigError(f"dfax.train: method={config.method!r} has no pipeline; use one of "
-                      f"{', '.join(PIPELINE_METHODS)} or --config.mesh.stage=1.")
+                      f"{', '.join(pipelined_methods)} or --config.mesh.stage=1.")
   if config.model.num_stages != mesh.stage:
     raise ConfigError(f"dfax.train: mesh.stage={mesh.stage} but the model has "
                       f"model.num_stages={config.model.num_stages}; set "
                       f"--config.model.num_stages={mesh.stage}.")
-  if config.method == "dfa" and config.dfa.feedback != PIPELINE_FEEDBACK:
+  if methods.METHODS[config.method].uses_feedback and config.dfa.feedback != PIPELINE_FEEDBACK:
     raise ConfigError(f"dfax.train: the pipeline's feedback points are the model's stage "
                       f"markers; set --config.dfa.feedback={PIPELINE_FEEDBACK} (got "
                       f"{config.dfa.feedback!r}).")
@@ -93,24 +95,22 @@ def check_pipeline(config) -> None:
                       f"XLA_FLAGS=--xla_force_host_platform_device_count={need}.")
 
 
-def value_and_grad(config, model, projector: Callable | None) -> Callable[..., Any]:
+def value_and_grad(config, model, method, step=None) -> Callable[..., Any]:
   """``(params, x, y) -> (mean loss, grads)`` through the pipeline; linen params in and out.
 
   Args:
     config: a config that passed :func:`check_pipeline`.
     model: the linen model (its params are converted to the pipeline's layout).
-    projector: the DFA projector (``None`` for backprop).
+    method: the ``dfax.train.methods.Method`` record; its ``pipeline`` builds
+      the gradient function.
+    step: the train step (a noisy projector's noise key).
 
   Returns:
     The pipelined gradient function.
   """
   mesh = make_pipeline_mesh(config.mesh.stage, config.mesh.data)
-  parts = PIPELINE_MODELS[config.model.name](model)
-  micro = config.mesh.microbatches
-  if projector is None:
-    grad_fn = pipeline.backprop_pipeline(parts, mesh, micro)
-  else:
-    grad_fn = pipeline.dfa_pipeline(parts, mesh, micro, feedback.from_projector(projector))
+  parts = families.get(config.model.name).pipeline_parts(model)
+  grad_fn = method.pipeline(parts, mesh, config.mesh.microbatches, config, step)
 
   def fn(params, x, y):
     loss, grads = grad_fn(to_pipeline(params), x, y)

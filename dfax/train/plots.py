@@ -10,42 +10,84 @@ import os
 from typing import Any, Sequence
 
 import matplotlib
+import numpy as np
+
+from dfax.train import metrics
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 
-def plot_curves(rows: Sequence[dict[str, Any]], path: str, title: str = "") -> None:
-  """Train loss and eval accuracy/loss against steps."""
+def plot_curves(rows: Sequence[dict[str, Any]], path: str, title: str = "", *,
+                split: str = "test") -> Figure:
+  """Train loss, and the evaluation split's loss and accuracy, against steps.
+
+  ``split`` names the evaluated split (``metrics.eval_split``): its rows'
+  ``<split>_loss`` and ``<split>_accuracy`` are drawn, and so are the
+  ``eval_*`` rows of a workdir written before the split was named.
+
+  Returns:
+    The figure written to ``path`` (closed).
+  """
   train = [r for r in rows if "train_loss" in r]
-  evals = [r for r in rows if "eval_accuracy" in r]
+  evals = [(r["step"], v) for r in rows if (v := metrics.eval_values(r, split)) is not None]
   fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
   ax_loss.plot([r["step"] for r in train], [r["train_loss"] for r in train], label="train")
-  ax_loss.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval")
+  ax_loss.plot([s for s, _ in evals], [_nan(v["loss"]) for _, v in evals], "o-", label=split)
   ax_loss.set(xlabel="step", ylabel="cross-entropy", yscale="log")
   ax_loss.legend()
-  ax_acc.plot([r["step"] for r in evals], [100 * r["eval_accuracy"] for r in evals], "o-")
-  ax_acc.set(xlabel="step", ylabel="eval accuracy (%)")
+  ax_acc.plot([s for s, _ in evals], [100 * _nan(v["accuracy"]) for _, v in evals], "o-")
+  ax_acc.set(xlabel="step", ylabel=f"{split} accuracy (%)")
   fig.suptitle(title)
   fig.tight_layout()
   _save(fig, path)
+  return fig
 
 
-def plot_alignment(rows: Sequence[dict[str, Any]], path: str, title: str = "") -> None:
-  """Per layer, the cosine between the DFA update and the backprop gradient."""
+# A layer whose cosine stays this close to 1 gets the true gradient: the output layer (and
+# whatever follows the last feedback point) trains on the true error, by construction.
+EXACT = 1e-4
+
+
+def plot_alignment(rows: Sequence[dict[str, Any]], path: str, title: str = "") -> Figure:
+  """Per layer, the cosine between the DFA update and the backprop gradient.
+
+  The layers that get the true gradient by construction (the output layer,
+  and any that follow the last feedback point: their cosine is 1 at every
+  logged step) are not drawn as curves of their own: one gray dotted line at
+  1 names them, "1 by construction".
+
+  Returns:
+    The figure written to ``path`` (closed).
+  """
   rows = [r for r in rows if "alignment" in r]
   fig, ax = plt.subplots(figsize=(6, 3.8))
   lowest = -0.2
   if rows:
-    for layer in rows[0]["alignment"]:
-      cosines = [r["alignment"][layer] for r in rows]
-      ax.plot([r["step"] for r in rows], cosines, label=layer)
-      lowest = min(lowest, min(cosines) - 0.05)
+    layers = list(rows[0]["alignment"])
+    series = {layer: [_nan(r["alignment"].get(layer)) for r in rows] for layer in layers}
+    exact = [layer for layer in layers if all(abs(c - 1.0) <= EXACT for c in series[layer])]
+    steps = [r["step"] for r in rows]
+    for layer in layers:
+      if layer not in exact:
+        ax.plot(steps, series[layer], label=layer)
+        lowest = min(lowest, np.nanmin([*series[layer], np.inf]) - 0.05)
+    if exact:
+      what = "output layer" if len(exact) == 1 else "after the last feedback point"
+      ax.axhline(1.0, color="gray", ls=":", lw=1.5,
+                 label=f"{what} ({', '.join(exact)}): 1 by construction")
     ax.legend(fontsize=8)
   ax.axhline(0.0, color="gray", lw=0.5)
   ax.set(xlabel="step", ylabel="cos(DFA update, BP gradient)", ylim=(lowest, 1.05), title=title)
   fig.tight_layout()
   _save(fig, path)
+  return fig
+
+
+def _nan(value) -> float:
+  """A metrics value as a float; None (a non-finite value, as metrics.jsonl holds it) -> nan."""
+  return float("nan") if value is None else float(value)
 
 
 def _save(fig, path: str) -> None:

@@ -3,7 +3,7 @@
 ``make_steps`` builds the steps from a config, a model and an optimizer;
 ``placers`` puts the state and the batches on the run's mesh (every device
 by default, every process's in a multi-host run); ``evaluate`` runs the eval
-step over a data set.
+step over the evaluation split and names its metrics after it.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import numpy as np
 import optax
 
 from dfax import parallel
-from dfax.models import lm_forward
-from dfax.train import alignment, distributed, methods, pipelined
+from dfax.train import alignment, distributed, families, methods, pipelined
 
 
 @flax.struct.dataclass
@@ -28,19 +27,14 @@ class TrainState:
   opt_state: Any
 
 
-# How each family (config.model.name) is applied; the others: model.apply(params, x).
-FORWARDS: dict[str, Callable[[Any, Any, Any], jax.Array]] = {"transformer_lm": lm_forward}
-
-
 def model_logits(config, model, params, x) -> jax.Array:
-  """The logits of ``model`` on ``x``, applied as its family needs (:data:`FORWARDS`).
+  """The logits of ``model`` on ``x``, applied as its family's record says (``forward``).
 
   A Transformer LM goes through ``lm_forward`` (the DFA error before the head
   when ``error_at="hidden"``); MLPs, CNNs and ViTs through ``model.apply``.
   The train, eval and alignment steps all call this.
   """
-  apply = FORWARDS.get(config.model.name, lambda m, p, x: m.apply(p, x))
-  return apply(model, params, x)
+  return families.get(config.model.name).forward(model, params, x)
 
 
 def make_steps(config, model, opt):
@@ -67,9 +61,9 @@ def make_steps(config, model, opt):
     return methods.cross_entropy(logits, y, reduce=jnp.sum), (logits.argmax(-1) == y).sum()
 
   @jax.jit
-  def alignment_step(state: TrainState, x, y):
-    dfa = methods.value_and_grad("dfa", loss_fn, config, model, state.step)
-    return alignment.layer_cosines(dfa(state.params, x, y)[1],
+  def alignment_step(state: TrainState, x, y):  # the run's gradients against backprop's
+    grad_fn = methods.value_and_grad(method, loss_fn, config, model, state.step)
+    return alignment.layer_cosines(grad_fn(state.params, x, y)[1],
                                    jax.grad(loss_fn)(state.params, x, y),
                                    stacked=getattr(model, "stacked_params", ()))
 
@@ -77,14 +71,20 @@ def make_steps(config, model, opt):
 
 
 def evaluate(eval_step, params, x, y, batch_size: int,
-             place: Callable[[Any], Any] = lambda a: a) -> dict[str, float]:
+             place: Callable[[Any], Any] = lambda a: a, *, split: str) -> dict[str, float]:
+  """Mean cross-entropy and accuracy over ``(x, y)``, named by their split.
+
+  Returns ``{"<split>_loss", "<split>_accuracy"}``: ``split`` is what
+  ``metrics.eval_split`` gives for the data set ("test" or "val"); an LM's
+  accuracy is per token.
+  """
   total_ce, correct = 0.0, 0
   for start in range(0, len(x), batch_size):
     ce, ok = eval_step(params, place(x[start:start + batch_size]),
                        place(y[start:start + batch_size]))
     total_ce, correct = total_ce + float(ce), correct + int(ok)
   count = y.size
-  return {"eval_loss": total_ce / count, "eval_accuracy": correct / count}
+  return {f"{split}_loss": total_ce / count, f"{split}_accuracy": correct / count}
 
 
 def placers(config):

@@ -32,10 +32,10 @@ from absl import logging
 from tqdm.auto import tqdm
 
 from dfax.train import (checkpoint, data_identity, distributed, lock, methods, metrics, optim,
-                        plots, registry, resume, tensorboard, validate)
+                        plots, progress_bar, registry, resume, run_log, validate)
 from dfax.train import workdir as workdirs
 from dfax.train.errors import ConfigError, NonFiniteLossError, RunError, WriteFailedError
-from dfax.train.steps import (FORWARDS, TrainState, describe_bad_batch, evaluate,  # noqa: F401
+from dfax.train.steps import (TrainState, describe_bad_batch, evaluate,  # noqa: F401
                               make_steps, model_logits, placers)
 
 
@@ -105,7 +105,7 @@ def _build(config, skip_batches: Iterable[int]) -> _Run:
     raise ConfigError(f"dfax.train: skip_batches {bad} are not steps of this run (0 to "
                       f"{total_steps - 1}); name the steps a non-finite-loss error reported.")
   try:
-    opt = methods.METHODS[config.method].wrap_optimizer(optim.make_optimizer(config, total_steps))
+    opt = methods.get(config.method).wrap_optimizer(optim.make_optimizer(config, total_steps))
     params = model.init(jax.random.key(config.seed), jnp.asarray(task.x_eval[:1]))
     state = TrainState(step=jnp.asarray(0, jnp.int32), params=params,
                        opt_state=opt.init(params))
@@ -118,7 +118,7 @@ def _build(config, skip_batches: Iterable[int]) -> _Run:
     raise ConfigError(f"dfax.train: this config cannot build its train step: {e}") from None
   older = None
   if config.grad_clip:  # checkpoints of optax.chain(clip, optimizer) still resume
-    chained = methods.METHODS[config.method].wrap_optimizer(
+    chained = methods.get(config.method).wrap_optimizer(
         optim.make_optimizer(config, total_steps, chain_clip=True))
     older = state.replace(opt_state=chained.init(params))
   return _Run(config, model, task, opt, state, total_steps, steps,
@@ -259,8 +259,9 @@ def _resume_and_train(run: _Run, workdir, allow_changes, skips, interrupt,
   skips |= resume.recorded_skips(workdir)
   writer = metrics.MetricsWriter(workdir, resume_step=start if restored is not None else -1)
   ckpts = checkpoint.Checkpoints(workdir, config.max_to_keep)
-  events = _event_writer(workdir, start) if config.tensorboard else None
-  log = _Log(writer, events, ckpts)
+  events = run_log.event_writer(workdir, start, new_config, metrics.eval_split(config.dataset.name)) \
+      if config.tensorboard else None
+  log = run_log.RunLog(writer, events, ckpts)
   announce.starts(state, start, skips)
   try:
     return _loop(run, workdir, state, start, log, ckpts, skips, interrupt)
@@ -269,22 +270,13 @@ def _resume_and_train(run: _Run, workdir, allow_changes, skips, interrupt,
     log.close_events()
 
 
-def _event_writer(workdir: str, start: int):
-  try:
-    return tensorboard.EventWriter(workdir, purge_step=start)
-  except OSError as e:
-    raise WriteFailedError(f"dfax.train: could not create the TensorBoard event file in "
-                           f"{workdir}: {checkpoint.write_failure_reason(e)}; nothing was "
-                           "trained. Free space (or set --config.tensorboard=False) and rerun "
-                           "the same command.") from None
-
-
 def _plot(rows, workdir: str, config) -> list[str]:
   """Writes curves.png (and alignment.png for a method that logs it); the names written."""
   title = f"{config.name} ({config.method})"
-  plots.plot_curves(rows, os.path.join(workdir, "curves.png"), title)
+  plots.plot_curves(rows, os.path.join(workdir, "curves.png"), title,
+                    split=metrics.eval_split(config.dataset.name))
   written = ["curves.png"]
-  if methods.METHODS[config.method].logs_alignment:
+  if methods.get(config.method).logs_alignment:
     plots.plot_alignment(rows, os.path.join(workdir, "alignment.png"), title)
     written.append("alignment.png")
   return written
@@ -292,7 +284,7 @@ def _plot(rows, workdir: str, config) -> list[str]:
 
 def _repair_plots(run: _Run, workdir: str) -> None:
   """A completed run lacking a plot (killed between results.json and it): plots it again."""
-  want = ["curves.png"] + (["alignment.png"] if methods.METHODS[run.config.method].logs_alignment
+  want = ["curves.png"] + (["alignment.png"] if methods.get(run.config.method).logs_alignment
                            else [])
   missing = [n for n in want if not os.path.exists(os.path.join(workdir, n))]
   path = os.path.join(workdir, "metrics.jsonl")
@@ -308,72 +300,39 @@ def _repair_plots(run: _Run, workdir: str) -> None:
                   ", ".join(missing))
 
 
-class _Log:
-  """Rows to metrics.jsonl and TensorBoard; a failed write names the file and the step."""
-
-  def __init__(self, writer: metrics.MetricsWriter, events, ckpts: checkpoint.Checkpoints):
-    self.writer, self.events, self.ckpts = writer, events, ckpts
-
-  def finish(self) -> None:
-    """Flushes and closes the TensorBoard events: part of completing a run."""
-    try:
-      self.close_events(quiet=False)
-    except Exception as e:  # noqa: BLE001 - tensorboardX raises its own types too
-      raise WriteFailedError(
-          f"dfax.train: could not flush the TensorBoard events to "
-          f"{os.path.dirname(self.writer.path)}: {checkpoint.write_failure_reason(e)}; the "
-          f"checkpoints (steps {self.ckpts.steps()}) and metrics.jsonl are intact. Free "
-          "space and rerun the same command to complete the run.") from None
-
-  def close_events(self, quiet: bool = True) -> None:
-    events, self.events = self.events, None
-    if events is not None:
-      try:
-        events.close()
-      except Exception:  # noqa: BLE001 - closing after a failure must not hide it
-        if not quiet:
-          raise
-
-  def write(self, row: dict[str, Any]) -> None:
-    row = metrics.plain(row)
-    try:
-      self.writer.write(row)
-      if self.events is not None:
-        self.events.write(row)
-    except OSError as e:
-      raise WriteFailedError(
-          f"dfax.train: could not write the metrics of step {row['step']} to "
-          f"{os.path.dirname(self.writer.path)}: {checkpoint.write_failure_reason(e)}; the "
-          f"checkpoints (steps {self.ckpts.steps()}) are intact.") from None
-
-
 def _loop(run: _Run, workdir, state, start, log, ckpts, skips, interrupt):
   config, task, total_steps = run.config, run.task, run.total_steps
   loss_fn, train_step, eval_step, alignment_step = run.steps
-  method = methods.METHODS[config.method]
+  method = methods.get(config.method)
   place_state, place, place_eval = placers(config)
   state = place_state(state)
   batches = task.train_batches(start)
   cost = {}
-  if config.method == "dfa" and config.dfa.projector == "opu":
+  if method.uses_feedback and config.dfa.projector == "opu":
     x0, y0 = next(task.train_batches(start))
     cost = methods.opu_cost(loss_fn, config, run.model, state.params, x0, y0)
     if start == 0:
       log.write({"step": start, "opu_cost_per_step": cost})
   t0 = time.perf_counter()
   write = log.write
+  split = metrics.eval_split(config.dataset.name)
+  schedule = optim.make_schedule(config, total_steps)
   with tqdm(total=total_steps, initial=start, desc=f"{config.method} {config.name}",
+            bar_format=progress_bar.BAR_FORMAT,
             disable=not config.progress_bar or not distributed.is_primary()) as bar:
+    progress = progress_bar.Progress(bar, split, np.ndim(task.y_eval) > 1, config.batch_size)
     prev = None  # the state before the last step: kept if the next one diverges
     while int(state.step) < total_steps and not interrupt.signum:
       step = int(state.step)
+      began = time.perf_counter()
       x, y = next(batches)
       if step in skips:
         prev, state = None, state.replace(step=state.step + 1)
         write({"step": step + 1, "skipped_batch": step})
       else:
         new_state, m = train_step(state, place(x), place(y))
-        loss = float(m["train_loss"])
+        loss = float(m["train_loss"])  # waits for the step: the time below is the step's
+        progress.timed(time.perf_counter() - began)
         if not bool(m["finite"]):
           keep = state if np.isfinite(loss) else prev
           dropped = ckpts.rewind(keep, step, f"the loss at step {step} was not finite")
@@ -381,12 +340,16 @@ def _loop(run: _Run, workdir, state, start, log, ckpts, skips, interrupt):
         prev, state = state, new_state
         step = int(state.step)
         if step % config.log_every == 0 or step == total_steps:
-          write({"step": step, "train_loss": loss, "grad_norm": m["grad_norm"]})
-          bar.set_postfix(loss=f"{loss:.4f}")
+          # learning_rate: the schedule's value for this step's update (optax counts from 0).
+          write({"step": step, "train_loss": loss, "grad_norm": m["grad_norm"],
+                 "learning_rate": float(schedule(step - 1))})
+          log.write_events({"step": step, "throughput": progress.throughput()})
+          progress.trained(loss)
         if step % config.eval_every == 0 or step == total_steps:
           ev = evaluate(eval_step, state.params, task.x_eval, task.y_eval,
-                        config.eval_batch_size, place_eval)
+                        config.eval_batch_size, place_eval, split=split)
           write({"step": step, **ev})
+          progress.evaluated(ev)
         if method.logs_alignment and config.alignment_every and \
             step % config.alignment_every == 0:
           cos = alignment_step(state, place(x), place(y))
@@ -398,11 +361,10 @@ def _loop(run: _Run, workdir, state, start, log, ckpts, skips, interrupt):
   done = int(state.step) >= total_steps
   wall = time.perf_counter() - t0
   final = evaluate(eval_step, state.params, task.x_eval, task.y_eval, config.eval_batch_size,
-                   place_eval)
+                   place_eval, split=split)
   results = {"status": "completed" if done else "interrupted", "method": config.method,
              "name": config.name, "steps": int(state.step), "total_steps": total_steps,
-             "wall_time_s": wall, "test_accuracy": final["eval_accuracy"],
-             "test_loss": final["eval_loss"], "resumed_from": start,
+             "wall_time_s": wall, "eval_split": split, **final, "resumed_from": start,
              "backend": jax.default_backend(), "num_classes": task.num_classes,
              "devices": config.mesh.data * config.mesh.model * config.mesh.stage}
   if not done:

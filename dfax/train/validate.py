@@ -23,7 +23,8 @@ from typing import Any
 
 import jax
 
-from dfax.train import config_schema, devices, methods, pipelined, registry
+from dfax.models import presets
+from dfax.train import config_schema, datasets, devices, families, methods, pipelined
 from dfax.train.errors import ConfigError
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
@@ -72,27 +73,27 @@ def _one_of(config, key: str, names) -> None:
     _fail(key, v, f"is not one of {', '.join(map(repr, names))}", names[0])
 
 
-def _fields_match(config, section: str, table: dict, configs: dict) -> None:
+def _fields_match(config, section: str, record) -> None:
+  """``config.<section>`` holds exactly the record's fields (and ``name``)."""
   node = config[section]
-  name = node.name
-  if name not in table:  # a builder registered without a field list: not checked
-    return
-  want, have = set(table[name]) | {"name"}, set(node.keys())
+  want, have = {f.name for f in record.fields} | {"name"}, set(node.keys())
   if have != want:
     missing, extra = sorted(want - have), sorted(have - want)
     raise ConfigError(
-        f"dfax.train: config.{section} does not fit {section} {name!r}: "
+        f"dfax.train: config.{section} does not fit {section} {record.name!r}: "
         + (f"missing {missing}" if missing else "")
         + ("; " if missing and extra else "") + (f"unexpected {extra}" if extra else "")
-        + f". {section.capitalize()} {name!r} takes {sorted(want - {'name'})}; use a config "
-        f"written for it (e.g. configs/{configs.get(name, 'common.py')}) rather than "
-        f"changing {section}.name alone.")
+        + f". {section.capitalize()} {record.name!r} takes {sorted(want - {'name'})}; start "
+        f"the section from dfax.train.{'families' if section == 'model' else 'datasets'}"
+        f".get({record.name!r}).section(...) (e.g. configs/{record.example_config}) rather "
+        f"than changing {section}.name alone.")
 
 
 def _model_fields(config) -> None:
   model = config.model
-  _fields_match(config, "model", registry.MODEL_FIELDS, registry.MODEL_CONFIGS)
-  want = set(registry.MODEL_FIELDS[model.name])
+  family = families.FAMILIES[model.name]
+  _fields_match(config, "model", family)
+  want = {f.name for f in family.fields}
   for key in ("features", "dense"):
     if key in want:
       v = tuple(model[key])
@@ -105,6 +106,23 @@ def _model_fields(config) -> None:
     _int_at_least(config, "model.pre_logits", 0, 4096)
   if {"d_model", "num_heads"} <= want and model.d_model % model.num_heads:
     _fail("model.num_heads", model.num_heads, f"must divide model.d_model={model.d_model}", 4)
+  _int_at_least(config, "dfa.bp_blocks", 0, 2)
+  if config.dfa.bp_blocks:
+    if not family.hybrid:
+      hybrids = [f.name for f in families.FAMILIES.values() if f.hybrid]
+      _fail("dfa.bp_blocks", config.dfa.bp_blocks, f"needs a model whose blocks it can split "
+            f"({', '.join(hybrids)}), not {model.name!r}", 0)
+    if config.dfa.bp_blocks > model.num_layers:
+      _fail("dfa.bp_blocks", config.dfa.bp_blocks, f"is more than model.num_layers="
+            f"{model.num_layers}", model.num_layers // 2)
+    if not methods.METHODS[config.method].uses_feedback:
+      _fail("dfa.bp_blocks", config.dfa.bp_blocks, f"splits a DFA run; method "
+            f"{config.method!r} does not use feedback", 0)
+  preset = config.dfa.feedback
+  if preset and methods.METHODS[config.method].uses_feedback and preset not in family.presets:
+    fits = ", ".join(family.presets) or "none; leave it ''"
+    _fail("dfa.feedback", preset, f"does not fit model {model.name!r} (its presets: {fits})",
+          "''")
 
 
 def _schema_fields(config) -> None:
@@ -134,20 +152,19 @@ def check_config(config) -> None:
   """
   _schema_fields(config)
   _one_of(config, "method", methods.METHODS)
-  _one_of(config, "model.name", registry.MODELS)
-  _one_of(config, "dataset.name", registry.DATASETS)
+  _one_of(config, "model.name", families.FAMILIES)
+  _one_of(config, "dataset.name", datasets.DATASETS)
   _one_of(config, "optimizer", OPTIMIZERS)
   _one_of(config, "schedule", SCHEDULES)
   _one_of(config, "dfa.projector", methods.PROJECTORS)
   if config.dfa.feedback:
-    _one_of(config, "dfa.feedback", methods.feedback_presets())
+    _one_of(config, "dfa.feedback", presets.PRESETS)
   _model_fields(config)
-  _fields_match(config, "dataset", registry.DATASET_FIELDS,
-                {"shakespeare": "shakespeare_lm.py", "mnist1d": "mnist1d_mlp.py"})
-  for key in registry.UNUSED_FIELDS.get(config.dataset.name, ()):
-    if config.dataset[key]:
-      _fail(f"dataset.{key}", config.dataset[key], f"is not used by dataset "
-            f"{config.dataset.name!r} and must stay 0", 0)
+  _fields_match(config, "dataset", datasets.DATASETS[config.dataset.name])
+  try:
+    methods.check_projector_options(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   for key in ("seed", "dfa.seed", "num_steps", "warmup_steps", "alignment_every",
               "dataset.train_limit", "dataset.eval_limit", "dataset.augment_shift",
               "dfa.feature_ndim"):
@@ -185,18 +202,18 @@ def check_config(config) -> None:
           f"devices, this process has {jax.device_count()}", 0)
 
 
-def check_task(config, task: registry.TaskData, total_steps: int) -> None:
+def check_task(config, task: datasets.TaskData, total_steps: int) -> None:
   """Checks the values that depend on the loaded data.
 
   Args:
     config: the run config, already through :func:`check_config`.
-    task: what ``registry.build`` returned for it.
+    task: what ``dfax.train.registry.build`` returned for it.
     total_steps: the run's length in steps.
 
   Raises:
     ConfigError: naming the key and a valid value.
   """
-  limit = config.dataset.train_limit
+  limit = config.dataset.get("train_limit", 0)
   if limit and task.train_size and limit > task.train_size:
     _fail("dataset.train_limit", limit, f"is more than the {task.train_size} training "
           "examples", 0)
@@ -204,7 +221,7 @@ def check_task(config, task: registry.TaskData, total_steps: int) -> None:
   if examples and config.batch_size > examples:
     _fail("batch_size", config.batch_size, f"is more than the {examples} training examples",
           min(128, examples))
-  eval_limit = config.dataset.eval_limit
+  eval_limit = config.dataset.get("eval_limit", 0)
   if eval_limit and task.eval_size and eval_limit > task.eval_size:
     _fail("dataset.eval_limit", eval_limit, f"is more than the {task.eval_size} evaluation "
           "examples", 0)

@@ -24,7 +24,7 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
-LIBRARIES = {"timing"}  # benchmarks/*.py that are helper modules, not benchmarks
+LIBRARIES = {"timing", "hlo_schedule"}  # benchmarks/*.py that are helper modules, not benchmarks
 TIMEOUT_S = 600  # per script; a quick run takes seconds to a minute on a busy 2-core CPU
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -83,10 +83,15 @@ def check_step_time_transformer(tmp_path):
                 "--json", str(tmp_path / "step.json"))
   result = json.loads((tmp_path / "step.json").read_text())
   assert result["model"] == "transformer"
-  assert set(result["ms"]) == {"forward", "bp", "dfa", "dfa_hadamard", "bp_grad", "dfa_grad"}
+  assert set(result["ms"]) == {"handwritten_dfa_grad", "forward", "bp", "dfa", "dfa_hadamard",
+                               "bp_grad", "dfa_grad"}
   _assert_ratios(result, "dfa_over_bp", "dfa_hadamard_over_bp", "dfa_over_bp_gradient_only",
-                 "dfa_over_forward", "bp_over_forward")
+                 "dfa_over_forward", "bp_over_forward", "handwritten_dfa_over_bp_gradient_only",
+                 "dfa_over_handwritten_gradient_only")
+  assert 0 < result["analytic_flops"]["dfa_over_bp_gradient"] < 1
   assert "DFA/BP = " in out and "[transformer, batch 2," in out, out
+  assert "dfax DFA gradient / hand-written DFA gradient = " in out, out
+  assert "analytic floor, matmul FLOPs: DFA/BP gradient = " in out, out
 
 
 def check_compile_1b(tmp_path):
@@ -149,12 +154,15 @@ def check_pipeline(tmp_path):
 
 
 def check_lm_depth(tmp_path):
-  out = _script("lm_depth", "--json", str(tmp_path / "depth.json"))
+  out = _script("lm_depth", "--json", str(tmp_path / "depth.json"), "--plot",
+                str(tmp_path / "hybrid.png"))
   result = json.loads((tmp_path / "depth.json").read_text())
   rows = result["depths"]["2"]["rows"]
-  assert set(rows) == {"dfa", "zero", "last_block", "bp"}
+  assert set(rows) == {"dfa", "zero", "last_block", "bp", "hybrid_1"}  # --quick adds K=1
   for row in rows.values():
     assert math.isfinite(row["val_loss"]) and _positive(row["seconds"]), row
+  assert 0 < rows["hybrid_1"]["digital"] < 1
+  _assert_png(tmp_path / "hybrid.png")
   zero, dfa, bp = (rows[k]["val_loss"] for k in ("zero", "dfa", "bp"))
   assert result["depths"]["2"]["gap_closure"] == pytest.approx((zero - dfa) / (zero - bp))
   assert "gap closure" in out, out

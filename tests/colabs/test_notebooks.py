@@ -174,6 +174,46 @@ def test_transformer_lm_in_a_fresh_copy(tmp_path):
   assert "--- DFA ---\nROMEO:" in text  # a sample was printed
 
 
+def test_simulated_opu_figure_gives_every_run_its_own_panel(monkeypatch):
+  """The training figure of simulated_opu.ipynb, drawn from made-up histories (no training).
+
+  Six of its seven runs end within a point or two of one another: on one axis their curves
+  hid each other. Each run gets a panel, drawn over the digital projection in gray.
+  """
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import numpy as np
+
+  nb = nbformat.read(COLABS / "simulated_opu.ipynb", as_version=4)
+  (cell,) = [c.source for c in nb.cells if "def plot_runs(" in c.source]
+  steps = [0, 50, 100, 150, 200]
+  names = ["digital projection", "ideal OPU", "ternarization",
+           "real-valued input + 8-bit camera", "ternarized + 4-bit camera",
+           "ternarized + noise (100 photons)", "default device (all on)"]
+  histories = {name: {"step": steps, "test_accuracy": [0.1, 0.8, 0.85, 0.88, 0.9 - i / 1000]}
+               for i, name in enumerate(names)}  # ideal OPU and the reference all but equal
+  monkeypatch.setattr(plt, "show", lambda: None)
+  scope = {"histories": histories, "plt": plt, "np": np}
+  exec(compile(cell, "simulated_opu.ipynb", "exec"), scope)
+  fig = scope["fig"]
+  (bars,) = [ax for ax in fig.axes if ax.patches]
+  panels = [ax for ax in fig.axes if ax is not bars]
+  drawn = {}
+  for ax in panels:
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert len(labels) == 2 and labels[0] == "digital projection", labels  # one run a panel
+    assert ax.get_title() == labels[1]
+    drawn[labels[1]] = ax.get_lines()[1]
+  assert sorted(drawn) == sorted(names[1:])
+  assert list(drawn["ideal OPU"].get_ydata()) == histories["ideal OPU"]["test_accuracy"]
+  # The final accuracies, as differences from the digital projection's, in points.
+  assert [t.get_text() for t in bars.get_yticklabels()] == names[1:]
+  assert [p.get_width() for p in bars.patches] == pytest.approx([-0.1 * i for i in range(1, 7)])
+  plt.close(fig)
+
+
 @pytest.mark.slow
 def test_simulated_opu():
   text, pngs = execute("simulated_opu.ipynb")

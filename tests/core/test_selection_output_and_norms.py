@@ -140,7 +140,7 @@ def test_is_norm_layer_rule():
 
 @pytest.mark.slow
 def test_after_ln_preset_is_after_is_norm_layer_and_picks_rmsnorm_and_groupnorm():
-  assert presets.after_ln(None) == dfax.after(dfax.is_norm_layer)
+  assert presets.after_ln() == dfax.after(dfax.is_norm_layer)
 
   class Net(nn.Module):
     @nn.compact
@@ -155,7 +155,7 @@ def test_after_ln_preset_is_after_is_norm_layer_and_picks_rmsnorm_and_groupnorm(
   variables = model.init(jax.random.key(2), x)
   seen = []
   dfax.dfa_grad(lambda p: jnp.sum(model.apply(p, x) ** 2), projector=_recording(seen),
-                feedback=presets.after_ln(model))(variables)
+                feedback=presets.after_ln())(variables)
   assert seen == [("rms/out", "group/out")]
 
 

@@ -57,14 +57,26 @@ def test_argnums_int_on_second_argument_differentiates_params():
   assert jax.tree.structure(g) == jax.tree.structure(params)
 
 
-def test_differentiating_the_input_gives_no_points_and_equals_backprop():
-  # Only values depending on the differentiated argument are projected to.
+def test_differentiating_the_input_projects_the_error_to_it():
+  """With x differentiated, the values that depend on x are the points; the first Dense's
+  input is x itself, so dL/dx is exactly the cotangent the projector hands that point."""
   model = MLP()
   x, y = _data()
   params = model.init(jax.random.key(1), x)
   loss = lambda x: _ce(model.apply(params, x), y)
-  dfa = dfax.dfa_grad(loss)(x)
-  assert dfa.shape == x.shape and bool(jnp.all(jnp.isfinite(dfa)))
+  handed = {}
+  gaussian = dfax.projectors.gaussian(jax.random.key(3))
+
+  def recording(error, points):
+    out = gaussian(error, points)
+    handed.update({p.path: c for p, c in zip(points, out)})
+    return out
+
+  dfa = dfax.dfa_grad(loss, projector=recording)(x)
+  first = [path for path in handed if path.startswith("Dense_0")]
+  assert first, sorted(handed)
+  np.testing.assert_allclose(dfa, handed[first[0]], rtol=1e-6)
+  assert not np.allclose(dfa, jax.grad(loss)(x), atol=1e-3)  # DFA, not backprop
 
 
 def test_jit_matches_eager_and_optax_step_runs():

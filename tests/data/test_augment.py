@@ -5,7 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from dfax.data import augmented_batches, infinite_batches, random_translate
+from dfax.data import augmented_batches, infinite_batches
+from dfax.data.augment import random_translate
 
 
 def _images(b=6, h=7, w=7):

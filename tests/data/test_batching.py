@@ -5,7 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from dfax.data import Dataset, epoch_permutation, infinite_batches, iterate_batches, num_batches
+from dfax.data import Dataset, infinite_batches, iterate_batches
+from dfax.data.batching import epoch_permutation, num_batches
 
 
 def _xy(n=10):

@@ -6,7 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from dfax.data import MNIST_FILES, load_mnist, parse_idx, read_idx, tfds_source
+from dfax.data import load_mnist, tfds_source
+from dfax.data.mnist import MNIST_FILES, parse_idx, read_idx
 from dfax.data import mnist as mnist_module
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

@@ -9,7 +9,8 @@ import threading
 import numpy as np
 import pytest
 
-from dfax.data import MNIST_FILES, MNIST_SHA256, ChecksumError, download, load_mnist
+from dfax.data import MNIST_SHA256, ChecksumError, download, load_mnist
+from dfax.data.mnist import MNIST_FILES
 from dfax.data import mnist as mnist_module
 from dfax.data import tfds_source
 

@@ -9,14 +9,8 @@ import tomllib
 import numpy as np
 import pytest
 
-from dfax.data import (
-  build_vocab,
-  corpus_from_text,
-  decode,
-  encode,
-  load_shakespeare,
-  sample_lm_batches,
-)
+from dfax.data import corpus_from_text, load_shakespeare, sample_lm_batches
+from dfax.data.shakespeare import build_vocab, decode, encode
 from dfax.data import shakespeare
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

@@ -52,7 +52,7 @@ def test_macro_one_point_per_block_and_error_before_the_head():
   model, params, x, y = _lm()
   log = []
   g = jax.jit(dfax.dfa_grad(_loss(model), projector=_recording(log),
-                            feedback=presets.macro(model)))(params, x, y)
+                            feedback=presets.macro()))(params, x, y)
   assert log == [((2, 6, 16), [("blocks/in", (3, 2, 6, 16), 1)])]  # error is dL/dh
   bp = jax.jit(jax.grad(_loss(model)))(params, x, y)
   for name in ("head", "ln_final"):  # the tail trains exactly
@@ -66,7 +66,7 @@ def test_macro_out_cuts_every_block_output_and_trains_the_embeddings_through_blo
   log, sent = [], {}
   projector = _keeping(log, sent)
   g = dfax.dfa_grad(_loss(model), projector=projector,
-                    feedback=presets.macro_out(model))(params, x, y)
+                    feedback=presets.macro_out())(params, x, y)
   assert log == [((2, 6, 16), [("blocks/out", (3, 2, 6, 16), 1)])]
   bp = jax.jit(jax.grad(_loss(model)))(params, x, y)
   for name in ("head", "ln_final"):  # only what follows the last block is exact
@@ -90,7 +90,7 @@ def test_error_after_the_head_projects_the_vocabulary_error():
   model, params, x, y = _lm(dataclasses.replace(CFG, error_at="logits"))
   log = []
   jax.eval_shape(dfax.dfa_grad(_loss(model), projector=_recording(log),
-                               feedback=presets.macro(model)), params, x, y)
+                               feedback=presets.macro()), params, x, y)
   assert log[0][0] == (2, 6, 13)
 
 
@@ -98,7 +98,7 @@ def test_micro_preset_three_points_per_block():
   model, params, x, y = _lm()
   log = []
   jax.eval_shape(dfax.dfa_grad(_loss(model), projector=_recording(log),
-                               feedback=presets.micro(model)), params, x, y)
+                               feedback=presets.micro()), params, x, y)
   paths = [p for p, _, _ in log[0][1]]
   assert paths == ["blocks/attn_res/in", "blocks/mlp_hidden/in", "blocks/out/in"]
   shapes = [s for _, s, _ in log[0][1]]
@@ -110,7 +110,7 @@ def test_sublayer_preset_cuts_blocks_and_normalised_sublayer_inputs():
   log, sent = [], {}
   projector = _keeping(log, sent)
   g = dfax.dfa_grad(_loss(model), projector=projector,
-                    feedback=presets.sublayer(model))(params, x, y)
+                    feedback=presets.sublayer())(params, x, y)
   # attention gets its normalised input once, though it is passed as query and key/value
   assert sorted(p for p, _, _ in log[0][1]) == ["blocks/attn/in0", "blocks/fc1/in", "blocks/in"]
   assert all(shape == (3, 2, 6, 16) and stack == 1 for _, shape, stack in log[0][1])
@@ -132,11 +132,11 @@ def test_post_ln_normalises_each_residual_add_and_keeps_the_presets():
   np.testing.assert_allclose(h.std(-1), 1.0, rtol=1e-3)
   log = []
   jax.eval_shape(dfax.dfa_grad(_loss(model), projector=_recording(log),
-                               feedback=presets.micro(model)), params, x, y)
+                               feedback=presets.micro()), params, x, y)
   assert [p for p, _, _ in log[0][1]] == ["blocks/attn_res/in", "blocks/mlp_hidden/in",
                                           "blocks/out/in"]
   # under macro_out the head alone follows the last cut, and trains exactly
-  g, bp = jax.jit(lambda p: (dfax.dfa_grad(_loss(model), feedback=presets.macro_out(model))(
+  g, bp = jax.jit(lambda p: (dfax.dfa_grad(_loss(model), feedback=presets.macro_out())(
       p, x, y), jax.grad(_loss(model))(p, x, y)))(params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                g["params"]["head"], bp["params"]["head"])
@@ -148,7 +148,7 @@ def test_after_ln_cuts_every_layernorm_output_and_the_head_is_exact():
   model, params, x, y = _lm(dataclasses.replace(CFG, error_at="logits"))
   log = []
   g = dfax.dfa_grad(_loss(model), projector=_recording(log),
-                    feedback=presets.after_ln(model))(params, x, y)
+                    feedback=presets.after_ln())(params, x, y)
   assert log == [((2, 6, 13), [("blocks/ln_attn/out", (3, 2, 6, 16), 1),
                                ("blocks/ln_mlp/out", (3, 2, 6, 16), 1),
                                ("ln_final/out", (2, 6, 16), 0)])]
@@ -163,7 +163,7 @@ def test_after_block_ln_leaves_the_last_mlp_final_layernorm_and_head_to_backprop
   model, params, x, y = _lm(dataclasses.replace(CFG, error_at="logits"))
   log = []
   g = dfax.dfa_grad(_loss(model), projector=_recording(log),
-                    feedback=presets.after_block_ln(model))(params, x, y)
+                    feedback=presets.after_block_ln())(params, x, y)
   assert log == [((2, 6, 13), [("blocks/ln_attn/out", (3, 2, 6, 16), 1),
                                ("blocks/ln_mlp/out", (3, 2, 6, 16), 1)])]
   bp = jax.grad(_loss(model))(params, x, y)
@@ -206,7 +206,7 @@ def test_vit_macro_points_and_training_step():
   log = []
   loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
       model.apply(p, images), labels).mean()
-  g = jax.jit(dfax.dfa_grad(loss, projector=_recording(log), feedback=presets.macro(model)))(
+  g = jax.jit(dfax.dfa_grad(loss, projector=_recording(log), feedback=presets.macro()))(
       params)
   assert log == [((4, 10), [("blocks/in", (2, 4, 16, 16), 1)])]
   assert all(bool(jnp.isfinite(a).all()) for a in jax.tree.leaves(g))
@@ -234,7 +234,7 @@ def test_vit_pre_logits_after_ln_head_points_exact_head_and_oracle():
   loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
       model.apply(p, images), labels).mean()
   make = lambda projector: dfax.dfa_grad(loss, projector=projector,
-                                         feedback=presets.after_ln_head(model))
+                                         feedback=presets.after_ln_head())
   log = []
   g = make(_recording(log))(params)
   assert log == [((3, 10), [("blocks/ln_attn/out", (2, 3, 16, 16), 1),

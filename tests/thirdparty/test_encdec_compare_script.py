@@ -31,8 +31,8 @@ def test_quick_run_writes_results_and_figure(tmp_path):
   saved = [json.loads(line) for line in results.read_text().splitlines()]
   assert [r["method"] for r in saved] == ["dfa", "last_block"]
   for r in saved:
-    assert r["steps"] == 3 and len(r["curve"]) == 1 and math.isfinite(r["eval_loss"])
-    assert 0 <= r["eval_acc"] <= 1
+    assert r["steps"] == 3 and len(r["curve"]) == 1 and math.isfinite(r["test_loss"])
+    assert 0 <= r["test_accuracy"] <= 1 and "eval_loss" not in r
   assert figure.stat().st_size > 1000
 
 

@@ -110,7 +110,7 @@ def test_norm_layers_by_role_points_and_oracle(name, request):
   model, batch, loss_fn, num_norms = {"llama": _llama, "t5": _t5}[name]()
   params = jax.jit(model.init_weights, static_argnums=1)(jax.random.key(0), model.input_shape)
   rng = jax.random.key(7)
-  feedback = presets.after_ln(model)  # dfax.after(dfax.is_norm_layer)
+  feedback = presets.after_ln()  # dfax.after(dfax.is_norm_layer)
   gaussian, seen = dfax.projectors.gaussian(jax.random.key(1)), []
 
   def recording(error, points):

@@ -7,6 +7,7 @@ describes the guarantees these tests check.
 """
 
 import errno
+import dataclasses
 import functools
 import json
 import logging
@@ -22,7 +23,7 @@ import jax
 import numpy as np
 import pytest
 
-from dfax.train import checkpoint, metrics, registry
+from dfax.train import checkpoint, datasets, metrics
 from dfax.train.config_file import load_config
 from dfax.train.errors import (ConfigChangedError, ConfigError, NonFiniteLossError, ResumeError,
                                WorkdirBusyError, WriteFailedError)
@@ -71,11 +72,16 @@ def _files(workdir):
   return out
 
 
+def _like_mnist(name, load):
+  """A dataset record like mnist's, loaded by ``load`` (no files to fingerprint)."""
+  return dataclasses.replace(datasets.DATASETS["mnist"], name=name, load=load, identify=None)
+
+
 def _poisoned(bad_step, what):
   """A dataset like mnist whose batch ``bad_step`` has a NaN pixel or a bad label."""
 
   def build(config):
-    task = registry.mnist(config)
+    task = datasets.mnist(config)
 
     def batches(start):
       for step, (x, y) in enumerate(task.train_batches(start), start=start):
@@ -87,7 +93,7 @@ def _poisoned(bad_step, what):
             y[0] = 12
         yield x, y
 
-    return registry.TaskData(batches, task.x_eval, task.y_eval, task.num_classes,
+    return datasets.TaskData(batches, task.x_eval, task.y_eval, task.num_classes,
                              task.steps_per_epoch, task.input_shape, task.train_size,
                              task.eval_size)
 
@@ -97,9 +103,9 @@ def _poisoned(bad_step, what):
 @pytest.fixture(scope="module", autouse=True)
 def _mnist_loaded_once():
   """Every run here loads the same MNIST: load it once (the trainer itself does not cache)."""
-  cached = functools.lru_cache(maxsize=None)(registry.dfax_data.load_mnist)
+  cached = functools.lru_cache(maxsize=None)(datasets.dfax_data.load_mnist)
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(registry.dfax_data, "load_mnist", cached)
+    mp.setattr(datasets.dfax_data, "load_mnist", cached)
     yield
 
 
@@ -115,7 +121,7 @@ def reference(tmp_path_factory):
 
 @pytest.mark.slow
 def test_bad_batch_is_named_and_can_be_skipped(tmp_path, monkeypatch):
-  monkeypatch.setitem(registry.DATASETS, "poisoned", _poisoned(9, "nan"))
+  monkeypatch.setitem(datasets.DATASETS, "poisoned", _like_mnist("poisoned", _poisoned(9, "nan")))
   config = _config(**{"dataset.name": "poisoned"})
   with pytest.raises(NonFiniteLossError, match="step 9 is not finite.*1 non-finite input value"
                      r".*--skip_batches=9"):
@@ -131,7 +137,7 @@ def test_bad_batch_is_named_and_can_be_skipped(tmp_path, monkeypatch):
 
 
 def test_labels_out_of_range_are_named(tmp_path, monkeypatch):
-  monkeypatch.setitem(registry.DATASETS, "poisoned", _poisoned(2, "label"))
+  monkeypatch.setitem(datasets.DATASETS, "poisoned", _like_mnist("poisoned", _poisoned(2, "label")))
   with pytest.raises(NonFiniteLossError, match=r"step 2 is not finite.*1 label\(s\) outside "
                      r"\[0, 10\) \(e.g. 12\)"):
     train_and_evaluate(_config(**{"dataset.name": "poisoned"}), str(tmp_path))
@@ -386,7 +392,7 @@ def test_sigint_during_start_up_is_quiet_and_writes_nothing(tmp_path):
 
 def test_signal_on_the_last_step_is_a_completed_run(tmp_path, monkeypatch):
   def signalling(config):
-    task = registry.mnist(config)
+    task = datasets.mnist(config)
 
     def batches(start):
       for step, batch in enumerate(task.train_batches(start), start=start):
@@ -394,10 +400,10 @@ def test_signal_on_the_last_step_is_a_completed_run(tmp_path, monkeypatch):
           os.kill(os.getpid(), signal.SIGTERM)  # caught by the trainer: only sets a flag
         yield batch
 
-    return registry.TaskData(batches, task.x_eval, task.y_eval, task.num_classes,
+    return datasets.TaskData(batches, task.x_eval, task.y_eval, task.num_classes,
                              task.steps_per_epoch, task.input_shape)
 
-  monkeypatch.setitem(registry.DATASETS, "signalling", signalling)
+  monkeypatch.setitem(datasets.DATASETS, "signalling", _like_mnist("signalling", signalling))
   results = train_and_evaluate(_config(**{"dataset.name": "signalling"}), str(tmp_path))
   assert results["status"] == "completed" and "signal" not in results
 

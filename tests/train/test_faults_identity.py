@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dfax.data import EMBEDDED_DIR, MNIST_FILES
+from dfax.data.mnist import EMBEDDED_DIR, MNIST_FILES
 from dfax.train import checkpoint, lock, optim, plots
 from dfax.train.config_file import load_config
 from dfax.train.errors import (ConfigChangedError, ConfigError, NonFiniteLossError, ResumeError,

@@ -14,8 +14,8 @@ from dfax.train.methods import make_feedback, make_projector
 SMOKE = pathlib.Path(__file__).resolve().parents[2] / "configs" / "smoke.py"
 
 
-def test_tie_layers_and_feature_ndim_reach_the_projector():
-  config = load_config(SMOKE, **{"dfa.tie_layers": True, "dfa.feature_ndim": 1})
+def test_tie_copies_and_feature_ndim_reach_the_projector():
+  config = load_config(SMOKE, **{"dfa.tie_copies": True, "dfa.feature_ndim": 1})
   e = jax.random.normal(jax.random.key(0), (2, 10))
   spec = dfax.PointSpec("blocks/in", (3, 2, 4, 6), jnp.float32, stack_ndim=1)
   (got,) = make_projector(config)(e, [spec])
@@ -25,9 +25,9 @@ def test_tie_layers_and_feature_ndim_reach_the_projector():
   np.testing.assert_array_equal(got[2, :, 3], got[0, :, 0])
 
 
-def test_shared_projector_takes_reuse_tie_layers_and_feature_ndim():
+def test_shared_projector_takes_reuse_tie_copies_and_feature_ndim():
   config = load_config(SMOKE, **{"dfa.projector": "shared", "dfa.reuse": True,
-                                 "dfa.tie_layers": True, "dfa.feature_ndim": 1})
+                                 "dfa.tie_copies": True, "dfa.feature_ndim": 1})
   e = jax.random.normal(jax.random.key(0), (2, 10))
   specs = [dfax.PointSpec("blocks/ln", (3, 2, 4, 6), jnp.float32, stack_ndim=1),
            dfax.PointSpec("ln_final", (2, 6), jnp.float32)]
@@ -47,4 +47,4 @@ def test_projector_options_on_other_projectors_are_refused():
 def test_unknown_feedback_preset_names_the_presets():
   config = load_config(SMOKE, **{"dfa.feedback": "macro-out"})
   with pytest.raises(ValueError, match="macro_out, micro"):
-    make_feedback(config, model=None)
+    make_feedback(config)

@@ -2,7 +2,7 @@
 
 The same parameters serve two programs: the linen model ``StackedMLP`` (run
 on one device, e.g. under ``dfax.dfa_grad``) and the three pure functions of
-``PipelineParts`` (embedding, one stage, head) that ``dfax.parallel.pipeline``
+``dfax.parallel.pipeline.PipelineParts`` (embedding, one stage, head) that the pipeline
 runs across a ``stage`` mesh axis. Stage parameters are stacked along a
 leading ``(num_stages, blocks_per_stage)`` pair of axes, so sharding the first
 one over ``stage`` gives every device its own blocks.
@@ -16,7 +16,7 @@ uses the same matrices as the one-device DFA step.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -24,10 +24,11 @@ import jax.numpy as jnp
 import optax
 
 from dfax.core.selection import FeedbackPoint
+from dfax.parallel.pipeline import STAGE_POINT, PipelineParts
 
 CUTS = ("stage", "block")
-STAGE_POINT = "stages/out/in"           # dfa_grad's path of a stage-output point
-BLOCK_POINT = "stages/blocks/out/in"    # ... and of a block-output point
+BLOCK_POINT = "stages/blocks/out/in"    # dfa_grad's path of a block-output point (STAGE_POINT:
+                                        # of a stage-output point, the pipeline's default)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,28 +105,6 @@ def flatten(x: jax.Array) -> jax.Array:
 def sum_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Summed (not averaged) softmax cross-entropy; the pipeline divides by the batch."""
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
-
-
-@dataclasses.dataclass(frozen=True)
-class PipelineParts:
-  """A model split for the pipeline; every function is pure.
-
-  Attributes:
-    embed: ``(params["embed"], x) -> h``, run on stage 0.
-    stage: ``(one stage's params, h) -> h``, the stage's blocks; the params
-      have the leading ``num_stages`` axis removed.
-    head: ``(params["head"], h) -> logits``, run on the last stage.
-    loss: ``(logits, labels) -> summed loss`` over the microbatch.
-    block: ``(one block's params, h) -> h``, when the stage is a scan of
-      blocks (``cut="block"`` uses it); ``None`` otherwise.
-    point: ``dfa_grad``'s path of the stacked feedback point.
-  """
-  embed: Callable[[Any, jax.Array], jax.Array]
-  stage: Callable[[Any, jax.Array], jax.Array]
-  head: Callable[[Any, jax.Array], jax.Array]
-  loss: Callable[[jax.Array, jax.Array], jax.Array]
-  block: Callable[[Any, jax.Array], jax.Array] | None = None
-  point: str = STAGE_POINT
 
 
 def pipeline_parts(config: StackConfig) -> PipelineParts:

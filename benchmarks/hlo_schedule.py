@@ -110,7 +110,7 @@ def parse_hlo(text: str) -> tuple[dict[str, list[Instr]], str]:
       if instr is not None:
         comps[current].append(instr)
   if entry is None:
-    raise ValueError("dfax.parallel.schedule: no ENTRY computation in the HLO text; pass "
+    raise ValueError("hlo_schedule: no ENTRY computation in the HLO text; pass "
                      "jax.jit(f).lower(...).compile().as_text().")
   return comps, entry
 

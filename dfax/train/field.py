@@ -1,0 +1,60 @@
+"""``Field``: one config field's record (dotted name, default, one-line help).
+
+The trainer's fixed fields (``dfax.train.config_schema``), each model family's
+``model.*`` fields (``dfax.train.families``) and each dataset's ``dataset.*``
+fields (``dfax.train.datasets``) are all ``Field`` records; ``default_config``,
+``--help``, validation and docs/config.md read them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+  """One config field: what ``--config.<name>=<value>`` sets.
+
+  Attributes:
+    name: dotted path in the config, e.g. ``"dfa.projector"`` (within its
+      section for model and dataset fields, e.g. ``"d_model"``).
+    default: the value a fresh config gives it.
+    help: one line saying what it does (allowed values, units).
+
+  Examples:
+    >>> Field("seed", 0, "initialisation seed").default
+    0
+  """
+
+  name: str
+  default: Any
+  help: str
+
+
+def dataclass_default(cls: type, name: str) -> Any:
+  """The default of field ``name`` of dataclass ``cls`` (a linen Module or a config).
+
+  Args:
+    cls: a dataclass, e.g. ``dfax.models.TransformerConfig``.
+    name: one of its fields.
+
+  Returns:
+    The field's default value.
+
+  Raises:
+    KeyError: if ``cls`` has no such field or it has no default.
+
+  Examples:
+    >>> from dfax.models import TransformerConfig
+    >>> dataclass_default(TransformerConfig, "d_model")
+    128
+  """
+  for field in dataclasses.fields(cls):
+    if field.name == name:
+      if field.default is not dataclasses.MISSING:
+        return field.default
+      if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+      break
+  raise KeyError(f"{cls.__name__}.{name} has no default")
