@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from dfax.core.points import IN_NNX_TRANSFORM, PointSpec
-from dfax.core.recorder import cutting
+from dfax.core.cuts import cutting
 from dfax.core.tap import Projector
 
 

@@ -2,7 +2,7 @@
 
 from dfax.core.points import PointSpec
 from dfax.core.projector import Projector
-from dfax.core.recorder import exact, exact_boundary
+from dfax.core.cuts import exact, exact_boundary
 from dfax.core.selection import (DEFAULT_FEEDBACK, After, Exactly, FeedbackPoint, Pooled, after,
                                  by_name, encoder_decoder, exactly, is_norm_layer,
                                  make_selection, pooled)

@@ -23,9 +23,8 @@ one raise an error that names the transform instead of being lost.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import dataclasses
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -35,94 +34,8 @@ from dfax.core import lifted
 from dfax.core.outputs import OutputSelector, is_float_array, select_output
 from dfax.core.points import PointSpec
 from dfax.core.selection import Selection
+from dfax.core.cuts import _EXACT, cut_value, exact
 from dfax.core.tap import TapState, make_tap, value_vma
-
-
-def _stop(x, name: str):
-  del name
-  return jax.lax.stop_gradient(x)
-
-
-_CUT: contextvars.ContextVar = contextvars.ContextVar("dfax_cut", default=_stop)
-_EXACT: contextvars.ContextVar = contextvars.ContextVar("dfax_exact", default=False)
-
-
-def cut_value(x, name: str):
-  """Applies the cut at point ``name``: ``stop_gradient`` unless probing."""
-  return _CUT.get()(x, name)
-
-
-@contextlib.contextmanager
-def exact(when: Any = None) -> Iterator[None]:
-  """Module calls in this block train by exact backprop: no cut, no output of their own.
-
-  Inside ``dfa_grad``, a top-level ``apply`` is an *output*: the error is
-  taken at what it returns and its feedback points receive that error's
-  projection. Calls made inside ``with dfax.exact():`` are neither cut nor
-  tapped: they are part of the loss, like the segment after the last cut,
-  and pass the true cotangent back to whatever produced their inputs.
-  Outside ``dfa_grad`` it changes nothing.
-
-  Args:
-    when: ``None`` (always), or a boolean scalar, possibly traced (e.g. from
-      a layer index inside ``nn.scan``): where it is false the calls are cut
-      as usual; where it is true their cuts pass the exact cotangent through
-      and their points receive no feedback. The points are still made (one
-      per layer of a scan), so every layer has the same structure.
-
-  Examples:
-    A head applied after the body: the error is taken at the body's output
-    (``dL/dh``), the head trains on its exact gradient.
-
-    >>> import jax, jax.numpy as jnp, flax.linen as nn, dfax
-    >>> body, head = nn.Sequential([nn.Dense(8), nn.tanh, nn.Dense(8)]), nn.Dense(3)
-    >>> x = jnp.ones((4, 5))
-    >>> pb, ph = body.init(jax.random.key(0), x), head.init(jax.random.key(1), jnp.ones((4, 8)))
-    >>> def loss_fn(params):
-    ...   h = body.apply(params[0], x)            # the output: its error is dL/dh
-    ...   with dfax.exact():
-    ...     return head.apply(params[1], h).sum()
-    >>> grads = dfax.dfa_grad(loss_fn)((pb, ph))
-    >>> bool(jnp.allclose(grads[1]["params"]["kernel"],
-    ...                   jax.grad(loss_fn)((pb, ph))[1]["params"]["kernel"]))
-    True
-  """
-  token = _EXACT.set(True if when is None else when)
-  try:
-    yield
-  finally:
-    _EXACT.reset(token)
-
-
-def exact_boundary(x: Any, when: Any) -> Any:
-  """Where ``when``, ``x`` enters an exact region: under ``dfa_grad`` no gradient flows back.
-
-  The exact cotangent that a region inside ``dfax.exact(when=...)`` sends
-  back to its input would otherwise reach the DFA-trained layers below
-  through uncut paths (a residual stream), mixing backprop into them. Outside
-  ``dfa_grad`` (and where ``when`` is false) this is the identity.
-
-  Args:
-    x: a pytree of arrays, the region's input.
-    when: a boolean scalar, possibly traced.
-
-  Returns:
-    ``x``, with its gradient stopped where ``when`` is true under ``dfa_grad``.
-  """
-  if lifted.active_recorder() is None:
-    return x
-  return jax.tree.map(lambda v: jnp.where(when, jax.lax.stop_gradient(v), v)
-                      if is_float_array(v) else v, x)
-
-
-@contextlib.contextmanager
-def cutting(cut: Callable[[Any, str], Any]) -> Iterator[None]:
-  """Replaces the cut ``stop_gradient`` by ``cut(x, name)`` (for dfax.testing)."""
-  token = _CUT.set(cut)
-  try:
-    yield
-  finally:
-    _CUT.reset(token)
 
 
 @jax.tree_util.register_pytree_node_class

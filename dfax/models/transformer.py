@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-from dfax.core.recorder import exact, exact_boundary
+from dfax.core.cuts import exact, exact_boundary
 from dfax.core.selection import FeedbackPoint
 
 NORMS = ("pre", "post")  # TransformerConfig.norm: where each block's LayerNorms sit

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import flax.linen as nn
 
-from dfax.core.recorder import exact
+from dfax.core.cuts import exact
 from dfax.models.transformer import TransformerConfig, layer_indices, scanned_blocks
 
 

@@ -179,7 +179,7 @@ def test_after_block_ln_leaves_the_last_mlp_final_layernorm_and_head_to_backprop
   # trains every block, unlike after_ln, where it trains the head alone
   for preset, first_block_learns in ((presets.after_block_ln, True), (presets.after_ln, False)):
     zero = dfax.dfa_grad(_loss(model), projector=dfax.projectors.zeros(),
-                         feedback=preset(model))(params, x, y)
+                         feedback=preset())(params, x, y)
     assert bool(np.any(zero["params"]["blocks"]["fc2"]["kernel"][0])) == first_block_learns
 
 
@@ -188,7 +188,7 @@ def test_remat_gives_the_same_dfa_grads():
   model, params, x, y = _lm()
   remat, _, _, _ = _lm(dataclasses.replace(CFG, remat=True))
   chosen = (presets.macro, presets.macro_out, presets.micro, presets.sublayer)
-  grads = lambda m, p: [dfax.dfa_grad(_loss(m), feedback=preset(m))(p, x, y)
+  grads = lambda m, p: [dfax.dfa_grad(_loss(m), feedback=preset())(p, x, y)
                         for preset in chosen]
   plain, with_remat = jax.device_get(jax.jit(  # every preset, both models: one compile
       lambda p: (grads(model, p), grads(remat, p)))(params))
