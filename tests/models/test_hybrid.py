@@ -46,8 +46,8 @@ def _close(a, b):
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.mark.parametrize("bp_blocks", [1, 2, N_LAYERS])
-@pytest.mark.parametrize("remat", [False, True])
+@pytest.mark.parametrize("bp_blocks,remat", [(1, False), (2, False), (N_LAYERS, False),
+                                             (2, True)])
 def test_last_blocks_get_backprop_the_rest_pure_dfa(bp_blocks, remat):
   hybrid, pure = _lm(bp_blocks, norm="post", remat=remat), _lm(0, norm="post", remat=remat)
   params = hybrid.init(jax.random.key(1), TOKENS)
