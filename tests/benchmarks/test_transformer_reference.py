@@ -94,7 +94,7 @@ def test_the_handwritten_gradient_is_dfax_dfa_gradient(step_time, preset, norm, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset, norm", LAYOUTS)
+@pytest.mark.parametrize("preset, norm", [("macro_out", "post")])  # remat is layout-blind
 def test_the_handwritten_gradient_matches_dfax_with_rematerialised_layers(step_time, preset,
                                                                           norm):
   config = dataclasses.replace(SMALL, norm=norm, remat=True, num_layers=2)

@@ -72,6 +72,7 @@ def test_exact_outside_dfa_grad_changes_nothing():
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_lm_forward_takes_the_error_before_the_head_and_trains_the_head_exactly():
   """error_at="hidden" with cuts after every LayerNorm: the final LayerNorm is in the head's
   exact call, so it is no point, and the head and it get jax.grad's gradients."""

@@ -46,8 +46,9 @@ def _close(a, b):
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.mark.parametrize("bp_blocks,remat", [(1, False), (2, False), (N_LAYERS, False),
-                                             (2, True)])
+@pytest.mark.parametrize("bp_blocks,remat", [
+    (2, False), pytest.param(N_LAYERS, False, marks=pytest.mark.slow),
+    pytest.param(2, True, marks=pytest.mark.slow)])
 def test_last_blocks_get_backprop_the_rest_pure_dfa(bp_blocks, remat):
   hybrid, pure = _lm(bp_blocks, norm="post", remat=remat), _lm(0, norm="post", remat=remat)
   params = hybrid.init(jax.random.key(1), TOKENS)
@@ -98,6 +99,7 @@ def test_hybrid_is_the_same_function_under_jax_grad():
                 jax.grad(_loss(pure))(_as_pure(params)))
 
 
+@pytest.mark.slow
 def test_vit_hybrid():
   images = jax.random.normal(jax.random.key(2), (2, 14, 14, 1))
   labels = jnp.array([1, 3])
@@ -132,6 +134,7 @@ def _lm_config(tmp_overrides=None):
   return load_config(repo / "configs" / "shakespeare_lm.py", **{**tiny, **(tmp_overrides or {})})
 
 
+@pytest.mark.slow
 def test_cli_hybrid_run_trains_and_logs_exact_alignment(tmp_path):
   from dfax.train import metrics  # noqa: PLC0415
   from dfax.train.trainer import train_and_evaluate  # noqa: PLC0415

@@ -56,6 +56,11 @@ PROJECTORS = {
     "identity": Entry(lambda key, **o: dfax.projectors.identity(**o), random=False),
 }
 NAMES = sorted(PROJECTORS)
+SLOW = {"opu"}  # the noisy simulated OPU: eager, many small ops (in the full suite only)
+
+
+def _names(names):
+  return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in names]
 BATCH, N_OUT = 4, 6
 
 
@@ -82,13 +87,13 @@ def _run(name, points=None, key=0, error=None, **options):
   return proj(_error() if error is None else error, points), points
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", _names(NAMES))
 def test_is_a_projector(name):
   assert isinstance(PROJECTORS[name].make(jax.random.key(0)), dfax.Projector)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", _names(NAMES))
 def test_one_cotangent_per_point_of_its_shape(name, dtype):
   points = (_points(dtype) if not _identity_like(name)
             else [PointSpec("a/in", (BATCH, N_OUT), dtype)])
@@ -100,7 +105,7 @@ def test_one_cotangent_per_point_of_its_shape(name, dtype):
     assert np.isfinite(np.asarray(c, np.float32)).all()
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", _names(NAMES))
 def test_under_jit_equals_eager(name):
   eager, points = _run(name)
   proj = PROJECTORS[name].make(jax.random.key(0))
@@ -109,7 +114,7 @@ def test_under_jit_equals_eager(name):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", _names(NAMES))
 def test_under_vmap_equals_one_call_per_error(name):
   """vmap over a leading axis of errors (e.g. per-microbatch feedback) changes nothing."""
   _, points = _run(name)
@@ -122,7 +127,7 @@ def test_under_vmap_equals_one_call_per_error(name):
       np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", _names(NAMES))
 def test_same_key_same_feedback_other_key_other_feedback(name):
   a, _ = _run(name, key=0)
   b, _ = _run(name, key=0)
@@ -133,7 +138,7 @@ def test_same_key_same_feedback_other_key_other_feedback(name):
   assert differs == PROJECTORS[name].random
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", _names(NAMES))
 def test_feedback_follows_the_error(name):
   """Linear projectors scale with the error; none but the zero control ignores it."""
   a, _ = _run(name, error=_error())

@@ -18,6 +18,8 @@ import dfax
 transformers = pytest.importorskip("transformers")
 from transformers.models.gpt2 import modeling_flax_gpt2 as hf_gpt2  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a third-party model check (README: the fast subset)
+
 VOCAB, TOKENS, BATCH, LAYERS = 40, 12, 4, 4
 
 
