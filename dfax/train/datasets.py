@@ -22,7 +22,7 @@ import numpy as np
 from dfax import data as dfax_data
 from dfax.data import identity
 from dfax.data.cifar10 import load_cifar10
-from dfax.train.field import Field
+from dfax.train.field import Field, section
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,17 +76,7 @@ class Dataset:
 
   def section(self, **changes: Any):
     """A ``config.dataset`` section: the defaults, with ``changes`` applied."""
-    return _section(self.name, self.fields, changes, "dataset")
-
-
-def _section(name: str, fields: tuple[Field, ...], changes: dict, kind: str):
-  import ml_collections  # noqa: PLC0415
-
-  known = {f.name: f.default for f in fields}
-  unknown = sorted(set(changes) - set(known))
-  if unknown:
-    raise KeyError(f"{kind} {name!r} has no fields {unknown}; its fields: {sorted(known)}")
-  return ml_collections.ConfigDict({"name": name, **known, **changes})
+    return section(self.name, self.fields, changes, "dataset")
 
 
 def _classification(ds: dfax_data.Dataset, config) -> TaskData:

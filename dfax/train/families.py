@@ -25,8 +25,7 @@ import jax
 
 from dfax import models
 from dfax.models import presets
-from dfax.train.datasets import _section
-from dfax.train.field import Field, dataclass_default
+from dfax.train.field import Field, dataclass_default, section
 
 Forward = Callable[[Any, Any, Any], jax.Array]  # (model, params, x) -> logits
 
@@ -71,7 +70,7 @@ class ModelFamily:
     Raises:
       KeyError: for a field the family does not have.
     """
-    return _section(self.name, self.fields, changes, "model family")
+    return section(self.name, self.fields, changes, "model family")
 
 
 def _fields(cls: type, helps: dict[str, str], **defaults: Any) -> tuple[Field, ...]:

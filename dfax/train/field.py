@@ -58,3 +58,31 @@ def dataclass_default(cls: type, name: str) -> Any:
         return field.default_factory()
       break
   raise KeyError(f"{cls.__name__}.{name} has no default")
+
+
+def section(name: str, fields: tuple[Field, ...], changes: dict[str, Any], kind: str):
+  """A config section for record ``name``: its fields' defaults, ``changes`` applied.
+
+  Args:
+    name: the record's name, stored as the section's ``name``.
+    fields: the record's fields.
+    changes: values that differ from the defaults.
+    kind: what the record is, for the error (``"dataset"``, ``"model family"``).
+
+  Returns:
+    An ``ml_collections.ConfigDict``.
+
+  Raises:
+    KeyError: for a change to a field the record does not have.
+
+  Examples:
+    >>> section("mlp", (Field("features", (8,), "widths"),), {"features": (4,)}, "model").features
+    (4,)
+  """
+  import ml_collections  # noqa: PLC0415
+
+  known = {f.name: f.default for f in fields}
+  unknown = sorted(set(changes) - set(known))
+  if unknown:
+    raise KeyError(f"{kind} {name!r} has no fields {unknown}; its fields: {sorted(known)}")
+  return ml_collections.ConfigDict({"name": name, **known, **changes})
