@@ -27,6 +27,13 @@ writes them as JSON with ``--json``.
   python benchmarks/lm_depth.py --depths 12 --d_model 768 --heads 12 --d_ff 3072 \\
       --seq 256 --batch 32 --steps 2500 --dtype bfloat16             # GPT-2-small width, GPU
   python benchmarks/lm_depth.py --quick                              # seconds: checks it runs
+
+``--levers a,b`` adds one ``dfa:<lever>`` row per lever of ``LEVERS``: the
+``dfa`` row with that lever's settings changed, from the same initialisation
+and batches, with its gap closure against the same controls (the ablation
+study of the depth page)::
+
+  python benchmarks/lm_depth.py --depths 8 --levers lr_3e-3,macro,shared
 """
 
 from __future__ import annotations
@@ -47,7 +54,41 @@ from dfax.data import load_shakespeare, sample_lm_batches
 from dfax.models import TransformerConfig, TransformerLM, lm_forward, presets
 
 ROWS = ("dfa", "zero", "last_block", "bp")
-PROJECTORS = ("gaussian", "uniform", "shared", "hadamard")
+PROJECTORS = ("gaussian", "uniform", "shared", "hadamard", "opu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Lever:
+  """One lever of the ablation study: a name, what it changes, and the arguments it sets."""
+  name: str
+  what: str
+  settings: dict
+
+
+LEVERS = {lever.name: lever for lever in (
+    Lever("lr_3e-4", "AdamW peak learning rate 3e-4 (default 1e-3)", {"lr": 3e-4}),
+    Lever("lr_3e-3", "AdamW peak learning rate 3e-3", {"lr": 3e-3}),
+    Lever("b2_0.95", "AdamW b2 0.95 (default 0.999)", {"b2": 0.95}),
+    Lever("scale_point", "feedback entries scaled 1/sqrt(point width), not 1/sqrt(n_out)",
+          {"scale": "point"}),
+    Lever("rms", "each point's feedback normalised to unit RMS per token", {"feedback_norm": "rms"}),
+    Lever("shared", "one shared Gaussian matrix for every point (sliced), not one per point",
+          {"projector": "shared"}),
+    Lever("tied", "the layers of the scan share one matrix per point (tie_copies): every block "
+          "pushes the residual stream the same way", {"tie_copies": True}),
+    Lever("reuse", "one shared matrix whose first d columns every point takes (TinyDFA): every "
+          "point of one width gets the same signal", {"projector": "shared", "reuse": True}),
+    Lever("opu", "the simulated OPU (ternarised error, 8-bit camera, noise)", {"projector": "opu"}),
+    Lever("macro", "cuts in front of every block: feedback at block outputs, backprop inside",
+          {"preset": "macro"}),
+    Lever("sublayer", "cuts in front of every sublayer (attention, MLP)", {"preset": "sublayer"}),
+    Lever("residual_init", "residual-branch output kernels scaled 1/sqrt(2L) at initialisation",
+          {"residual_init": "depth"}),
+    Lever("error_hidden", "error taken before the head: on pre-LN blocks the residual stream "
+          "then also carries the exact gradient (not pure DFA)", {"error_at": "hidden"}),
+    Lever("post_ln", "post-LN blocks, feedback at block outputs (macro_out)",
+          {"norm": "post", "preset": "macro_out"}),
+)}
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -61,6 +102,17 @@ def parse(argv=None) -> argparse.Namespace:
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
   p.add_argument("--warmup", type=int, default=100)
+  p.add_argument("--b2", type=float, default=0.999, help="AdamW b2")
+  p.add_argument("--scale", default="error",
+                 help="feedback entry scale: 'error' (1/sqrt(n_out)), 'point' or a number")
+  p.add_argument("--tie_copies", action="store_true",
+                 help="the layers of the scan share one feedback matrix per point")
+  p.add_argument("--reuse", action="store_true",
+                 help="shared projector: every point takes the first columns (TinyDFA)")
+  p.add_argument("--feedback_norm", choices=("none", "rms"), default="none",
+                 help="'rms': each point's feedback rescaled to unit RMS per token")
+  p.add_argument("--residual_init", choices=("default", "depth"), default="default",
+                 help="'depth': residual-branch output kernels scaled 1/sqrt(2L) (GPT-2)")
   p.add_argument("--norm", choices=("pre", "post"), default="pre")
   p.add_argument("--error_at", choices=("logits", "hidden"), default="logits",
                  help="where DFA's error is taken (TransformerConfig.error_at). With 'hidden' "
@@ -72,6 +124,9 @@ def parse(argv=None) -> argparse.Namespace:
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   p.add_argument("--rows", default=",".join(ROWS), help="which of " + ",".join(ROWS))
   p.add_argument("--bp_blocks", default="", help="comma-separated K: add a hybrid_K row each")
+  p.add_argument("--levers", default="",
+                 help="comma-separated levers, a dfa:<lever> row each: " + ", ".join(
+                     f"{name} ({lever.what})" for name, lever in LEVERS.items()))
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--eval_batches", type=int, default=16)
   p.add_argument("--json", help="write the results here")
@@ -93,10 +148,40 @@ def feedback(row: str, preset: str, model):
   return presets.macro() if row == "last_block" else presets.PRESETS[preset]()
 
 
-def projector(row: str, name: str, seed: int):
+def projector(row: str, args: argparse.Namespace):
+  """The row's projector: zero feedback for the controls, else ``args.projector``."""
   if row in ("zero", "last_block"):
     return dfax.projectors.zeros()
-  return getattr(dfax.projectors, name)(jax.random.key(1000 + seed))
+  key = jax.random.key(1000 + args.seed)
+  if args.reuse and args.projector != "shared":
+    raise SystemExit("lm_depth.py: --reuse needs --projector shared")
+  if args.projector == "opu":
+    proj = dfax.opu.make_projector(dfax.opu.OPUConfig(), key=key, tie_copies=args.tie_copies,
+                                   noise_key=jax.random.key(2000 + args.seed))
+  else:
+    scale = args.scale if args.scale in ("error", "point") else float(args.scale)
+    reuse = {"reuse": True} if args.reuse else {}
+    proj = getattr(dfax.projectors, args.projector)(key, scale=scale,
+                                                    tie_copies=args.tie_copies, **reuse)
+  return rms_normalised(proj) if args.feedback_norm == "rms" else proj
+
+
+def rms_normalised(proj):
+  """``proj`` with each point's cotangent rescaled to unit RMS over its last (feature) axis."""
+  def normalised(error, points):
+    return [c * jax.lax.rsqrt(jnp.mean(jnp.square(c), axis=-1, keepdims=True) + 1e-12)
+            for c in proj(error, points)]
+  return normalised
+
+
+def depth_scaled(params: dict, num_layers: int) -> dict:
+  """GPT-2's residual initialisation: the residual branches' output kernels times 1/sqrt(2L)."""
+  blocks = params["params"]["blocks"]
+  factor = (2 * num_layers) ** -0.5
+  attn = {**blocks["attn"], "out": {**blocks["attn"]["out"],
+                                    "kernel": blocks["attn"]["out"]["kernel"] * factor}}
+  fc2 = {**blocks["fc2"], "kernel": blocks["fc2"]["kernel"] * factor}
+  return {"params": {**params["params"], "blocks": {**blocks, "attn": attn, "fc2": fc2}}}
 
 
 def backward_share(config: TransformerConfig, bp_blocks: int, batch: int, seq: int) -> float:
@@ -122,14 +207,14 @@ def backward_share(config: TransformerConfig, bp_blocks: int, batch: int, seq: i
 def train_row(row: str, model, params, args, corpus, label: str = "") -> dict:
   """Trains one row from ``params``; returns its validation loss and seconds."""
   schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, args.warmup, args.steps)
-  opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=0.01))
+  opt = optax.chain(optax.clip_by_global_norm(1.0),
+                    optax.adamw(schedule, b2=args.b2, weight_decay=0.01))
   loss_fn = lambda p, x, y: optax.softmax_cross_entropy_with_integer_labels(
       lm_forward(model, p, x).astype(jnp.float32), y).mean()
   if row == "bp":
     grad_fn = jax.value_and_grad(loss_fn)
   else:
-    grad_fn = dfax.dfa_value_and_grad(loss_fn, projector=projector(row, args.projector,
-                                                                    args.seed),
+    grad_fn = dfax.dfa_value_and_grad(loss_fn, projector=projector(row, args),
                                       feedback=feedback(row, args.preset, model))
 
   @jax.jit
@@ -164,6 +249,29 @@ def gap_closure(results: dict) -> float | None:
   return (zero - dfa) / (zero - bp) if zero != bp else None
 
 
+def config_for(args: argparse.Namespace, depth: int, vocab_size: int) -> TransformerConfig:
+  """The Transformer LM a row trains, from the benchmark's arguments."""
+  return TransformerConfig(vocab_size=vocab_size, d_model=args.d_model, num_heads=args.heads,
+                           num_layers=depth, d_ff=args.d_ff, max_len=args.seq,
+                           dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32,
+                           norm=args.norm, error_at=args.error_at)
+
+
+def with_lever(args: argparse.Namespace, name: str) -> argparse.Namespace:
+  """``args`` with the lever's settings applied."""
+  if name not in LEVERS:
+    raise SystemExit(f"lm_depth.py: unknown lever {name!r}; choose from {','.join(LEVERS)}")
+  return argparse.Namespace(**{**vars(args), **LEVERS[name].settings})
+
+
+def lever_closures(results: dict) -> dict:
+  """Each ``dfa:<lever>`` row's gap closure against the same zero-feedback and backprop rows."""
+  if not {"zero", "bp"} <= results.keys():
+    return {}
+  return {row.split(":", 1)[1]: gap_closure({**results, "dfa": r})
+          for row, r in results.items() if row.startswith("dfa:")}
+
+
 def main(argv=None) -> dict:
   args = parse(argv)
   rows = [r for r in args.rows.split(",") if r]
@@ -171,45 +279,55 @@ def main(argv=None) -> dict:
   unknown = sorted(set(rows) - set(ROWS))
   if unknown:
     raise SystemExit(f"lm_depth.py: unknown rows {unknown}; choose from {','.join(ROWS)}")
+  levers = {name: with_lever(args, name) for name in args.levers.split(",") if name}
   corpus = load_shakespeare()
-  dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
   out = {"args": vars(args), "jax": jax.__version__, "backend": jax.default_backend(),
          "depths": {}}
   print(f"{'depth':>5} {'row':>10} {'val loss':>9} {'seconds':>8}")
   for depth in (int(d) for d in args.depths.split(",")):
-    config = TransformerConfig(vocab_size=corpus.vocab_size, d_model=args.d_model,
-                               num_heads=args.heads, num_layers=depth, d_ff=args.d_ff,
-                               max_len=args.seq, dtype=dtype, norm=args.norm,
-                               error_at=args.error_at)
+    config = config_for(args, depth, corpus.vocab_size)
     model = TransformerLM(config)
     params = jax.jit(model.init)(jax.random.key(args.seed),
                                  jnp.zeros((1, args.seq), jnp.int32))
+    if args.residual_init == "depth":
+      params = depth_scaled(params, depth)
     results = {}
+    out["depths"][str(depth)] = summary = {"rows": results}
+
+    def record(row, result, extra=""):
+      results[row] = result
+      print(f"{depth:>5} {row:>10} {result['val_loss']:>9.4f} {result['seconds']:>8.1f}{extra}",
+            flush=True)
+      summary.update(gap_closure=gap_closure(results), levers=lever_closures(results),
+                     dfa_lead_over_last_block=(
+                         results["last_block"]["val_loss"] - results["dfa"]["val_loss"]
+                         if {"dfa", "last_block"} <= results.keys() else None))
+      if args.json:  # after every row: a long run that stops keeps what it measured
+        with open(args.json, "w") as f:
+          json.dump(out, f, indent=2)
+
     for row in rows:
-      results[row] = train_row(row, model, params, args, corpus)
-      print(f"{depth:>5} {row:>10} {results[row]['val_loss']:>9.4f} "
-            f"{results[row]['seconds']:>8.1f}", flush=True)
+      record(row, train_row(row, model, params, args, corpus))
     for k in (k for k in hybrids if k <= depth):
       hybrid = TransformerLM(dataclasses.replace(config, bp_blocks=k))
       same_init = {"params": {**params["params"], "blocks": {"block": params["params"]["blocks"]}}}
-      row = f"hybrid_{k}"
-      results[row] = {**train_row("dfa", hybrid, same_init, args, corpus, label=row),
-                      "digital": backward_share(config, k, args.batch, args.seq)}
-      print(f"{depth:>5} {row:>10} {results[row]['val_loss']:>9.4f} "
-            f"{results[row]['seconds']:>8.1f}  digital {results[row]['digital']:.2f}",
-            flush=True)
-    closure = gap_closure(results)
-    lead = (results["last_block"]["val_loss"] - results["dfa"]["val_loss"]
-            if {"dfa", "last_block"} <= results.keys() else None)
-    out["depths"][str(depth)] = {"rows": results, "gap_closure": closure,
-                                 "dfa_lead_over_last_block": lead}
-    if closure is not None:
-      print(f"{depth:>5} gap closure {closure:.3f}", flush=True)
-    if lead is not None:
-      print(f"{depth:>5} DFA's lead over the last-block control {lead:+.4f} nats", flush=True)
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(out, f, indent=2)
+      share = backward_share(config, k, args.batch, args.seq)
+      record(f"hybrid_{k}", {**train_row("dfa", hybrid, same_init, args, corpus,
+                                         label=f"hybrid_{k}"), "digital": share},
+             f"  digital {share:.2f}")
+    for name, lever_args in levers.items():
+      lever_params = (depth_scaled(params, depth) if lever_args.residual_init == "depth"
+                      and args.residual_init != "depth" else params)
+      lever_model = TransformerLM(config_for(lever_args, depth, corpus.vocab_size))
+      record(f"dfa:{name}", train_row("dfa", lever_model, lever_params, lever_args, corpus,
+                                      label=f"dfa:{name}"))
+    if summary["gap_closure"] is not None:
+      print(f"{depth:>5} gap closure {summary['gap_closure']:.3f}", flush=True)
+    for name, closure in summary["levers"].items():
+      print(f"{depth:>5} gap closure with {name}: {closure:.3f}", flush=True)
+    if summary["dfa_lead_over_last_block"] is not None:
+      print(f"{depth:>5} DFA's lead over the last-block control "
+            f"{summary['dfa_lead_over_last_block']:+.4f} nats", flush=True)
   if args.plot:
     plot_hybrid_curve(out, args.plot)
   return out

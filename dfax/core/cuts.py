@@ -9,7 +9,6 @@ import contextvars
 from typing import Any, Callable, Iterator
 
 import jax
-import jax.numpy as jnp
 
 from dfax.core import lifted
 from dfax.core.outputs import is_float_array
@@ -71,25 +70,37 @@ def exact(when: Any = None) -> Iterator[None]:
     _EXACT.reset(token)
 
 
-def exact_boundary(x: Any, when: Any) -> Any:
-  """Where ``when``, ``x`` enters an exact region: under ``dfa_grad`` no gradient flows back.
+def exact_boundary(x: Any, when: Any, name: str = "exact_boundary") -> Any:
+  """Where ``when``, ``x`` enters an exact region: a feedback point, so no exact gradient passes.
 
   The exact cotangent that a region inside ``dfax.exact(when=...)`` sends
   back to its input would otherwise reach the DFA-trained layers below
-  through uncut paths (a residual stream), mixing backprop into them. Outside
-  ``dfa_grad`` (and where ``when`` is false) this is the identity.
+  through uncut paths (a residual stream), mixing backprop into them. Here
+  that cotangent stops, and ``x`` is a feedback point instead: the layers
+  below receive the error's projection at it, as at any cut, so the last
+  DFA-trained layer still learns whatever it feeds only to the exact region.
+  Where ``when`` is false the point exists (one per layer of a scan, as every
+  layer has the same structure) but passes the cotangent through and
+  receives no feedback. Outside ``dfa_grad`` this is the identity.
 
   Args:
     x: a pytree of arrays, the region's input.
-    when: a boolean scalar, possibly traced.
+    when: a boolean scalar, possibly traced (e.g. ``layer == first``).
+    name: the point's name (its path, by which the projector keys its
+      matrix); unique among the model's points. Several float leaves get
+      ``name/0``, ``name/1``, ...
 
   Returns:
-    ``x``, with its gradient stopped where ``when`` is true under ``dfa_grad``.
+    ``x``, cut (with feedback) where ``when`` is true under ``dfa_grad``.
   """
-  if lifted.active_recorder() is None:
+  recorder = lifted.active_recorder()
+  if recorder is None:
     return x
-  return jax.tree.map(lambda v: jnp.where(when, jax.lax.stop_gradient(v), v)
-                      if is_float_array(v) else v, x)
+  leaves, treedef = jax.tree_util.tree_flatten(x)
+  floats = [i for i, v in enumerate(leaves) if is_float_array(v)]
+  for n, i in enumerate(floats):
+    leaves[i] = recorder.boundary_cut(leaves[i], when, name if len(floats) == 1 else f"{name}/{n}")
+  return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 @contextlib.contextmanager

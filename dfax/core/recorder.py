@@ -178,7 +178,7 @@ class Recorder:
     if _EXACT.get() is True:
       return next_fun(*args, **kwargs)
     if self.frames and method == "__call__" and self.selection.is_exact(module, path):
-      return self._run_exactly(next_fun, args, kwargs)
+      return self._run_exactly(next_fun, args, kwargs, _label(path, module))
     ins, outs = self.selection.match(module, path) if method == "__call__" else ([], [])
     if ins or outs:
       label = _label(path, module)
@@ -195,16 +195,38 @@ class Recorder:
       return self._run_unrouted_body(next_fun, call, args, kwargs, method)
     return self._run_cut(next_fun, call, args, kwargs)
 
-  def _run_exactly(self, next_fun, args, kwargs):
-    """A ``dfax.exactly`` module: no cuts inside; inputs from outside the exact part stopped."""
-    def boundary(x):
-      return x if id(x) in self.exact_ids or not is_float_array(x) else jax.lax.stop_gradient(x)
+  def _run_exactly(self, next_fun, args, kwargs, label: str):
+    """A ``dfax.exactly`` module: no cuts inside; inputs from outside the exact part are points.
 
-    args, kwargs = jax.tree.map(boundary, (args, kwargs))
+    An input that no exact module produced is cut and made a feedback point
+    (``label/in``): the exact cotangent stops there, and what produced it
+    (the last DFA-trained layers) gets the error's projection instead.
+    """
+    frame = self.frames[-1]
+
+    def boundary(x, name):
+      if id(x) in self.exact_ids:
+        return x
+      return self._cut(frame, x, f"{label}/{name}", label)
+
+    args, kwargs = map_float_leaves((args, kwargs), "in", boundary)[0]
     with exact():
       out = next_fun(*args, **kwargs)
     self.exact_ids.update(id(x) for x in jax.tree.leaves(out) if is_float_array(x))
     return out
+
+  def boundary_cut(self, x, when, name: str):
+    """``dfax.exact_boundary``: a point at ``x`` with feedback (and no cotangent) where ``when``."""
+    if not self.frames:
+      return x
+    frame = self.frames[-1]
+    if id(x) in frame.cut_ids:  # already a cut: its own point trains what lies below
+      return x
+    frame.values.append(jnp.where(when, x, jax.lax.stop_gradient(x)))
+    cut = jnp.where(when, cut_value(x, name), x)
+    frame.meta.append(PointMeta(name, 0, (name,)))
+    frame.cut_ids.add(id(cut))
+    return cut
 
   def _with_root(self, module, run, *args):
     """Runs ``run(*args)`` with ``module`` known as a root (its own methods are no lift)."""

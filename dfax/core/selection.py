@@ -211,14 +211,18 @@ def exactly(selector: Any) -> Exactly:
   """The modules ``selector`` picks train by exact backprop: the hybrid method, by name.
 
   Put it in ``feedback=`` beside the cuts. Each picked module call runs as
-  inside ``dfax.exact()`` (no cut, no feedback, the true cotangent passes),
-  and its inputs that no other picked module produced are cut without
-  feedback, so that the exact gradient stays in the picked modules instead
-  of reaching the DFA-trained ones along an uncut path (a residual stream).
-  For the last K blocks of a stack pick them and what follows them (the
-  final LayerNorm); for dfax's own scanned models use ``bp_blocks``
-  (``TransformerConfig``, ``ViTConfig``) instead, since the layers of one
-  ``nn.scan`` are one module.
+  inside ``dfax.exact()`` (no cut, no feedback, the true cotangent passes).
+  Its inputs that no other picked module produced are feedback points: the
+  exact gradient stops there instead of reaching the DFA-trained modules
+  along an uncut path (a residual stream), and what produced those inputs
+  (the last DFA-trained layers) gets the error's projection there. So pick
+  modules that feed one another directly, as the blocks of a stack and the
+  final LayerNorm do: a function applied between two picked modules (an
+  activation) makes the second one's input such a point. For the last K
+  blocks of a stack pick them and what follows them (the final LayerNorm);
+  for dfax's own scanned models use ``bp_blocks`` (``TransformerConfig``,
+  ``ViTConfig``) instead, since the layers of one ``nn.scan`` are one
+  module.
 
   Args:
     selector: a module class, a predicate ``(module, path) -> bool`` such as

@@ -89,8 +89,9 @@ class HybridLayer(nn.Module):
   Called with the layer's index (the scan's input): the block runs inside
   ``dfax.exact(when=layer >= first)``, so the cuts of the last ``bp_blocks``
   layers pass the exact cotangent and get no feedback, and the first exact
-  layer's input is a ``dfax.exact_boundary``: the exact gradient stops there
-  instead of leaking into the DFA layers along the residual stream.
+  layer's input is a ``dfax.exact_boundary``: a feedback point, where the
+  exact gradient stops instead of leaking into the DFA layers along the
+  residual stream, and the last DFA layer gets the error's projection.
   """
   config: TransformerConfig
 
@@ -98,7 +99,7 @@ class HybridLayer(nn.Module):
   def __call__(self, x, layer):
     first = self.config.num_layers - self.config.bp_blocks
     if first:  # with every layer exact, the embeddings train exactly too: it is backprop
-      x = exact_boundary(x, layer == first)
+      x = exact_boundary(x, layer == first, name="/".join(self.path) + "/exact_boundary")
     with exact(when=layer >= first):
       return Block(self.config, name="block")(x)
 

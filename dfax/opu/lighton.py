@@ -28,19 +28,17 @@ extra). Only lightonml's ``NoEncoding`` path is used: its
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dfax.core.points import check_lead_dims
 from dfax.opu import device
 from dfax.opu.config import OPUConfig
-from dfax.opu.projector import split_points
-from dfax.projectors.shared import slice_layout, stacked_rows
+from dfax.projectors import layout as layout_lib
+from dfax.projectors.callback import columns_on_host
+from dfax.projectors.per_point import check_feature_ndim
 
 CALIBRATION_FRAMES = 64
 
@@ -179,7 +177,8 @@ class LightonDriver:
 
 def make_lightonml_projector(opu: Any, config: OPUConfig | None = None, *,
                              anchor_pixels: int | None = None,
-                             emulate_camera: bool | None = None):
+                             emulate_camera: bool | None = None, tie_copies: bool = False,
+                             feature_ndim: int | None = None):
   """A projector that sends the error through a ``lightonml.OPU`` (real or simulated).
 
   Args:
@@ -196,6 +195,8 @@ def make_lightonml_projector(opu: Any, config: OPUConfig | None = None, *,
       simulator's ``anchor_amplitude`` (see ``default_anchor_pixels``).
     emulate_camera: apply the ``bits``/``full_scale`` camera on the host;
       None: only for lightonml's simulated device (a real camera quantises).
+    tie_copies, feature_ndim: the camera layout, as for the simulator
+      (``dfax.projectors.layout``).
 
   Returns:
     ``projector(error, points) -> list of cotangents``, jittable: one
@@ -206,7 +207,7 @@ def make_lightonml_projector(opu: Any, config: OPUConfig | None = None, *,
     Runs where lightonml is installed (``bash scripts/install_lightonml.sh``):
 
     >>> import pytest; lightonml = pytest.importorskip("lightonml")
-    >>> import flax.linen as nn, dfax
+    >>> import flax.linen as nn, jax, dfax
     >>> model = nn.Sequential([nn.Dense(16), nn.tanh, nn.Dense(3)])
     >>> x = jnp.ones((4, 5))
     >>> params = model.init(jax.random.key(0), x)
@@ -224,25 +225,19 @@ def make_lightonml_projector(opu: Any, config: OPUConfig | None = None, *,
   if not config.ternarize:
     raise ValueError("dfax.opu: an OPU's input device is binary; use OPUConfig(ternarize=True) "
                      "with the lightonml backend.")
+  check_feature_ndim(feature_ndim, "opu.make_lightonml_projector")
   if anchor_pixels is not None and anchor_pixels < 1:
     raise ValueError(f"dfax.opu: anchor_pixels must be >= 1, got {anchor_pixels}.")
   driver = LightonDriver(opu, config, anchor_pixels, emulate_camera)
 
-  def host(total, frames):
-    return driver.project(np.asarray(frames), total)
-
   def projector(error, points):
-    points = tuple(points)
-    n_leads = [check_lead_dims(error.shape, p) for p in points]
-    _, total = slice_layout(points, n_leads, reuse=False)
-    error2d, row_starts = stacked_rows(error, points)
-    def on_device(frames):
-      shape = jax.ShapeDtypeStruct((frames.shape[0], total), jnp.float32)
-      return jax.pure_callback(functools.partial(host, total), shape,
-                               frames.astype(jnp.uint8), vmap_method="sequential")
-
+    layout = layout_lib.columns(error.shape, points, tie_copies=tie_copies,
+                                feature_ndim=feature_ndim)
+    error2d, row_starts = layout_lib.stacked_rows(error, points)
+    on_device = lambda frames: columns_on_host(driver.project, frames.astype(jnp.uint8),
+                                               layout.total)
     full = device.through_binary_frames(error2d, config, on_device).astype(error.dtype)
-    return split_points(full, error.shape, points, n_leads, row_starts)
+    return layout_lib.split(full, layout, row_starts)
 
   projector.driver = driver
   return projector

@@ -19,41 +19,15 @@ per example, the token-averaged error, in the same device pass.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
-from dfax.core.points import PointSpec, check_lead_dims
 from dfax.opu import device
 from dfax.opu.config import OPUConfig
+from dfax.projectors import layout as layout_lib
 from dfax.projectors.dense import concat_tiles
-from dfax.projectors.shared import slice_layout, stacked_rows
-
-
-def split_points(full: jax.Array, error_shape, points: Sequence[PointSpec], n_leads,
-                  row_starts: dict | None = None):
-  """Each point's columns (and, for pooled points, the pooled rows) of the camera output.
-
-  ``n_leads``: one number for all points or one per point; ``row_starts``:
-  as ``stacked_rows`` returns it (None: every row is the error's own).
-  """
-  if isinstance(n_leads, int):
-    n_leads = [n_leads] * len(points)
-  if row_starts is None:
-    row_starts = {0: (0, full.shape[0])}
-  offsets, _ = slice_layout(points, n_leads, reuse=False)
-  out = []
-  for p, n_lead, start in zip(points, n_leads, offsets):
-    width = p.feature_size(n_lead)
-    first, count = row_starts[p.pooled]
-    chunk = full[first:first + count, start:start + width * p.num_copies]
-    chunk = jnp.moveaxis(chunk.reshape(-1, p.num_copies, width), 1, 0)
-    own = p.unstacked_shape
-    tokens = (1,) * p.pooled  # a pooled point's own token dims: broadcast
-    chunk = chunk.reshape(p.stack_shape + own[:n_lead] + tokens + own[n_lead + p.pooled:])
-    out.append(jnp.broadcast_to(chunk, p.shape))
-  return out
+from dfax.projectors.per_point import check_feature_ndim
 
 
 def _tile_keys(key: jax.Array, j):
@@ -62,13 +36,12 @@ def _tile_keys(key: jax.Array, j):
   return medium_key, anchor_key
 
 
-def _run_tiles(error: jax.Array, points, tile_fn, tile: int):
-  n_leads = [check_lead_dims(error.shape, p) for p in points]
-  _, total = slice_layout(points, n_leads, reuse=False)
-  error2d, row_starts = stacked_rows(error, points)  # pooled points: per-example frames
-  cols = min(tile, total)
-  full = concat_tiles(lambda j: tile_fn(error2d, j, cols), total, cols)
-  return split_points(full, error.shape, points, n_leads, row_starts)
+def _run_tiles(error: jax.Array, points, tile_fn, tile: int, **layout_options):
+  layout = layout_lib.columns(error.shape, points, **layout_options)
+  error2d, row_starts = layout_lib.stacked_rows(error, points)  # pooled: per-example frames
+  cols = min(tile, layout.total)
+  full = concat_tiles(lambda j: tile_fn(error2d, j, cols), layout.total, cols)
+  return layout_lib.split(full, layout, row_starts)
 
 
 ROW_BLOCK = 1 << 19
@@ -100,7 +73,8 @@ def _row_blocks(error2d: jax.Array, cols: int, fn, noise_key: jax.Array | None):
 
 
 def make_projector(config: OPUConfig | None = None, *, key: jax.Array,
-                   noise_key: jax.Array | None = None):
+                   noise_key: jax.Array | None = None, tie_copies: bool = False,
+                   feature_ndim: int | None = None):
   """A projector that sends the error through the simulated OPU.
 
   Args:
@@ -108,6 +82,9 @@ def make_projector(config: OPUConfig | None = None, *, key: jax.Array,
       noisy); ``OPUConfig.ideal()`` equals ``digital_reference(key)``.
     key: the device's transmission matrix and anchor (fixed for training).
     noise_key: camera noise; needed when ``config.noise``.
+    tie_copies, feature_ndim: the camera layout (``dfax.projectors.layout``):
+      the layers of a scanned point share one slice of pixels; only the last
+      ``feature_ndim`` dims of a point get pixels of their own.
 
   Returns:
     ``projector(error, points) -> list of cotangents``.
@@ -125,6 +102,7 @@ def make_projector(config: OPUConfig | None = None, *, key: jax.Array,
     (5, 16)
   """
   config = config or OPUConfig()
+  check_feature_ndim(feature_ndim, "opu.make_projector")
   if config.noise and noise_key is None:
     raise ValueError("dfax.opu: config.noise=True needs a noise_key (e.g. "
                      "jax.random.fold_in(key, step) for fresh noise each step).")
@@ -145,16 +123,19 @@ def make_projector(config: OPUConfig | None = None, *, key: jax.Array,
                        tile_noise)
 
   def projector(error, points):
-    return _run_tiles(error, points, tile_fn, config.tile)
+    return _run_tiles(error, points, tile_fn, config.tile, tie_copies=tie_copies,
+                      feature_ndim=feature_ndim)
 
   return projector
 
 
-def digital_reference(key: jax.Array, tile: int = 4096):
+def digital_reference(key: jax.Array, tile: int = 4096, *, tie_copies: bool = False,
+                      feature_ndim: int | None = None):
   """The digital projection the ideal OPU computes: ``error @ R_eff``, explicitly.
 
-  Same layout and tiles as ``make_projector``; R_eff = Re(conj(r_a)/|r_a| R)
-  is formed as a real matrix and applied with one matmul per tile.
+  Same layout (and layout options) and tiles as ``make_projector``;
+  R_eff = Re(conj(r_a)/|r_a| R) is formed as a real matrix and applied with
+  one matmul per tile.
   """
   config = OPUConfig.ideal()
 
@@ -165,6 +146,7 @@ def digital_reference(key: jax.Array, tile: int = 4096):
     return error2d @ device.effective_matrix_tile(medium, anchor)
 
   def projector(error, points):
-    return _run_tiles(error, points, tile_fn, tile)
+    return _run_tiles(error, points, tile_fn, tile, tie_copies=tie_copies,
+                      feature_ndim=feature_ndim)
 
   return projector

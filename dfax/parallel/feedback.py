@@ -16,9 +16,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from dfax.core.points import PointSpec, check_lead_dims, pool_error
-from dfax.projectors.dense import DEFAULT_TILE, resolve_scale, sample, tiled_matmul
-from dfax.projectors.keys import copy_keys, path_key
+from dfax.core.points import PointSpec
+from dfax.projectors.dense import DEFAULT_TILE, dense_rows, resolve_scale, sample
+from dfax.projectors.per_point import project_point
 
 # (error, stacked spec, flat copy indices (k,)) -> (k,) + spec.unstacked_shape
 StageFeedback = Callable[[jax.Array, PointSpec, jax.Array], jax.Array]
@@ -61,19 +61,9 @@ def keyed_dense(key: jax.Array, *, distribution: str = "gaussian", scale: float 
   """
   sample(jax.random.key(0), (1,), distribution, jnp.float32)
   resolve_scale(scale, 1, 1)
+  rows = dense_rows(distribution, scale, tile)
 
   def feedback(error, spec, copies):
-    n_lead = check_lead_dims(error.shape, spec)
-    own = spec.unstacked_shape
-    width = spec.feature_size(n_lead)
-    error2d = pool_error(error, spec.pooled).reshape(-1, error.shape[-1])
-    keys = copy_keys(path_key(key, spec.path), spec.num_copies)[copies]
-    s = resolve_scale(scale, error2d.shape[-1], width)
-    rows = lambda k: tiled_matmul(error2d, k, width, distribution=distribution, scale=s,
-                                  tile=tile)
-    out = jax.vmap(rows)(keys)
-    tokens = (1,) * spec.pooled  # a pooled point's own token dims: broadcast
-    out = out.reshape((copies.shape[0],) + own[:n_lead] + tokens + own[n_lead + spec.pooled:])
-    return jnp.broadcast_to(out, (copies.shape[0],) + own).astype(spec.dtype)
+    return project_point(error, spec, key, rows, copies=copies).astype(spec.dtype)
 
   return feedback

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from dfax.core.points import PointSpec
 from dfax.projectors.keys import tile_key
-from dfax.projectors.per_point import check_feature_ndim, project_point
+from dfax.projectors.per_point import RowProjection, check_feature_ndim, per_point
 
 DEFAULT_TILE = 4096
 
@@ -94,6 +94,14 @@ def concat_tiles(one_tile: Callable[[Any], jax.Array], width: int, cols: int) ->
   return jnp.moveaxis(out, 0, 1).reshape(out.shape[1], num_tiles * cols)[:, :width]
 
 
+def dense_rows(distribution: str, scale: float | str, tile: int) -> RowProjection:
+  """The dense projectors' keyed row projection: ``(error2d, point_key, width) -> rows``."""
+  def rows(error2d, point_key, width):
+    return tiled_matmul(error2d, point_key, width, distribution=distribution,
+                        scale=resolve_scale(scale, error2d.shape[-1], width), tile=tile)
+  return rows
+
+
 def dense(key: jax.Array, *, distribution: str = "gaussian", scale: float | str = "error",
           tile: int = DEFAULT_TILE,
           tie_copies: bool = False,
@@ -130,15 +138,8 @@ def dense(key: jax.Array, *, distribution: str = "gaussian", scale: float | str 
   resolve_scale(scale, 1, 1)
   check_feature_ndim(feature_ndim, "dense")
 
-  def rows(error2d, point_key, width):
-    return tiled_matmul(error2d, point_key, width, distribution=distribution,
-                        scale=resolve_scale(scale, error2d.shape[-1], width), tile=tile)
-
-  def projector(error, points):
-    return [project_point(error, p, key, rows, tie_copies=tie_copies, feature_ndim=feature_ndim)
-            for p in points]
-
-  return projector
+  return per_point(dense_rows(distribution, scale, tile), key, tie_copies=tie_copies,
+                   feature_ndim=feature_ndim)
 
 
 def gaussian(key: jax.Array, *, scale: float | str = "error", tile: int = DEFAULT_TILE,

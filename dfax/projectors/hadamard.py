@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.linalg import hadamard as sylvester_hadamard
 
-from dfax.projectors.per_point import check_feature_ndim, project_point
+from dfax.projectors.per_point import check_feature_ndim, per_point
 
 _MAX_FACTOR_BITS = 5  # Kronecker factors of at most 32 x 32: small, dense, fast matmuls
 
@@ -116,8 +116,4 @@ def hadamard(key: jax.Array, *, scale: float | str = "error", tie_copies: bool =
     s = 1.0 / math.sqrt(error2d.shape[-1]) if scale == "error" else float(scale)
     return _srht(error2d, point_key, width, s)
 
-  def projector(error, points):
-    return [project_point(error, p, key, rows, tie_copies=tie_copies, feature_ndim=feature_ndim)
-            for p in points]
-
-  return projector
+  return per_point(rows, key, tie_copies=tie_copies, feature_ndim=feature_ndim)

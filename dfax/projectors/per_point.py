@@ -40,7 +40,8 @@ def kept_dims(spec: PointSpec, n_lead: int, feature_ndim: int | None) -> tuple[i
 
 
 def project_point(error: jax.Array, spec: PointSpec, key: jax.Array, rows: RowProjection, *,
-                  tie_copies: bool = False, feature_ndim: int | None = None) -> jax.Array:
+                  tie_copies: bool = False, feature_ndim: int | None = None,
+                  copies: jax.Array | None = None) -> jax.Array:
   """Projects ``error`` to one (possibly stacked) point.
 
   Args:
@@ -58,9 +59,13 @@ def project_point(error: jax.Array, spec: PointSpec, key: jax.Array, rows: RowPr
       every dim after the lead dims. A pooled point (``spec.pooled``) gets
       the error averaged over its token dims (``pool_error``), projected per
       example and broadcast over the point's own token dims.
+    copies: flat indices of the stacked copies to project (a pipeline stage
+      computes only its own layers' feedback); ``None``: all of them.
 
   Returns:
-    The cotangent, of shape ``spec.shape``.
+    The cotangent, of shape ``spec.shape``; with ``copies``, of shape
+    ``(len(copies),) + spec.unstacked_shape``, equal to those copies of the
+    full cotangent.
 
   Examples:
     >>> from dfax import PointSpec
@@ -79,9 +84,47 @@ def project_point(error: jax.Array, spec: PointSpec, key: jax.Array, rows: RowPr
   error2d = error.reshape(-1, error.shape[-1])
   project = lambda k: rows(error2d, k, width)
   pkey = path_key(key, spec.path)
+  shape = spec.shape if copies is None else (copies.shape[0],) + own
   if spec.stack_ndim and not tie_copies:
-    out, stack = jax.vmap(project)(copy_keys(pkey, spec.num_copies)), spec.stack_shape
+    keys = copy_keys(pkey, spec.num_copies)
+    keys = keys if copies is None else keys[copies]
+    out, stack = jax.vmap(project)(keys), shape[:len(shape) - len(own)]
   else:
-    out, stack = project(pkey), (1,) * spec.stack_ndim
+    out, stack = project(pkey), (1,) * (len(shape) - len(own))
   shared_dims = (1,) * (len(features) - len(kept))
-  return jnp.broadcast_to(out.reshape(stack + own[:n_lead] + shared_dims + kept), spec.shape)
+  return jnp.broadcast_to(out.reshape(stack + own[:n_lead] + shared_dims + kept), shape)
+
+
+def per_point(rows: RowProjection, key: jax.Array, *, tie_copies: bool = False,
+              feature_ndim: int | None = None) -> Callable[[jax.Array, list], list]:
+  """A projector from a keyed row projection: one projection per point, keyed by its path.
+
+  The built-in per-point projectors (``dense``, ``hadamard``) are this
+  function with their own ``rows``; a new keyed projection only has to say
+  how it maps error rows to a point's columns.
+
+  Args:
+    rows: ``(error2d (N, n_out), point_key, width) -> (N, width)``, the keyed
+      projection; called once per point (once per stacked copy unless tied).
+    key: the projector's key; point ``p`` uses ``path_key(key, p.path)``.
+    tie_copies, feature_ndim: see :func:`project_point`.
+
+  Returns:
+    ``projector(error, points) -> list of cotangents``.
+
+  Examples:
+    >>> import dfax
+    >>> def rademacher_rows(error2d, point_key, width):   # +-1/sqrt(n_out) entries
+    ...   signs = jax.random.rademacher(point_key, (error2d.shape[-1], width), error2d.dtype)
+    ...   return error2d @ signs / jnp.sqrt(error2d.shape[-1]).astype(error2d.dtype)
+    >>> proj = dfax.projectors.per_point(rademacher_rows, jax.random.key(0))
+    >>> [c.shape for c in proj(jnp.ones((4, 3)), [dfax.PointSpec("h", (4, 8), "float32")])]
+    [(4, 8)]
+  """
+  check_feature_ndim(feature_ndim, "per_point")
+
+  def projector(error, points):
+    return [project_point(error, p, key, rows, tie_copies=tie_copies, feature_ndim=feature_ndim)
+            for p in points]
+
+  return projector

@@ -11,6 +11,7 @@ one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable
 
@@ -49,7 +50,7 @@ def _opu(c, key, step):
   if step is not None:  # fresh noise per step, reproducible
     noise_key = jax.random.fold_in(noise_key, step)
   return opu.make_projector(opu.OPUConfig.from_dict(dict(c.dfa.opu)), key=key,
-                            noise_key=noise_key)
+                            noise_key=noise_key, **_layout(c))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +86,8 @@ PROJECTORS: dict[str, ProjectorKind] = {p.name: p for p in (
         key, scale=c.dfa.scale, reuse=c.dfa.reuse, **_layout(c)),
         ("scale", "tie_copies", "feature_ndim", "reuse"),
         "one Gaussian matrix sliced across the points (an optical device's layout)"),
-    ProjectorKind("opu", _opu, ("opu",), "the simulated optical processing unit (config.dfa.opu)"),
+    ProjectorKind("opu", _opu, ("opu", "tie_copies", "feature_ndim"),
+                  "the simulated optical processing unit (config.dfa.opu)"),
     ProjectorKind("zeros", lambda c, key, step: dfax.projectors.zeros(), (),
                   "control: no feedback, only the segment after the last cut learns"),
     ProjectorKind("identity", lambda c, key, step: dfax.projectors.identity(), (),
@@ -93,7 +95,8 @@ PROJECTORS: dict[str, ProjectorKind] = {p.name: p for p in (
 )}
 
 
-def _option_defaults() -> dict[str, Any]:
+@functools.cache
+def _option_defaults() -> dict[str, Any]:  # read-only: callers compare against it
   from dfax.train.config_schema import default_config  # noqa: PLC0415
   dfa = default_config().dfa
   return {name: dfa[name].to_dict() if name == "opu" else dfa[name]

@@ -155,10 +155,16 @@ def check_pipeline(tmp_path):
 
 def check_lm_depth(tmp_path):
   out = _script("lm_depth", "--json", str(tmp_path / "depth.json"), "--plot",
-                str(tmp_path / "hybrid.png"))
+                str(tmp_path / "hybrid.png"), "--levers", "rms,residual_init")
   result = json.loads((tmp_path / "depth.json").read_text())
   rows = result["depths"]["2"]["rows"]
-  assert set(rows) == {"dfa", "zero", "last_block", "bp", "hybrid_1"}  # --quick adds K=1
+  assert set(rows) == {"dfa", "zero", "last_block", "bp", "hybrid_1",  # --quick adds K=1
+                       "dfa:rms", "dfa:residual_init"}
+  levers = result["depths"]["2"]["levers"]
+  for lever in ("rms", "residual_init"):
+    assert levers[lever] == pytest.approx((rows["zero"]["val_loss"] - rows[f"dfa:{lever}"][
+        "val_loss"]) / (rows["zero"]["val_loss"] - rows["bp"]["val_loss"]))
+    assert f"gap closure with {lever}" in out, out
   for row in rows.values():
     assert math.isfinite(row["val_loss"]) and _positive(row["seconds"]), row
   assert 0 < rows["hybrid_1"]["digital"] < 1

@@ -90,6 +90,25 @@ def test_no_exact_gradient_leaks_below_the_boundary():
   assert _close(grads["params"]["ln_final"], bp["params"]["ln_final"])
 
 
+def test_the_last_dfa_block_learns_from_the_feedback_at_the_boundary():
+  """Pre-LN, cut after every LayerNorm: the last DFA block's MLP feeds only the exact blocks;
+  the boundary is a feedback point, so it still gets the error's projection."""
+  hybrid = _lm(2, norm="pre")
+  params = hybrid.init(jax.random.key(1), TOKENS)
+  seen = []
+  gaussian = dfax.projectors.gaussian(jax.random.key(2))
+
+  def recording(error, points):
+    seen.extend(p.path for p in points)
+    return gaussian(error, points)
+
+  grads = dfax.dfa_grad(_loss(hybrid), projector=recording, feedback=presets.after_ln())(params)
+  assert "blocks/exact_boundary" in seen, seen
+  blocks = grads["params"]["blocks"]["block"]
+  for path, leaf in jax.tree_util.tree_leaves_with_path(blocks):
+    assert np.asarray(leaf[:2]).reshape(2, -1).any(axis=1).all(), jax.tree_util.keystr(path)
+
+
 def test_hybrid_is_the_same_function_under_jax_grad():
   hybrid, pure = _lm(2), _lm(0)
   params = hybrid.init(jax.random.key(1), TOKENS)

@@ -16,6 +16,7 @@ from lightonml_standin import StandinOPU
 
 import dfax
 from dfax import opu
+from dfax.projectors import layout
 from dfax.models import MLP
 
 N, N_OUT = 128, 32
@@ -132,7 +133,7 @@ def test_same_degradation_with_bits_and_threshold(device):
     total = got.size // N
     reff = _effective_matrix(device, N_OUT, proj.driver._anchor(N_OUT))
     exact = np.asarray(e) @ reff[:, :total]
-    exact = _flat(opu.projector.split_points(jnp.asarray(exact), e.shape, POINTS, 1))
+    exact = _flat(layout.split(jnp.asarray(exact), layout.columns(e.shape, POINTS)))
     theirs.append(_corr(got, exact))
     ours.append(_corr(_simulated(config), digital))
   np.testing.assert_allclose(theirs, ours, atol=0.04)

@@ -37,6 +37,40 @@ def _noisy_opu(key, **options):
   return opu_projector(OPUConfig(tile=64), key=key, noise_key=jax.random.key(7), **options)
 
 
+def _rademacher_rows(error2d, point_key, width):  # a keyed row projection for per_point
+  signs = jax.random.rademacher(point_key, (error2d.shape[-1], width), jnp.float32)
+  return error2d @ signs.astype(error2d.dtype)
+
+
+def _host_device(key, **options):
+  """A numpy stand-in device with a medium fixed by ``key``, behind ``host_device``."""
+  seed = int(np.asarray(jax.random.key_data(key)).sum())
+
+  def device(rows, total):
+    return rows @ np.random.default_rng(seed).standard_normal((rows.shape[1], total))
+
+  return dfax.projectors.host_device(device, **options)
+
+
+def _host_projector(key, **options):
+  """Per-point numpy code behind ``host_projector``: a matrix per point, from ``key``."""
+  seed = int(np.asarray(jax.random.key_data(key)).sum())
+
+  def per_point(error, points):
+    out = []
+    for i, p in enumerate(points):
+      lead = p.unstacked_shape[:error.ndim - 1]
+      width = int(np.prod(p.unstacked_shape[len(lead):]))
+      medium = np.random.default_rng([seed, i]).standard_normal(
+          (error.shape[-1], p.num_copies * width))
+      rows = error.reshape(-1, error.shape[-1]) @ medium
+      rows = np.moveaxis(rows.reshape(-1, p.num_copies, width), 1, 0)
+      out.append(rows.reshape(p.shape).astype(error.dtype))
+    return out
+
+  return dfax.projectors.host_projector(per_point, **options)
+
+
 PROJECTORS = {
     "gaussian": Entry(dfax.projectors.gaussian, ties=True, bad_options=(
         {"scale": "wide"}, {"feature_ndim": 0}, {"scale": None})),
@@ -50,8 +84,12 @@ PROJECTORS = {
                           ties=True),
     "hadamard": Entry(dfax.projectors.hadamard, ties=True, bad_options=(
         {"scale": "point"}, {"scale": "wide"}, {"feature_ndim": 0})),
-    "opu_ideal": Entry(_opu),
-    "opu": Entry(_noisy_opu, linear=False),
+    "per_point": Entry(lambda key, **o: dfax.projectors.per_point(_rademacher_rows, key, **o),
+                       ties=True, bad_options=({"feature_ndim": 0},)),
+    "opu_ideal": Entry(_opu, ties=True, bad_options=({"feature_ndim": 0},)),
+    "opu": Entry(_noisy_opu, linear=False, ties=True),
+    "host_projector": Entry(_host_projector),
+    "host_device": Entry(_host_device, ties=True, bad_options=({"feature_ndim": 0},)),
     "zeros": Entry(lambda key, **o: dfax.projectors.zeros(**o), random=False),
     "identity": Entry(lambda key, **o: dfax.projectors.identity(**o), random=False),
 }
@@ -185,3 +223,29 @@ def test_every_cli_projector_is_in_the_table():
   from dfax.train import methods  # noqa: PLC0415
   covered = {"gaussian", "uniform", "hadamard", "shared", "opu", "zeros", "identity"}
   assert set(methods.PROJECTORS) <= covered and covered <= set(PROJECTORS)
+
+
+def test_every_exported_projector_factory_is_in_the_table():
+  helpers = {"path_key", "copy_keys", "columns_on_host"}  # keys and the callback, not projectors
+  factories = set(dfax.projectors.__all__) - helpers
+  assert factories <= set(PROJECTORS), f"not in the contract table: {factories - set(PROJECTORS)}"
+
+
+def test_host_device_hands_each_point_its_columns_of_one_pass():
+  """The device sees every error row once; point slices follow one another, copies in a row."""
+  medium = np.random.default_rng(0).standard_normal((N_OUT, 8 + 3 * 6))
+  calls = []
+
+  def device(rows, total):
+    calls.append(rows.shape)
+    return rows @ medium[:, :total]
+
+  points = [PointSpec("a/in", (BATCH, 8), jnp.float32),
+            PointSpec("s/in", (3, BATCH, 6), jnp.float32, stack_ndim=1)]
+  error = _error()
+  a, s = dfax.projectors.host_device(device)(error, points)
+  assert calls == [(BATCH, N_OUT)]
+  full = np.asarray(error) @ medium
+  np.testing.assert_allclose(a, full[:, :8], rtol=1e-5)
+  for copy in range(3):
+    np.testing.assert_allclose(s[copy], full[:, 8 + 6 * copy:8 + 6 * (copy + 1)], rtol=1e-5)

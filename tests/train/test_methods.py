@@ -35,8 +35,16 @@ def test_shared_projector_takes_reuse_tie_copies_and_feature_ndim():
   np.testing.assert_array_equal(stream[2, :, 3], final)  # one signal for every copy
 
 
+def test_the_opu_takes_the_layout_options():
+  config = load_config(SMOKE, **{"dfa.projector": "opu", "dfa.tie_copies": True,
+                                 "dfa.feature_ndim": 1})
+  spec = dfax.PointSpec("blocks/in", (3, 4, 8), "float32", stack_ndim=1)
+  out = make_projector(config, step=0)(jnp.ones((4, 5)), [spec])[0]
+  np.testing.assert_allclose(out[0], out[2], rtol=1e-6)  # the layers share one slice
+
+
 def test_projector_options_on_other_projectors_are_refused():
-  config = load_config(SMOKE, **{"dfa.projector": "opu", "dfa.feature_ndim": 1})
+  config = load_config(SMOKE, **{"dfa.projector": "opu", "dfa.scale": "point"})
   with pytest.raises(ValueError, match="projector=gaussian"):
     make_projector(config)
   config = load_config(SMOKE, **{"dfa.reuse": True})
