@@ -104,6 +104,12 @@ def map_float_leaves(tree: Any, side: str, fn: Callable[[Any, str], Any]) -> tup
   return jax.tree_util.tree_unflatten(treedef, leaves), len(floats)
 
 
+def normalised(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+  """``x`` normalised over its last axis (zero mean, unit variance), without parameters."""
+  centred = x - jnp.mean(x, axis=-1, keepdims=True)
+  return centred * jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True) + eps)
+
+
 def _is_body_root(module: Any) -> bool:
   """The clone a lifted linen transform binds to fresh scopes to run its body."""
   parent = getattr(module, "parent", None)
@@ -198,16 +204,15 @@ class Recorder:
   def _run_exactly(self, next_fun, args, kwargs, label: str):
     """A ``dfax.exactly`` module: no cuts inside; inputs from outside the exact part are points.
 
-    An input that no exact module produced is cut and made a feedback point
-    (``label/in``): the exact cotangent stops there, and what produced it
-    (the last DFA-trained layers) gets the error's projection instead.
+    An input that no exact module produced is a boundary point
+    (``label/in``, :meth:`boundary_cut`): the exact cotangent stops there,
+    and what produced it (the last DFA-trained layers) gets the error's
+    projection instead.
     """
-    frame = self.frames[-1]
-
     def boundary(x, name):
       if id(x) in self.exact_ids:
         return x
-      return self._cut(frame, x, f"{label}/{name}", label)
+      return self.boundary_cut(x, True, f"{label}/{name}")
 
     args, kwargs = map_float_leaves((args, kwargs), "in", boundary)[0]
     with exact():
@@ -216,15 +221,29 @@ class Recorder:
     return out
 
   def boundary_cut(self, x, when, name: str):
-    """``dfax.exact_boundary``: a point at ``x`` with feedback (and no cotangent) where ``when``."""
+    """A boundary point at ``x`` (``dfax.exact_boundary``, ``dfax.exactly``'s inputs).
+
+    Where ``when``: the cotangent from above stops at ``x``, and the feedback
+    enters ``x`` through a parameter-free normalisation of its last axis,
+    as a pre-LN residual stream gets its feedback through the LayerNorms
+    that read it. Elsewhere ``x`` passes through untouched.
+    """
     if not self.frames:
       return x
     frame = self.frames[-1]
     if id(x) in frame.cut_ids:  # already a cut: its own point trains what lies below
       return x
-    frame.values.append(jnp.where(when, x, jax.lax.stop_gradient(x)))
-    cut = jnp.where(when, cut_value(x, name), x)
+    if id(x) in frame.cut_of:
+      return frame.cut_of[id(x)][1]
+    value = normalised(x)
+    if when is True:
+      frame.values.append(value)
+      cut = cut_value(x, name)
+    else:
+      frame.values.append(jnp.where(when, value, jax.lax.stop_gradient(value)))
+      cut = jnp.where(when, cut_value(x, name), x)
     frame.meta.append(PointMeta(name, 0, (name,)))
+    frame.cut_of[id(x)] = (x, cut, len(frame.values) - 1)
     frame.cut_ids.add(id(cut))
     return cut
 

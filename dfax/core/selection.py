@@ -215,7 +215,8 @@ def exactly(selector: Any) -> Exactly:
   Its inputs that no other picked module produced are feedback points: the
   exact gradient stops there instead of reaching the DFA-trained modules
   along an uncut path (a residual stream), and what produced those inputs
-  (the last DFA-trained layers) gets the error's projection there. So pick
+  (the last DFA-trained layers) gets the error's projection there, through
+  a parameter-free normalisation as at ``dfax.exact_boundary``. So pick
   modules that feed one another directly, as the blocks of a stack and the
   final LayerNorm do: a function applied between two picked modules (an
   activation) makes the second one's input such a point. For the last K
