@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import pathlib
 import time
 
 import jax
@@ -132,6 +133,11 @@ def parse(argv=None) -> argparse.Namespace:
   p.add_argument("--json", help="write the results here")
   p.add_argument("--plot", help="draw the validation loss against K (the hybrid curve) here, "
                                 "one line per depth, from the dfa (K=0), hybrid_K and bp rows")
+  p.add_argument("--plot_levers", help="draw each lever's gap closure (a bar per lever) here")
+  p.add_argument("--merge", nargs="+", metavar="JSON",
+                 help="train nothing: merge the rows of these --json files (runs of the same "
+                      "sizes and seed, e.g. rows run in separate processes), print the table "
+                      "and closures, and draw --plot/--plot_levers")
   p.add_argument("--quick", action="store_true", help="tiny sizes, a few steps (tests)")
   args = p.parse_args(argv)
   if args.quick:
@@ -272,8 +278,56 @@ def lever_closures(results: dict) -> dict:
           for row, r in results.items() if row.startswith("dfa:")}
 
 
+def merge(paths: list[str]) -> dict:
+  """The rows of several ``--json`` results, per depth, with the closures recomputed.
+
+  Raises:
+    SystemExit: when the files differ in sizes, steps or seed (rows that did
+      not start from the same initialisation and batches cannot be compared).
+  """
+  runs = [json.loads(pathlib.Path(p).read_text()) for p in paths]
+  same = ("steps", "d_model", "heads", "d_ff", "seq", "batch", "seed", "eval_batches", "warmup")
+  for path, run in zip(paths[1:], runs[1:]):
+    diff = [k for k in same if run["args"][k] != runs[0]["args"][k]]
+    if diff:
+      raise SystemExit(f"lm_depth.py: {path} differs from {paths[0]} in {diff}; merge only "
+                       "runs of the same sizes, steps and seed")
+  out = {**runs[0], "merged_from": list(paths), "depths": {}}
+  for run in runs:
+    for depth, result in run["depths"].items():
+      out["depths"].setdefault(depth, {"rows": {}})["rows"].update(result["rows"])
+  for summary in out["depths"].values():
+    rows = summary["rows"]
+    summary.update(gap_closure=gap_closure(rows), levers=lever_closures(rows),
+                   dfa_lead_over_last_block=(
+                       rows["last_block"]["val_loss"] - rows["dfa"]["val_loss"]
+                       if {"dfa", "last_block"} <= rows.keys() else None))
+  return out
+
+
+def print_summary(out: dict) -> None:
+  """The rows and closures of every depth, as a table."""
+  print(f"{'depth':>5} {'row':>18} {'val loss':>9} {'closure':>8}")
+  for depth, summary in out["depths"].items():
+    for row, result in summary["rows"].items():
+      closure = summary["levers"].get(row.split(":", 1)[-1]) if row.startswith("dfa:") else (
+          summary["gap_closure"] if row == "dfa" else None)
+      print(f"{depth:>5} {row:>18} {result['val_loss']:>9.4f} "
+            f"{'' if closure is None else f'{closure:8.3f}':>8}")
+
+
 def main(argv=None) -> dict:
   args = parse(argv)
+  if args.merge:
+    out = merge(args.merge)
+    print_summary(out)
+    if args.json:
+      pathlib.Path(args.json).write_text(json.dumps(out, indent=2))
+    if args.plot:
+      plot_hybrid_curve(out, args.plot)
+    if args.plot_levers:
+      plot_levers(out, args.plot_levers)
+    return out
   rows = [r for r in args.rows.split(",") if r]
   hybrids = [int(k) for k in args.bp_blocks.split(",") if k]
   unknown = sorted(set(rows) - set(ROWS))
@@ -330,6 +384,8 @@ def main(argv=None) -> dict:
             f"{summary['dfa_lead_over_last_block']:+.4f} nats", flush=True)
   if args.plot:
     plot_hybrid_curve(out, args.plot)
+  if args.plot_levers:
+    plot_levers(out, args.plot_levers)
   return out
 
 
@@ -375,6 +431,28 @@ def plot_hybrid_curve(out: dict, path: str) -> None:
   ax.set_title("Hybrid DFA/backprop; labels: backward FLOPs still by backprop\n"
                "dotted: zero-feedback control, dashed: last-block control", fontsize=9)
   ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_levers(out: dict, path: str) -> None:
+  """Each lever's gap closure against the default DFA row's, one panel per depth."""
+  import matplotlib  # noqa: PLC0415
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  depths = [(d, r) for d, r in out["depths"].items() if r.get("levers")]
+  fig, axes = plt.subplots(1, max(len(depths), 1), figsize=(6 * max(len(depths), 1), 4),
+                           squeeze=False)
+  for ax, (depth, result) in zip(axes[0], depths):
+    names = ["(default)"] + list(result["levers"])
+    closures = [result["gap_closure"]] + list(result["levers"].values())
+    colors = ["tab:gray"] + ["tab:blue"] * len(result["levers"])
+    ax.barh(names[::-1], closures[::-1], color=colors[::-1])
+    ax.axvline(result["gap_closure"], ls=":", c="gray")
+    ax.set_xlabel("gap closure (0: zero-feedback control, 1: backprop)")
+    ax.set_title(f"{depth} blocks: DFA with one lever changed", fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

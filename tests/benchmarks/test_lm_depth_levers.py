@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import pathlib
 import sys
 
@@ -60,3 +61,32 @@ def test_rms_normalised_feedback_has_unit_rms_per_token(lm_depth):
   proj = lm_depth.rms_normalised(dfax.projectors.gaussian(jax.random.key(1)))
   for c in proj(error, points):
     np.testing.assert_allclose(jnp.sqrt(jnp.mean(c ** 2, axis=-1)), 1.0, rtol=1e-5)
+
+
+def _run(tmp_path, name, rows, **args):
+  base = {"steps": 10, "d_model": 8, "heads": 2, "d_ff": 16, "seq": 8, "batch": 2, "seed": 0,
+          "eval_batches": 1, "warmup": 1}
+  path = tmp_path / name
+  path.write_text(json.dumps({"args": {**base, **args}, "depths": {"8": {"rows": {
+      row: r if isinstance(r, dict) else {"val_loss": r} for row, r in rows.items()}}}}))
+  return str(path)
+
+
+def test_merge_joins_rows_of_separate_runs_and_recomputes_the_closures(lm_depth, tmp_path):
+  a = _run(tmp_path, "a.json", {"dfa": 2.5, "zero": 3.0, "bp": 2.0})
+  b = _run(tmp_path, "b.json", {"dfa:tied": 2.4, "hybrid_2": {"val_loss": 2.3, "digital": 0.25}})
+  out = lm_depth.main(["--merge", a, b, "--plot_levers", str(tmp_path / "levers.png"),
+                       "--plot", str(tmp_path / "hybrid.png")])
+  summary = out["depths"]["8"]
+  assert set(summary["rows"]) == {"dfa", "zero", "bp", "dfa:tied", "hybrid_2"}
+  assert summary["gap_closure"] == pytest.approx(0.5)
+  assert summary["levers"] == {"tied": pytest.approx(0.6)}
+  for png in ("levers.png", "hybrid.png"):
+    assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_merge_refuses_runs_that_did_not_start_alike(lm_depth, tmp_path):
+  a = _run(tmp_path, "a.json", {"dfa": 2.5})
+  b = _run(tmp_path, "b.json", {"zero": 3.0}, seed=1)
+  with pytest.raises(SystemExit, match=r"differs from .* in \['seed'\]"):
+    lm_depth.main(["--merge", a, b])
