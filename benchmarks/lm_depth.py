@@ -428,8 +428,11 @@ def plot_hybrid_curve(out: dict, path: str) -> None:
       ax.axhline(result["rows"]["last_block"]["val_loss"], ls="--", c="gray")
   ax.set_xlabel("K: last blocks trained by backprop (0: DFA, all: backprop)")
   ax.set_ylabel("validation loss (nats/char)")
-  ax.set_title("Hybrid DFA/backprop; labels: backward FLOPs still by backprop\n"
-               "dotted: zero-feedback control, dashed: last-block control", fontsize=9)
+  drawn = {row for result in out["depths"].values() for row in result["rows"]}
+  lines = [text for row, text in (("zero", "dotted: zero-feedback control"),
+                                  ("last_block", "dashed: last-block control")) if row in drawn]
+  ax.set_title("Hybrid DFA/backprop; labels: backward FLOPs still by backprop"
+               + ("\n" + ", ".join(lines) if lines else ""), fontsize=9)
   ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=120)

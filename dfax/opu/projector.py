@@ -19,7 +19,6 @@ per example, the token-averaged error, in the same device pass.
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 
