@@ -231,13 +231,12 @@ def make_lightonml_projector(opu: Any, config: OPUConfig | None = None, *,
   driver = LightonDriver(opu, config, anchor_pixels, emulate_camera)
 
   def projector(error, points):
-    layout = layout_lib.columns(error.shape, points, tie_copies=tie_copies,
-                                feature_ndim=feature_ndim)
-    error2d, row_starts = layout_lib.stacked_rows(error, points)
-    on_device = lambda frames: columns_on_host(driver.project, frames.astype(jnp.uint8),
-                                               layout.total)
-    full = device.through_binary_frames(error2d, config, on_device).astype(error.dtype)
-    return layout_lib.split(full, layout, row_starts)
+    def through_device(rows, total):
+      on_device = lambda frames: columns_on_host(driver.project, frames.astype(jnp.uint8), total)
+      return device.through_binary_frames(rows, config, on_device).astype(error.dtype)
+
+    return layout_lib.project_once(error, points, through_device, tie_copies=tie_copies,
+                                   feature_ndim=feature_ndim)
 
   projector.driver = driver
   return projector

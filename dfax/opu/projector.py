@@ -36,11 +36,11 @@ def _tile_keys(key: jax.Array, j):
 
 
 def _run_tiles(error: jax.Array, points, tile_fn, tile: int, **layout_options):
-  layout = layout_lib.columns(error.shape, points, **layout_options)
-  error2d, row_starts = layout_lib.stacked_rows(error, points)  # pooled: per-example frames
-  cols = min(tile, layout.total)
-  full = concat_tiles(lambda j: tile_fn(error2d, j, cols), layout.total, cols)
-  return layout_lib.split(full, layout, row_starts)
+  def in_tiles(rows, total):  # pooled points: their per-example frames are rows too
+    cols = min(tile, total)
+    return concat_tiles(lambda j: tile_fn(rows, j, cols), total, cols)
+
+  return layout_lib.project_once(error, points, in_tiles, **layout_options)
 
 
 ROW_BLOCK = 1 << 19

@@ -14,10 +14,9 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 
 from dfax.core.points import PointSpec
-from dfax.projectors.dense import DEFAULT_TILE, dense_rows, resolve_scale, sample
+from dfax.projectors.dense import DEFAULT_TILE, dense_rows
 from dfax.projectors.per_point import project_point
 
 # (error, stacked spec, flat copy indices (k,)) -> (k,) + spec.unstacked_shape
@@ -28,7 +27,7 @@ def from_projector(projector: Callable) -> StageFeedback:
   """Wraps any ``projector(error, points)``: projects all copies, keeps the asked ones.
 
   Examples:
-    >>> import dfax
+    >>> import jax.numpy as jnp, dfax
     >>> fb = from_projector(dfax.projectors.gaussian(jax.random.key(0)))
     >>> spec = PointSpec("stages/out/in", (4, 2, 8), jnp.float32, stack_ndim=1)
     >>> fb(jnp.ones((2, 3)), spec, jnp.array([1])).shape
@@ -54,13 +53,12 @@ def keyed_dense(key: jax.Array, *, distribution: str = "gaussian", scale: float 
     A ``StageFeedback``; its output equals the dense projector's copies.
 
   Examples:
+    >>> import jax.numpy as jnp
     >>> fb = keyed_dense(jax.random.key(0))
     >>> spec = PointSpec("stages/out/in", (4, 2, 8), jnp.float32, stack_ndim=1)
     >>> fb(jnp.ones((2, 3)), spec, jnp.array([3])).shape
     (1, 2, 8)
   """
-  sample(jax.random.key(0), (1,), distribution, jnp.float32)
-  resolve_scale(scale, 1, 1)
   rows = dense_rows(distribution, scale, tile)
 
   def feedback(error, spec, copies):

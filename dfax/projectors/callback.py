@@ -89,12 +89,10 @@ def host_device(project_rows: RowsOnHost, *, tie_copies: bool = False,
   check_feature_ndim(feature_ndim, "host_device")
 
   def projector(error, points):
-    layout = layout_lib.columns(error.shape, points, tie_copies=tie_copies,
-                                feature_ndim=feature_ndim)
-    rows, row_starts = layout_lib.stacked_rows(error, points)
-    full = columns_on_host(project_rows, rows, layout.total, dtype=error.dtype,
-                           vmap_method=vmap_method)
-    return layout_lib.split(full, layout, row_starts)
+    on_host = lambda rows, total: columns_on_host(project_rows, rows, total, dtype=error.dtype,
+                                                  vmap_method=vmap_method)
+    return layout_lib.project_once(error, points, on_host, tie_copies=tie_copies,
+                                   feature_ndim=feature_ndim)
 
   return projector
 

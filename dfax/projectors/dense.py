@@ -94,8 +94,21 @@ def concat_tiles(one_tile: Callable[[Any], jax.Array], width: int, cols: int) ->
   return jnp.moveaxis(out, 0, 1).reshape(out.shape[1], num_tiles * cols)[:, :width]
 
 
+def check_dense_options(distribution: str, scale: float | str) -> None:
+  """Raises a ValueError naming the fix for an unknown ``distribution`` or ``scale``."""
+  sample(jax.random.key(0), (1,), distribution, jnp.float32)
+  resolve_scale(scale, 1, 1)
+
+
 def dense_rows(distribution: str, scale: float | str, tile: int) -> RowProjection:
-  """The dense projectors' keyed row projection: ``(error2d, point_key, width) -> rows``."""
+  """The dense projectors' keyed row projection: ``(error2d, point_key, width) -> rows``.
+
+  Raises:
+    ValueError: for an unknown ``distribution`` or ``scale``, when called
+      (not when the rows are traced).
+  """
+  check_dense_options(distribution, scale)
+
   def rows(error2d, point_key, width):
     return tiled_matmul(error2d, point_key, width, distribution=distribution,
                         scale=resolve_scale(scale, error2d.shape[-1], width), tile=tile)
@@ -134,8 +147,6 @@ def dense(key: jax.Array, *, distribution: str = "gaussian", scale: float | str 
     >>> grads["params"]["layers_0"]["kernel"].shape
     (5, 16)
   """
-  sample(jax.random.key(0), (1,), distribution, jnp.float32)  # validate early
-  resolve_scale(scale, 1, 1)
   check_feature_ndim(feature_ndim, "dense")
 
   return per_point(dense_rows(distribution, scale, tile), key, tie_copies=tie_copies,

@@ -5,7 +5,7 @@ an optical device, a host device behind a callback) lays the points side by
 side in the columns of one ``(rows, total)`` result and hands each point its
 slice. :func:`columns` computes where the slices sit, :func:`stacked_rows`
 which rows a pooled point reads, and :func:`split` cuts the result back into
-cotangents. The options mean what they mean for the per-point projectors:
+cotangents; :func:`project_once` does all three around one projection. The options mean what they mean for the per-point projectors:
 
 * ``tie_copies``: the copies of a stacked point (the layers of an ``nn.scan``)
   share one slice instead of one slice each;
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -111,6 +111,27 @@ def stacked_rows(error: jax.Array, points: Sequence[PointSpec]) -> tuple[jax.Arr
     starts[pooled] = (at, block.shape[0])
     at += block.shape[0]
   return (blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks)), starts
+
+
+def project_once(error: jax.Array, points: Sequence[PointSpec],
+                 project: Callable[[jax.Array, int], jax.Array], *, reuse: bool = False,
+                 tie_copies: bool = False, feature_ndim: int | None = None) -> list[jax.Array]:
+  """One projection of the error's rows for every point, then each point's slice.
+
+  Args:
+    error: the output error, ``lead + (n_out,)``.
+    points: the points.
+    project: ``(rows (N, n_out), total) -> (N, total)``, the one pass (a
+      matmul, a simulated or real device).
+    reuse, tie_copies, feature_ndim: the layout options (:func:`columns`).
+
+  Returns:
+    One cotangent per point, of its shape.
+  """
+  layout = columns(error.shape, points, reuse=reuse, tie_copies=tie_copies,
+                   feature_ndim=feature_ndim)
+  rows, row_starts = stacked_rows(error, points)
+  return split(project(rows, layout.total), layout, row_starts)
 
 
 def split(full: jax.Array, layout: Columns, row_starts: dict | None = None) -> list[jax.Array]:

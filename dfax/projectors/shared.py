@@ -19,10 +19,9 @@ rows are appended to the error's rows, so there is still one pass.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
-from dfax.projectors.dense import DEFAULT_TILE, resolve_scale, sample, tiled_matmul
-from dfax.projectors.layout import columns, split, stacked_rows
+from dfax.projectors.dense import DEFAULT_TILE, check_dense_options, resolve_scale, tiled_matmul
+from dfax.projectors.layout import project_once
 from dfax.projectors.per_point import check_feature_ndim
 
 
@@ -49,7 +48,7 @@ def shared(key: jax.Array, *, distribution: str = "gaussian", scale: float | str
     ``projector(error, points) -> list of cotangents``.
 
   Examples:
-    >>> import dfax
+    >>> import jax.numpy as jnp, dfax
     >>> from dfax import PointSpec
     >>> proj = dfax.projectors.shared(jax.random.key(0), reuse=True, scale="point")
     >>> points = [PointSpec("Dense_0/in", (4, 8), jnp.float32),
@@ -57,16 +56,15 @@ def shared(key: jax.Array, *, distribution: str = "gaussian", scale: float | str
     >>> [c.shape for c in proj(jnp.ones((4, 3)), points)]
     [(4, 8), (4, 6)]
   """
-  sample(jax.random.key(0), (1,), distribution, jnp.float32)
-  resolve_scale(scale, 1, 1)
+  check_dense_options(distribution, scale)
   check_feature_ndim(feature_ndim, "shared")
 
+  def one_matrix(rows, total):
+    return tiled_matmul(rows, key, total, distribution=distribution,
+                        scale=resolve_scale(scale, rows.shape[-1], total), tile=tile)
+
   def projector(error, points):
-    layout = columns(error.shape, points, reuse=reuse, tie_copies=tie_copies,
-                     feature_ndim=feature_ndim)
-    error2d, row_starts = stacked_rows(error, points)
-    s = resolve_scale(scale, error.shape[-1], layout.total)
-    full = tiled_matmul(error2d, key, layout.total, distribution=distribution, scale=s, tile=tile)
-    return split(full, layout, row_starts)
+    return project_once(error, points, one_matrix, reuse=reuse, tie_copies=tie_copies,
+                        feature_ndim=feature_ndim)
 
   return projector
