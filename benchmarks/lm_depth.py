@@ -34,6 +34,8 @@ and batches, with its gap closure against the same controls (the ablation
 study of the depth page)::
 
   python benchmarks/lm_depth.py --depths 8 --levers lr_3e-3,macro,shared
+
+``a+b`` is one row with both levers' settings (``--levers post_ln+reuse``).
 """
 
 from __future__ import annotations
@@ -80,6 +82,10 @@ LEVERS = {lever.name: lever for lever in (
     Lever("reuse", "one shared matrix whose first d columns every point takes (TinyDFA): every "
           "point of one width gets the same signal", {"projector": "shared", "reuse": True}),
     Lever("opu", "the simulated OPU (ternarised error, 8-bit camera, noise)", {"projector": "opu"}),
+    Lever("opu_topk", "the simulated OPU, each error row ternarised keeping its largest 10% of "
+          "entries (topk) instead of those beyond one std", {"projector": "opu", "opu_topk": 0.1}),
+    Lever("opu_analog", "the simulated OPU with the error sent unternarised (camera and noise "
+          "kept): what ternarisation alone costs", {"projector": "opu", "opu_ternarize": False}),
     Lever("macro", "cuts in front of every block: feedback at block outputs, backprop inside",
           {"preset": "macro"}),
     Lever("sublayer", "cuts in front of every sublayer (attention, MLP)", {"preset": "sublayer"}),
@@ -122,11 +128,15 @@ def parse(argv=None) -> argparse.Namespace:
                       "'logits' keeps the rows pure DFA")
   p.add_argument("--preset", default="after_ln", choices=presets.PRESETS)
   p.add_argument("--projector", default="gaussian", choices=PROJECTORS)
+  p.add_argument("--opu_topk", type=float, default=None,
+                 help="--projector opu: ternarise keeping this fraction of each error row")
+  p.add_argument("--opu_ternarize", default=True, action=argparse.BooleanOptionalAction,
+                 help="--projector opu: ternarise the error (the device's binary input)")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   p.add_argument("--rows", default=",".join(ROWS), help="which of " + ",".join(ROWS))
   p.add_argument("--bp_blocks", default="", help="comma-separated K: add a hybrid_K row each")
   p.add_argument("--levers", default="",
-                 help="comma-separated levers, a dfa:<lever> row each: " + ", ".join(
+                 help="comma-separated levers, a dfa:<lever> row each (a+b: one row with both): " + ", ".join(
                      f"{name} ({lever.what})" for name, lever in LEVERS.items()))
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--eval_batches", type=int, default=16)
@@ -162,7 +172,8 @@ def projector(row: str, args: argparse.Namespace):
   if args.reuse and args.projector != "shared":
     raise SystemExit("lm_depth.py: --reuse needs --projector shared")
   if args.projector == "opu":
-    proj = dfax.opu.make_projector(dfax.opu.OPUConfig(), key=key, tie_copies=args.tie_copies,
+    device = dfax.opu.OPUConfig(ternarize=args.opu_ternarize, topk=args.opu_topk)
+    proj = dfax.opu.make_projector(device, key=key, tie_copies=args.tie_copies,
                                    noise_key=jax.random.key(2000 + args.seed))
   else:
     scale = args.scale if args.scale in ("error", "point") else float(args.scale)
@@ -264,10 +275,21 @@ def config_for(args: argparse.Namespace, depth: int, vocab_size: int) -> Transfo
 
 
 def with_lever(args: argparse.Namespace, name: str) -> argparse.Namespace:
-  """``args`` with the lever's settings applied."""
-  if name not in LEVERS:
-    raise SystemExit(f"lm_depth.py: unknown lever {name!r}; choose from {','.join(LEVERS)}")
-  return argparse.Namespace(**{**vars(args), **LEVERS[name].settings})
+  """``args`` with the lever's settings applied; ``a+b`` applies both levers (b's win).
+
+  Examples:
+    >>> args = parse(["--quick"])
+    >>> combined = with_lever(args, "post_ln+reuse")
+    >>> combined.norm, combined.preset, combined.reuse, args.reuse
+    ('post', 'macro_out', True, False)
+  """
+  settings = {}
+  for part in name.split("+"):
+    if part not in LEVERS:
+      raise SystemExit(f"lm_depth.py: unknown lever {part!r}; choose from {','.join(LEVERS)}, "
+                       "or join several with +")
+    settings.update(LEVERS[part].settings)
+  return argparse.Namespace(**{**vars(args), **settings})
 
 
 def lever_closures(results: dict) -> dict:
