@@ -15,6 +15,8 @@
 #   layer_parallel.json    vmapped vs reverse-scan DFA backward (benchmarks/layer_parallel.py)
 #   opu_projector.json     simulated-OPU vs digital projector time (benchmarks/opu_projector.py)
 #   pipeline.json          pipelines on the devices present + 1.14B model (benchmarks/pipeline.py)
+#   pipeline_*.png         the layer-parallel and pipeline figures (the bubble table's figures
+#                          only where the table runs: not on a GPU, which skips it)
 #
 # Environment:
 #   GPU_SUITE_SKIP_TESTS=1   skip the tests part (tests/benchmarks checks the rest this way).
@@ -117,11 +119,12 @@ print(json.dumps(res, indent=1))
 json.dump(res, open(out, "w"), indent=2)
 EOF
 
-run_part layer_parallel 90 python benchmarks/layer_parallel.py $LP --json "$OUT/layer_parallel.json"
+run_part layer_parallel 90 python benchmarks/layer_parallel.py $LP --json "$OUT/layer_parallel.json" \
+    --figures "$OUT"
 
 run_part opu_projector 40 python benchmarks/opu_projector.py $OPU --json "$OUT/opu_projector.json"
 
-run_part pipeline 100 python benchmarks/pipeline.py $PIPE --json "$OUT/pipeline.json"
+run_part pipeline 100 python benchmarks/pipeline.py $PIPE --json "$OUT/pipeline.json" --figures "$OUT"
 
 python - "$OUT" <<EOF
 import json, os, sys, jax, flax

@@ -300,6 +300,15 @@ def lever_closures(results: dict) -> dict:
           for row, r in results.items() if row.startswith("dfa:")}
 
 
+def summarise(rows: dict) -> dict:
+  """One depth's figures from its rows: the gap closure, each lever's, DFA's lead over the
+  last-block control (None where a row they need is missing)."""
+  lead = (rows["last_block"]["val_loss"] - rows["dfa"]["val_loss"]
+          if {"dfa", "last_block"} <= rows.keys() else None)
+  return {"gap_closure": gap_closure(rows), "levers": lever_closures(rows),
+          "dfa_lead_over_last_block": lead}
+
+
 def merge(paths: list[str]) -> dict:
   """The rows of several ``--json`` results, per depth, with the closures recomputed.
 
@@ -319,11 +328,7 @@ def merge(paths: list[str]) -> dict:
     for depth, result in run["depths"].items():
       out["depths"].setdefault(depth, {"rows": {}})["rows"].update(result["rows"])
   for summary in out["depths"].values():
-    rows = summary["rows"]
-    summary.update(gap_closure=gap_closure(rows), levers=lever_closures(rows),
-                   dfa_lead_over_last_block=(
-                       rows["last_block"]["val_loss"] - rows["dfa"]["val_loss"]
-                       if {"dfa", "last_block"} <= rows.keys() else None))
+    summary.update(summarise(summary["rows"]))
   return out
 
 
@@ -374,10 +379,7 @@ def main(argv=None) -> dict:
       results[row] = result
       print(f"{depth:>5} {row:>10} {result['val_loss']:>9.4f} {result['seconds']:>8.1f}{extra}",
             flush=True)
-      summary.update(gap_closure=gap_closure(results), levers=lever_closures(results),
-                     dfa_lead_over_last_block=(
-                         results["last_block"]["val_loss"] - results["dfa"]["val_loss"]
-                         if {"dfa", "last_block"} <= results.keys() else None))
+      summary.update(summarise(results))
       if args.json:  # after every row: a long run that stops keeps what it measured
         with open(args.json, "w") as f:
           json.dump(out, f, indent=2)

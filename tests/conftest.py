@@ -5,6 +5,7 @@ The library never looks for ``../shared``; the tests point it there explicitly:
 when that exists. In a clone without it, the tests read the copies shipped in
 ``dfax/data/mnist_idx`` and ``dfax/data/shakespeare_text``. The download cache
 is a fresh temporary folder, so no test reads or writes a user's ``~/.cache/dfax``.
+So is the XLA compilation cache the run's processes share (``JAX_COMPILATION_CACHE_DIR``).
 """
 
 import atexit
@@ -42,6 +43,13 @@ os.environ.setdefault("TFDS_DATA_DIR", "/tmp/dfax-tfds-offline")
 os.environ["DFAX_DATA_DIR"] = str(TEST_DATA)
 if not os.environ.get("DFAX_CACHE_DIR"):
   os.environ["DFAX_CACHE_DIR"] = str(_temporary_folder("dfax-test-cache-"))
+# One XLA compilation cache per test run, shared by the xdist workers and the CLI, notebook and
+# benchmark subprocesses: many tests compile the same small programs again. It holds compiled
+# executables only (what runs is the same). Size-bounded, so that jax locks it across processes.
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = str(_temporary_folder("dfax-test-jax-cache-"))
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
 
 import pytest  # noqa: E402
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 import jax
 
 from dfax.core import lifted
-from dfax.core.outputs import is_float_array
+from dfax.core.outputs import map_float_leaves
 
 
 def _stop(x, name: str):
@@ -100,11 +100,8 @@ def exact_boundary(x: Any, when: Any, name: str = "exact_boundary") -> Any:
   recorder = lifted.active_recorder()
   if recorder is None:
     return x
-  leaves, treedef = jax.tree_util.tree_flatten(x)
-  floats = [i for i, v in enumerate(leaves) if is_float_array(v)]
-  for n, i in enumerate(floats):
-    leaves[i] = recorder.boundary_cut(leaves[i], when, name if len(floats) == 1 else f"{name}/{n}")
-  return jax.tree_util.tree_unflatten(treedef, leaves)
+  return map_float_leaves(x, name, lambda leaf, leaf_name: recorder.boundary_cut(
+      leaf, when, leaf_name), sep="/")[0]
 
 
 @contextlib.contextmanager

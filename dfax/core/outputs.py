@@ -21,6 +21,24 @@ def is_float_array(x: Any) -> bool:
   return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.inexact)
 
 
+def map_float_leaves(tree: Any, side: str, fn: Callable[[Any, str], Any],
+                     sep: str = "") -> tuple[Any, int]:
+  """Applies ``fn(leaf, name)`` to the floating leaves of ``tree``.
+
+  A single floating leaf is named ``side`` ("in" or "out"); several are
+  ``side0``, ``side1``, ... in flattening order (``side/0``, ... with
+  ``sep="/"``).
+
+  Returns:
+    The tree with those leaves replaced, and how many there were.
+  """
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  floats = [i for i, x in enumerate(leaves) if is_float_array(x)]
+  for k, i in enumerate(floats):
+    leaves[i] = fn(leaves[i], side if len(floats) == 1 else f"{side}{sep}{k}")
+  return jax.tree_util.tree_unflatten(treedef, leaves), len(floats)
+
+
 def check_output_selector(output: OutputSelector) -> None:
   """Raises a TypeError naming the fix when ``output=`` is not usable."""
   if output is None or isinstance(output, str) or callable(output):

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from flax.core.scope import Scope
 
 from dfax.core import lifted
-from dfax.core.outputs import OutputSelector, is_float_array, select_output
+from dfax.core.outputs import OutputSelector, is_float_array, map_float_leaves, select_output
 from dfax.core.points import PointSpec
 from dfax.core.selection import Selection
 from dfax.core.cuts import _EXACT, cut_value, exact
@@ -86,22 +86,6 @@ class _Tapped:
 
   def made_points(self) -> bool:
     return any(self.state.perturbed or ())
-
-
-def map_float_leaves(tree: Any, side: str, fn: Callable[[Any, str], Any]) -> tuple[Any, int]:
-  """Applies ``fn(leaf, name)`` to the floating leaves of ``tree``.
-
-  A single floating leaf is named ``side`` ("in" or "out"); several are
-  ``side0``, ``side1``, ... in flattening order.
-
-  Returns:
-    The tree with those leaves replaced, and how many there were.
-  """
-  leaves, treedef = jax.tree_util.tree_flatten(tree)
-  floats = [i for i, x in enumerate(leaves) if is_float_array(x)]
-  for k, i in enumerate(floats):
-    leaves[i] = fn(leaves[i], side if len(floats) == 1 else f"{side}{k}")
-  return jax.tree_util.tree_unflatten(treedef, leaves), len(floats)
 
 
 def normalised(x: jax.Array, eps: float = 1e-6) -> jax.Array:
@@ -237,15 +221,9 @@ class Recorder:
       return frame.cut_of[id(x)][1]
     value = normalised(x)
     if when is True:
-      frame.values.append(value)
-      cut = cut_value(x, name)
-    else:
-      frame.values.append(jnp.where(when, value, jax.lax.stop_gradient(value)))
-      cut = jnp.where(when, cut_value(x, name), x)
-    frame.meta.append(PointMeta(name, 0, (name,)))
-    frame.cut_of[id(x)] = (x, cut, len(frame.values) - 1)
-    frame.cut_ids.add(id(cut))
-    return cut
+      return self._add_point(frame, x, value, cut_value(x, name), PointMeta(name, 0, (name,)))
+    return self._add_point(frame, x, jnp.where(when, value, jax.lax.stop_gradient(value)),
+                           jnp.where(when, cut_value(x, name), x), PointMeta(name, 0, (name,)))
 
   def _with_root(self, module, run, *args):
     """Runs ``run(*args)`` with ``module`` known as a root (its own methods are no lift)."""
@@ -379,14 +357,19 @@ class Recorder:
             meta, owners=meta.owners + (owner,) * (owner not in meta.owners),
             pooled=max(pooled, meta.pooled))
       return cut
+    meta = PointMeta(name, 0, (owner,), pooled)
     gate = _EXACT.get()
     if gate is False:
-      frame.values.append(x)
-      cut = cut_value(x, name)
-    else:  # exact where the (traced) gate is true: no feedback there, the exact cotangent
-      frame.values.append(jnp.where(gate, jax.lax.stop_gradient(x), x))
-      cut = jnp.where(gate, x, cut_value(x, name))
-    frame.meta.append(PointMeta(name, 0, (owner,), pooled))
+      return self._add_point(frame, x, x, cut_value(x, name), meta)
+    # exact where the (traced) gate is true: no feedback there, the exact cotangent
+    return self._add_point(frame, x, jnp.where(gate, jax.lax.stop_gradient(x), x),
+                           jnp.where(gate, x, cut_value(x, name)), meta)
+
+  @staticmethod
+  def _add_point(frame: _Frame, x, value, cut, meta: PointMeta):
+    """Records a point: ``value`` is what its feedback trains, ``cut`` replaces ``x``."""
+    frame.values.append(value)
+    frame.meta.append(meta)
     frame.cut_of[id(x)] = (x, cut, len(frame.values) - 1)
     frame.cut_ids.add(id(cut))
     return cut

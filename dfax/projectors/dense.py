@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from dfax.core.points import PointSpec
 from dfax.projectors.keys import tile_key
-from dfax.projectors.per_point import RowProjection, check_feature_ndim, per_point
+from dfax.projectors.per_point import RowProjection, per_point
 
 DEFAULT_TILE = 4096
 
@@ -147,10 +147,8 @@ def dense(key: jax.Array, *, distribution: str = "gaussian", scale: float | str 
     >>> grads["params"]["layers_0"]["kernel"].shape
     (5, 16)
   """
-  check_feature_ndim(feature_ndim, "dense")
-
   return per_point(dense_rows(distribution, scale, tile), key, tie_copies=tie_copies,
-                   feature_ndim=feature_ndim)
+                   feature_ndim=feature_ndim, name="dense")
 
 
 def gaussian(key: jax.Array, *, scale: float | str = "error", tile: int = DEFAULT_TILE,

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.linalg import hadamard as sylvester_hadamard
 
-from dfax.projectors.per_point import check_feature_ndim, per_point
+from dfax.projectors.per_point import per_point
 
 _MAX_FACTOR_BITS = 5  # Kronecker factors of at most 32 x 32: small, dense, fast matmuls
 
@@ -107,7 +107,6 @@ def hadamard(key: jax.Array, *, scale: float | str = "error", tie_copies: bool =
     >>> grads["params"]["layers_0"]["kernel"].shape
     (5, 16)
   """
-  check_feature_ndim(feature_ndim, "hadamard")
   if scale != "error" and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
     raise ValueError(f"dfax.projectors.hadamard: scale={scale!r} must be 'error' or a number; "
                      "'point' has no meaning for an implicit matrix without a width.")
@@ -116,4 +115,5 @@ def hadamard(key: jax.Array, *, scale: float | str = "error", tie_copies: bool =
     s = 1.0 / math.sqrt(error2d.shape[-1]) if scale == "error" else float(scale)
     return _srht(error2d, point_key, width, s)
 
-  return per_point(rows, key, tie_copies=tie_copies, feature_ndim=feature_ndim)
+  return per_point(rows, key, tie_copies=tie_copies, feature_ndim=feature_ndim,
+                   name="hadamard")

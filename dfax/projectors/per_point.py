@@ -96,7 +96,8 @@ def project_point(error: jax.Array, spec: PointSpec, key: jax.Array, rows: RowPr
 
 
 def per_point(rows: RowProjection, key: jax.Array, *, tie_copies: bool = False,
-              feature_ndim: int | None = None) -> Callable[[jax.Array, list], list]:
+              feature_ndim: int | None = None,
+              name: str = "per_point") -> Callable[[jax.Array, list], list]:
   """A projector from a keyed row projection: one projection per point, keyed by its path.
 
   The built-in per-point projectors (``dense``, ``hadamard``) are this
@@ -108,6 +109,7 @@ def per_point(rows: RowProjection, key: jax.Array, *, tie_copies: bool = False,
       projection; called once per point (once per stacked copy unless tied).
     key: the projector's key; point ``p`` uses ``path_key(key, p.path)``.
     tie_copies, feature_ndim: see :func:`project_point`.
+    name: the factory named in error messages (``dense`` for ``dense``).
 
   Returns:
     ``projector(error, points) -> list of cotangents``.
@@ -121,7 +123,7 @@ def per_point(rows: RowProjection, key: jax.Array, *, tie_copies: bool = False,
     >>> [c.shape for c in proj(jnp.ones((4, 3)), [dfax.PointSpec("h", (4, 8), "float32")])]
     [(4, 8)]
   """
-  check_feature_ndim(feature_ndim, "per_point")
+  check_feature_ndim(feature_ndim, name)
 
   def projector(error, points):
     return [project_point(error, p, key, rows, tie_copies=tie_copies, feature_ndim=feature_ndim)

@@ -6,7 +6,8 @@ writes (its JSON, its figures). The timings a quick run measures are not
 figures: only their form is checked (present, finite, positive). ``timing.py``
 is the benchmarks' library; its functions are tested directly. The longest
 runs (the Transformer step, the pipelines, ``gpu_suite.sh --quick``) are
-marked slow.
+marked slow. The benchmarks ``gpu_suite.sh`` runs are checked on the suite's
+own quick run, so that each runs once.
 """
 
 from __future__ import annotations
@@ -66,9 +67,7 @@ def _assert_png(path: pathlib.Path) -> None:
 
 # --- one check per benchmark --------------------------------------------------------------
 
-def check_step_time_mlp(tmp_path):
-  out = _script("step_time", "--json", str(tmp_path / "step.json"))
-  result = json.loads((tmp_path / "step.json").read_text())
+def check_step_time_mlp(out: str, result: dict, figures: pathlib.Path):
   assert result["model"] == "mlp" and result["quick"] is True
   assert set(result["ms"]) == {"handwritten_dfa_grad", "forward", "bp", "dfa", "dfa_hadamard",
                                "bp_grad", "dfa_grad"}
@@ -113,9 +112,7 @@ def check_hadamard_vs_dense(tmp_path):
   assert "hadamard speed-up = " in out, out
 
 
-def check_opu_projector(tmp_path):
-  out = _script("opu_projector", "--json", str(tmp_path / "opu.json"))
-  result = json.loads((tmp_path / "opu.json").read_text())
+def check_opu_projector(out: str, result: dict, figures: pathlib.Path):
   assert set(result["ms"]) == {"digital", "opu", "opu_ideal", "floor"}
   _assert_ratios(result, "opu_over_digital", "opu_ideal_over_digital", "floor_over_digital")
   assert "simulated OPU / digital = " in out, out
@@ -128,20 +125,15 @@ def check_opu_cost_plot(tmp_path):
   assert "optical faster from n = " in out, out  # the cost model has a crossover
 
 
-def check_layer_parallel(tmp_path):
-  out = _script("layer_parallel", "--json", str(tmp_path / "lp.json"),
-                "--figures", str(tmp_path))
-  result = json.loads((tmp_path / "lp.json").read_text())
+def check_layer_parallel(out: str, result: dict, figures: pathlib.Path):
   (row,) = result["rows"]
   assert set(row["ms"]) == {"reverse_scan", "scan", "vmap"}
   _assert_ratios(row, "vmap_over_reverse_scan", "vmap_over_scan")
-  _assert_png(tmp_path / "pipeline_layer_parallel.png")
+  _assert_png(figures / "pipeline_layer_parallel.png")
   assert "vmap/reverse_scan" in out, out
 
 
-def check_pipeline(tmp_path):
-  out = _script("pipeline", "--json", str(tmp_path / "pipe.json"), "--figures", str(tmp_path))
-  result = json.loads((tmp_path / "pipe.json").read_text())
+def check_pipeline(out: str, result: dict, figures: pathlib.Path):
   assert result["devices"] == 8
   assert {r["method"] for r in result["table"]} == {"dfa", "bp"}
   for row in result["table"]:
@@ -149,22 +141,22 @@ def check_pipeline(tmp_path):
   assert result["timing"] and all(_positive(r["dfa_over_bp"]) for r in result["timing"])
   assert result["model_1b"] and all(_positive(r["dfa_over_bp"]) for r in result["model_1b"])
   for name in ("pipeline_bubble.png", "pipeline_1b_model.png"):
-    _assert_png(tmp_path / name)
+    _assert_png(figures / name)
   assert "1.14B S= 8" in out, out
 
 
 def check_lm_depth(tmp_path):
   out = _script("lm_depth", "--json", str(tmp_path / "depth.json"), "--plot",
-                str(tmp_path / "hybrid.png"), "--levers", "rms,residual_init")
+                str(tmp_path / "hybrid.png"), "--levers", "rms+residual_init")
   result = json.loads((tmp_path / "depth.json").read_text())
   rows = result["depths"]["2"]["rows"]
   assert set(rows) == {"dfa", "zero", "last_block", "bp", "hybrid_1",  # --quick adds K=1
-                       "dfa:rms", "dfa:residual_init"}
-  levers = result["depths"]["2"]["levers"]
-  for lever in ("rms", "residual_init"):
-    assert levers[lever] == pytest.approx((rows["zero"]["val_loss"] - rows[f"dfa:{lever}"][
-        "val_loss"]) / (rows["zero"]["val_loss"] - rows["bp"]["val_loss"]))
-    assert f"gap closure with {lever}" in out, out
+                       "dfa:rms+residual_init"}
+  closure = result["depths"]["2"]["levers"]["rms+residual_init"]
+  assert closure == pytest.approx((rows["zero"]["val_loss"] - rows["dfa:rms+residual_init"][
+      "val_loss"]) / (rows["zero"]["val_loss"] - rows["bp"]["val_loss"]))
+  assert "gap closure with rms+residual_init" in out, out
+  assert rows["dfa:rms+residual_init"]["val_loss"] != rows["dfa"]["val_loss"]
   for row in rows.values():
     assert math.isfinite(row["val_loss"]) and _positive(row["seconds"]), row
   assert 0 < rows["hybrid_1"]["digital"] < 1
@@ -176,23 +168,26 @@ def check_lm_depth(tmp_path):
 
 slow = pytest.mark.slow
 CASES = [  # (benchmark, check); a benchmark may have several
-    pytest.param("step_time", check_step_time_mlp, id="step_time-mlp", marks=slow),
     pytest.param("step_time", check_step_time_transformer, id="step_time-transformer",
                  marks=slow),
     pytest.param("compile_1b", check_compile_1b, id="compile_1b", marks=slow),
     pytest.param("hadamard_vs_dense", check_hadamard_vs_dense, id="hadamard_vs_dense"),
-    pytest.param("opu_projector", check_opu_projector, id="opu_projector", marks=slow),
     pytest.param("opu_cost_plot", check_opu_cost_plot, id="opu_cost_plot"),
-    pytest.param("layer_parallel", check_layer_parallel, id="layer_parallel",
-                 marks=slow),
-    pytest.param("pipeline", check_pipeline, id="pipeline", marks=slow),
     pytest.param("lm_depth", check_lm_depth, id="lm_depth", marks=slow),
 ]
 
 
+# The benchmarks gpu_suite.sh runs are checked on the suite's own quick run (its part's log and
+# JSON), so each runs once: {part: (benchmark, check)}.
+SUITE_CHECKS = {"step_mlp": ("step_time", check_step_time_mlp),
+                "layer_parallel": ("layer_parallel", check_layer_parallel),
+                "opu_projector": ("opu_projector", check_opu_projector),
+                "pipeline": ("pipeline", check_pipeline)}
+
+
 def test_every_benchmark_has_a_quick_mode_test():
   scripts = {p.stem for p in BENCHMARKS.glob("*.py")} - LIBRARIES
-  tested = {case.values[0] for case in CASES}
+  tested = {case.values[0] for case in CASES} | {b for b, _ in SUITE_CHECKS.values()}
   assert scripts == tested, (f"benchmarks without a quick-mode test here: {scripts - tested}; "
                              f"tests of missing benchmarks: {tested - scripts}")
 
@@ -263,6 +258,7 @@ def test_gpu_suite_records_the_tests_part(tmp_path):
 
 @slow
 def test_gpu_suite_quick_runs_every_benchmark_part(tmp_path):
+  """Every part runs; the benchmarks' own checks read each part's log, JSON and figures."""
   out = tmp_path / "suite"
   _run_suite(out, {"GPU_SUITE_SKIP_TESTS": "1"})
   suite = json.loads((out / "suite.json").read_text())
@@ -270,6 +266,11 @@ def test_gpu_suite_quick_runs_every_benchmark_part(tmp_path):
   assert suite["quick"] is True and suite["exit_codes"] == dict.fromkeys(parts, 0), suite
   for part in parts:
     assert isinstance(json.loads((out / f"{part}.json").read_text()), dict), part
+  for part, (_, check) in SUITE_CHECKS.items():
+    check((out / f"{part}.log").read_text(), json.loads((out / f"{part}.json").read_text()),
+          out)
+  gpt2 = json.loads((out / "step_gpt2_small.json").read_text())
+  assert gpt2["size"] == "tiny" and _positive(gpt2["dfa_over_bp"]), gpt2
   assert not (out / "tests.json").exists()
 
 

@@ -39,6 +39,26 @@ def test_every_lever_sets_only_arguments_the_benchmark_has_and_changes_one(lm_de
 def test_an_unknown_lever_is_refused_naming_the_choices(lm_depth):
   with pytest.raises(SystemExit, match="unknown lever 'nope'; choose from .*macro"):
     lm_depth.with_lever(lm_depth.parse([]), "nope")
+  with pytest.raises(SystemExit, match="unknown lever 'nope'.* join several with \\+"):
+    lm_depth.with_lever(lm_depth.parse([]), "reuse+nope")
+
+
+def test_joined_levers_apply_every_setting(lm_depth):
+  joined = lm_depth.with_lever(lm_depth.parse([]), "post_ln+reuse+b2_0.95")
+  assert (joined.norm, joined.preset, joined.projector, joined.reuse, joined.b2) == (
+      "post", "macro_out", "shared", True, 0.95)
+
+
+def test_the_opu_levers_change_how_the_error_is_encoded(lm_depth):
+  """On a near-uniform error, topk and the unternarised error each send something else."""
+  points = [dfax.PointSpec("a", (4, 16), "float32")]
+  probs = jax.nn.softmax(0.01 * jax.random.normal(jax.random.key(0), (4, 65)))
+  error = probs - jax.nn.one_hot(jnp.arange(4), 65)
+  sent = {name: lm_depth.projector("dfa", lm_depth.with_lever(lm_depth.parse([]), name))(
+      error, points)[0] for name in ("opu", "opu_topk", "opu_analog")}
+  assert all(bool(jnp.all(jnp.isfinite(c))) for c in sent.values())
+  assert not np.allclose(sent["opu"], sent["opu_topk"])
+  assert not np.allclose(sent["opu"], sent["opu_analog"])
 
 
 def test_depth_scaled_init_scales_only_the_residual_output_kernels(lm_depth):
