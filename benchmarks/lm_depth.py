@@ -86,6 +86,8 @@ LEVERS = {lever.name: lever for lever in (
           "entries (topk) instead of those beyond one std", {"projector": "opu", "opu_topk": 0.1}),
     Lever("opu_analog", "the simulated OPU with the error sent unternarised (camera and noise "
           "kept): what ternarisation alone costs", {"projector": "opu", "opu_ternarize": False}),
+    Lever("opu_keep", "the simulated OPU reading only the half of its camera pixels with the "
+          "strongest anchor (anchor_keep 0.5)", {"projector": "opu", "opu_anchor_keep": 0.5}),
     Lever("macro", "cuts in front of every block: feedback at block outputs, backprop inside",
           {"preset": "macro"}),
     Lever("sublayer", "cuts in front of every sublayer (attention, MLP)", {"preset": "sublayer"}),
@@ -130,6 +132,8 @@ def parse(argv=None) -> argparse.Namespace:
   p.add_argument("--projector", default="gaussian", choices=PROJECTORS)
   p.add_argument("--opu_topk", type=float, default=None,
                  help="--projector opu: ternarise keeping this fraction of each error row")
+  p.add_argument("--opu_anchor_keep", type=float, default=1.0,
+                 help="--projector opu: the fraction of camera pixels used, the strongest anchor")
   p.add_argument("--opu_ternarize", default=True, action=argparse.BooleanOptionalAction,
                  help="--projector opu: ternarise the error (the device's binary input)")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
@@ -172,7 +176,8 @@ def projector(row: str, args: argparse.Namespace):
   if args.reuse and args.projector != "shared":
     raise SystemExit("lm_depth.py: --reuse needs --projector shared")
   if args.projector == "opu":
-    device = dfax.opu.OPUConfig(ternarize=args.opu_ternarize, topk=args.opu_topk)
+    device = dfax.opu.OPUConfig(ternarize=args.opu_ternarize, topk=args.opu_topk,
+                                anchor_keep=args.opu_anchor_keep)
     proj = dfax.opu.make_projector(device, key=key, tie_copies=args.tie_copies,
                                    noise_key=jax.random.key(2000 + args.seed))
   else:

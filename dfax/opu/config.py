@@ -17,13 +17,21 @@ class OPUConfig:
 
   Attributes:
     ternarize: send the error as two binary frames e+ = [e > t], e- = [e < -t]
-      (a DMD is binary); False feeds the real-valued error (idealised input).
+      (a DMD is binary); False feeds the real-valued error, each row scaled to
+      the input's full range (an idealised analog input).
     threshold: t as a multiple of the per-example std of the error.
     topk: if set, t is chosen per example so this fraction of entries is on
       (overrides ``threshold``).
     intensity: measure |field|^2 and recover the linear part with the anchor
       (holographic reference); False reads the linear projection directly.
     anchor_amplitude: amplitude of the reference field per camera pixel.
+    anchor_keep: the fraction of camera pixels used, those with the strongest
+      reference (1: every pixel). The anchor's intensity varies from pixel to
+      pixel (exponentially distributed); where it is weak, dividing by it in
+      the recovery amplifies the camera's noise, so a few columns carry mostly
+      noise. With ``anchor_keep=q`` the camera reads ``1/q`` times more pixels
+      and calibration keeps the strongest, whose anchor intensity is at least
+      ``-ln(q)`` times its mean. The effective matrix keeps its law.
     bits: camera bit depth (None: no quantisation).
     full_scale: intensity that saturates the camera (exposure); above clips.
     noise: add shot and read noise (drawn from the projector's noise key).
@@ -49,6 +57,7 @@ class OPUConfig:
   topk: float | None = None
   intensity: bool = True
   anchor_amplitude: float = 1.0
+  anchor_keep: float = 1.0
   bits: int | None = 8
   full_scale: float = 8.0
   noise: bool = True
@@ -77,5 +86,8 @@ class OPUConfig:
       raise ValueError(f"dfax.opu: bits must be in 1..16 or None, got {self.bits}.")
     if self.topk is not None and not 0.0 < self.topk <= 1.0:
       raise ValueError(f"dfax.opu: topk must be a fraction in (0, 1], got {self.topk}.")
+    if not 0.0 < self.anchor_keep <= 1.0:
+      raise ValueError(f"dfax.opu: anchor_keep must be a fraction in (0, 1], got "
+                       f"{self.anchor_keep}.")
     if self.full_scale <= 0 or self.threshold < 0:
       raise ValueError("dfax.opu: full_scale must be > 0 and threshold >= 0.")

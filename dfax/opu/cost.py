@@ -59,8 +59,10 @@ def estimate_cost(batch: int, n_out: int, width: int, config: OPUConfig | None =
   Args:
     batch: error vectors per step (examples, or examples x tokens).
     n_out: error size (DMD pixels used).
-    width: total feedback width (camera pixels used; sum over points).
-    config: the OPU settings (ternarisation and intensity decide frames).
+    width: total feedback width (sum over points); the camera reads
+      ``width / config.anchor_keep`` pixels.
+    config: the OPU settings (ternarisation, intensity and ``anchor_keep``
+      decide frames).
     spec: device and GPU assumptions.
 
   Returns:
@@ -76,7 +78,7 @@ def estimate_cost(batch: int, n_out: int, width: int, config: OPUConfig | None =
   """
   config = config or OPUConfig()
   passes_in = math.ceil(n_out / spec.max_input_pixels)
-  passes_out = math.ceil(width / spec.max_output_pixels)
+  passes_out = math.ceil(math.ceil(width / config.anchor_keep) / spec.max_output_pixels)
   frames_per_vector = (2 if config.ternarize else 1) * (2 if config.intensity else 1)
   frames = batch * frames_per_vector * passes_in * passes_out
   optical_time = frames / spec.frame_rate_hz

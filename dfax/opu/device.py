@@ -45,6 +45,23 @@ def ternarize(error2d: jax.Array, config: OPUConfig) -> tuple[jax.Array, jax.Arr
   return e_plus, e_minus, magnitude
 
 
+def through_analog_frames(rows: jax.Array,
+                          linear: Callable[[jax.Array], jax.Array]) -> jax.Array:
+  """A signed error through an analog input device: each row scaled to its full range.
+
+  Each row is divided by its largest magnitude (sent digitally, as the
+  ternarised error's magnitude is), so the frame uses the input's range
+  whatever the error's scale, and the projection is scaled back.
+
+  Examples:
+    >>> through_analog_frames(jnp.array([[2e-4, -1e-4]]), lambda f: f * 10)
+    Array([[ 0.002, -0.001]], dtype=float32)
+  """
+  peak = jnp.max(jnp.abs(rows), axis=-1, keepdims=True)
+  peak = jnp.where(peak > 0, peak, 1)
+  return (linear(rows / peak) * peak).astype(rows.dtype)
+
+
 def through_binary_frames(rows: jax.Array, config: OPUConfig,
                           linear: Callable[[jax.Array], jax.Array]) -> jax.Array:
   """A signed error through a binary-input device: ternarise, one pass, recombine.
@@ -101,6 +118,14 @@ def anchor_field(key: jax.Array, cols: int, config: OPUConfig, dtype) -> tuple[j
   patch = jnp.full((ANCHOR_DRAWS,), config.anchor_amplitude / math.sqrt(2 * ANCHOR_DRAWS),
                    dtype)
   re, im = jnp.einsum("k,rkc->rc", patch, fields, precision=jax.lax.Precision.HIGHEST)
+  if config.anchor_keep < 1.0:
+    # The kept pixels' anchor intensities are the top anchor_keep fraction of an exponential
+    # law; by its memorylessness, that is the floor -mean*ln(keep) plus a fresh draw. The phase
+    # (and so the effective matrix) is unchanged.
+    power = re ** 2 + im ** 2
+    floor = -config.anchor_amplitude ** 2 * math.log(config.anchor_keep)
+    factor = jnp.sqrt((power + floor) / jnp.maximum(power, jnp.finfo(dtype).tiny))
+    re, im = re * factor, im * factor
   return re, im
 
 

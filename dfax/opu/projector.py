@@ -107,10 +107,10 @@ def make_projector(config: OPUConfig | None = None, *, key: jax.Array,
                      "jax.random.fold_in(key, step) for fresh noise each step).")
 
   def rows_fn(rows, medium, anchor, noise):
+    linear = lambda frames: device.linear_tile(frames, medium, anchor, noise, config)
     if not config.ternarize:
-      return device.linear_tile(rows, medium, anchor, noise, config)
-    return device.through_binary_frames(
-        rows, config, lambda frames: device.linear_tile(frames, medium, anchor, noise, config))
+      return device.through_analog_frames(rows, linear)
+    return device.through_binary_frames(rows, config, linear)
 
   def tile_fn(error2d, j, cols):
     n = error2d.shape[-1]
