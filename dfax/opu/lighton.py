@@ -88,7 +88,7 @@ class LightonDriver:
     self.anchor_pixels = anchor_pixels
     self.emulate = is_simulated(opu) if emulate_camera is None else emulate_camera
     self._fitted: tuple[int, int] | None = None
-    self._calibration: dict[tuple[int, int], tuple[np.ndarray | None, float]] = {}
+    self._calibration: dict[tuple[int, int], tuple[np.ndarray | None, float, np.ndarray]] = {}
     self.device_calls = 0
 
   def _anchor(self, n: int) -> int:
@@ -122,8 +122,11 @@ class LightonDriver:
     return y
 
   def _raw_linear(self, frames: np.ndarray, anchor_intensity: np.ndarray | None,
-                  camera: bool) -> np.ndarray:
-    """Unscaled linear projection of binary frames (F, n): anchor recovery or linear mode."""
+                  camera: bool, pixels: np.ndarray | None = None) -> np.ndarray:
+    """Unscaled linear projection of binary frames (F, n): anchor recovery or linear mode.
+
+    ``pixels``: the camera pixels kept (``anchor_keep``); None keeps them all.
+    """
     n = frames.shape[1]
     if not self.config.intensity:
       self.device_calls += 1
@@ -132,29 +135,37 @@ class LightonDriver:
     on, off = np.ones((len(frames), k), np.uint8), np.zeros((len(frames), k), np.uint8)
     both = np.concatenate([np.concatenate([frames, on], 1), np.concatenate([frames, off], 1)])
     y = self._intensities(both, n)
+    if pixels is not None:
+      y = y[:, pixels]
     if camera and self.emulate:
       y = camera_quantise(y, self.config)
     with_anchor, alone = y[:len(frames)], y[len(frames):]
     a_abs = np.sqrt(anchor_intensity)
     return (with_anchor - alone - anchor_intensity) / (2 * a_abs)
 
-  def _calibrate(self, n: int, n_components: int) -> tuple[np.ndarray | None, float]:
+  def _calibrate(self, n: int, n_components: int
+                 ) -> tuple[np.ndarray | None, float, np.ndarray | None]:
     key = (n, n_components)
     if key not in self._calibration:
-      self._fit(n + self._anchor(n), n_components)
-      anchor_intensity = None
+      keep = self.config.anchor_keep if self.config.intensity else 1.0
+      read = n_components if keep == 1.0 else math.ceil(n_components / keep)
+      self._fit(n + self._anchor(n), read)
+      anchor_intensity, pixels = None, None
       if self.config.intensity:
         only_anchor = np.zeros((1, n + self._anchor(n)), np.uint8)
         only_anchor[:, n:] = 1
         anchor_intensity = self._intensities(only_anchor, n)[0]
+        if read > n_components:  # the strongest anchors, in camera order
+          pixels = np.sort(np.argsort(-anchor_intensity, kind="stable")[:n_components])
+          anchor_intensity = anchor_intensity[pixels]
         if np.any(anchor_intensity <= 0):
           raise ValueError("dfax.opu: the anchor reads zero intensity on some camera pixels; "
                            "use more anchor_pixels.")
       probe = (np.random.RandomState(0).rand(CALIBRATION_FRAMES, n) < 0.5).astype(np.uint8)
       probe[:, 0] = 1  # no empty frame
-      lin = self._raw_linear(probe, anchor_intensity, camera=False)
+      lin = self._raw_linear(probe, anchor_intensity, camera=False, pixels=pixels)
       variance = float(np.mean(lin ** 2) / np.mean(probe.sum(1)))
-      self._calibration[key] = (anchor_intensity, 1.0 / math.sqrt(variance * n))
+      self._calibration[key] = (anchor_intensity, 1.0 / math.sqrt(variance * n), pixels)
     return self._calibration[key]
 
   def project(self, frames: np.ndarray, n_components: int) -> np.ndarray:
@@ -171,8 +182,9 @@ class LightonDriver:
       (10, 64)
     """
     frames = np.asarray(frames, dtype=np.uint8)
-    anchor_intensity, scale = self._calibrate(frames.shape[1], n_components)
-    return (self._raw_linear(frames, anchor_intensity, camera=True) * scale).astype(np.float32)
+    anchor_intensity, scale, pixels = self._calibrate(frames.shape[1], n_components)
+    return (self._raw_linear(frames, anchor_intensity, camera=True, pixels=pixels)
+            * scale).astype(np.float32)
 
 
 def make_lightonml_projector(opu: Any, config: OPUConfig | None = None, *,
@@ -189,8 +201,10 @@ def make_lightonml_projector(opu: Any, config: OPUConfig | None = None, *,
       lightonml's simulated device has none) and ``ternarize=True`` (the input
       device is binary); ``threshold``/``topk``, ``intensity`` (anchor
       recovery from ``transform``; False: lightonml's ``linear_transform``),
-      ``anchor_amplitude``, and in intensity mode ``bits`` and ``full_scale``
-      (the emulated camera) apply. Default ``OPUConfig(noise=False)``.
+      ``anchor_amplitude``, and in intensity mode ``anchor_keep`` (the device
+      reads ``1/anchor_keep`` times more pixels and keeps those with the
+      strongest anchor), ``bits`` and ``full_scale`` (the emulated camera)
+      apply. Default ``OPUConfig(noise=False)``.
     anchor_pixels: always-on input pixels of the anchor; None matches the
       simulator's ``anchor_amplitude`` (see ``default_anchor_pixels``).
     emulate_camera: apply the ``bits``/``full_scale`` camera on the host;

@@ -28,6 +28,7 @@ _OPU_HELP = {
     "topk": "if set, the fraction of entries switched on (overrides threshold)",
     "intensity": "measure intensities and recover the linear part with the anchor",
     "anchor_amplitude": "amplitude of the reference field per camera pixel",
+    "anchor_keep": "fraction of camera pixels used, those with the strongest anchor",
     "bits": "camera bit depth; None: no quantisation",
     "full_scale": "intensity that saturates the camera",
     "noise": "add shot and read noise",

@@ -147,3 +147,20 @@ def test_bad_settings_name_the_fix():
     opu.make_lightonml_projector(StandinOPU(8, 8), opu.OPUConfig(noise=False, ternarize=False))
   with pytest.raises(ValueError, match="anchor_pixels"):
     opu.make_lightonml_projector(StandinOPU(8, 8), opu.OPUConfig(noise=False), anchor_pixels=0)
+
+
+def test_anchor_keep_reads_more_pixels_and_keeps_the_strongest_anchors(device):
+  """anchor_keep=0.5: 2x the pixels are read, the kept ones are those with the strongest
+  anchor, and their recovery is still the device's exact linear projection."""
+  config = opu.OPUConfig(noise=False, bits=None, anchor_keep=0.5)
+  proj = opu.make_lightonml_projector(device, config)
+  frames = (np.random.RandomState(2).rand(16, N_OUT) < 0.3).astype(np.uint8)
+  got = proj.driver.project(frames, 64)
+  assert got.shape == (16, 64) and device.n_components == 128
+  anchor = proj.driver._anchor(N_OUT)
+  m = np.asarray(device.device.random_matrix)
+  strength = np.abs(m[N_OUT:N_OUT + anchor].sum(0))
+  kept = np.sort(np.argsort(-strength)[:64])
+  assert strength[kept].min() >= np.median(strength)
+  reff = _effective_matrix(device, N_OUT, anchor)[:, kept]
+  assert _corr(got, frames @ reff) > 0.9999

@@ -1,5 +1,7 @@
 """Physics of the simulated OPU: ideal = digital, bits and noise, signs, keys, examples."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -107,7 +109,40 @@ def test_cost_model_counts_frames_and_finds_a_crossover():
   ideal_frames = opu.estimate_cost(128, 10, 1600, opu.OPUConfig(ternarize=False,
                                                                 intensity=False)).frames
   assert ideal_frames == 128
+  full = opu.DeviceSpec().max_output_pixels  # a full camera: keeping half its pixels needs two
+  assert opu.estimate_cost(8, 10, full, opu.OPUConfig(anchor_keep=0.5)).frames == 2 * (
+      opu.estimate_cost(8, 10, full).frames)
   w = opu.crossover_width(batch=1)
   assert w is not None
   small, big = opu.estimate_cost(1, w // 2, w // 2), opu.estimate_cost(1, w, w)
   assert small.optical_time_s >= small.gpu_time_s and big.optical_time_s < big.gpu_time_s
+
+
+def test_anchor_keep_floors_the_anchor_and_keeps_the_effective_matrix():
+  """The kept pixels' anchor intensity is at least -ln(q) times its mean and the phases (so
+  the ideal projection) do not change; with the camera and noise, the weak-anchor columns
+  that came back as noise are gone."""
+  cols = 4096
+  weak, kept = (device.anchor_field(jax.random.key(3), cols, opu.OPUConfig(anchor_keep=q),
+                                    jnp.float32) for q in (1.0, 0.5))
+  power = kept[0] ** 2 + kept[1] ** 2
+  assert float(power.min()) >= np.log(2) * 0.999
+  np.testing.assert_allclose(float(power.mean()), 1 + np.log(2), rtol=0.05)
+  phase = lambda a: jnp.arctan2(a[1], a[0])
+  np.testing.assert_allclose(phase(kept), phase(weak), atol=1e-5)
+  ideal_kept = opu.make_projector(
+      dataclasses.replace(opu.OPUConfig.ideal(), anchor_keep=0.5), key=KEY)
+  for g, w in zip(ideal_kept(_error(), POINTS), opu.digital_reference(KEY)(_error(), POINTS)):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+  # A near-uniform prediction's error over 65 symbols, as a language model's early on.
+  probs = jax.nn.softmax(0.3 * jax.random.normal(jax.random.key(0), (512, 65)))
+  error = (probs - jax.nn.one_hot(jnp.arange(512) % 65, 65)) / 512
+  wide = [dfax.PointSpec("h", (512, 2048), jnp.float32)]
+  (ref,) = opu.digital_reference(KEY)(error, wide)
+  worst = {}
+  for q in (1.0, 0.5):
+    (got,) = opu.make_projector(opu.OPUConfig(anchor_keep=q), key=KEY, noise_key=NOISE)(
+        error, wide)
+    column_error = jnp.sqrt(jnp.mean((got - ref) ** 2, 0) / jnp.mean(ref ** 2, 0))
+    worst[q] = float(column_error.max())
+  assert worst[1.0] > 2 and worst[0.5] < 0.5, worst
