@@ -86,6 +86,10 @@ LEVERS = {lever.name: lever for lever in (
           "entries (topk) instead of those beyond one std", {"projector": "opu", "opu_topk": 0.1}),
     Lever("opu_analog", "the simulated OPU with the error sent unternarised (camera and noise "
           "kept): what ternarisation alone costs", {"projector": "opu", "opu_ternarize": False}),
+    Lever("opu_bits1", "the simulated OPU sending sign-separated 1-bit planes, each sign with "
+          "its own scale (two frames, as ternarisation)", {"projector": "opu", "opu_input_bits": 1}),
+    Lever("opu_bits4", "the simulated OPU sending sign-separated 4-bit planes (eight frames)",
+          {"projector": "opu", "opu_input_bits": 4}),
     Lever("opu_keep", "the simulated OPU reading only the half of its camera pixels with the "
           "strongest anchor (anchor_keep 0.5)", {"projector": "opu", "opu_anchor_keep": 0.5}),
     Lever("macro", "cuts in front of every block: feedback at block outputs, backprop inside",
@@ -132,6 +136,8 @@ def parse(argv=None) -> argparse.Namespace:
   p.add_argument("--projector", default="gaussian", choices=PROJECTORS)
   p.add_argument("--opu_topk", type=float, default=None,
                  help="--projector opu: ternarise keeping this fraction of each error row")
+  p.add_argument("--opu_input_bits", type=int, default=None,
+                 help="--projector opu: send sign-separated bit planes of this many bits")
   p.add_argument("--opu_anchor_keep", type=float, default=1.0,
                  help="--projector opu: the fraction of camera pixels used, the strongest anchor")
   p.add_argument("--opu_ternarize", default=True, action=argparse.BooleanOptionalAction,
@@ -177,6 +183,7 @@ def projector(row: str, args: argparse.Namespace):
     raise SystemExit("lm_depth.py: --reuse needs --projector shared")
   if args.projector == "opu":
     device = dfax.opu.OPUConfig(ternarize=args.opu_ternarize, topk=args.opu_topk,
+                                input_bits=args.opu_input_bits,
                                 anchor_keep=args.opu_anchor_keep)
     proj = dfax.opu.make_projector(device, key=key, tie_copies=args.tie_copies,
                                    noise_key=jax.random.key(2000 + args.seed))

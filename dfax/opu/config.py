@@ -22,6 +22,13 @@ class OPUConfig:
     threshold: t as a multiple of the per-example std of the error.
     topk: if set, t is chosen per example so this fraction of entries is on
       (overrides ``threshold``).
+    input_bits: if set, each row is sent as sign-separated bit planes instead
+      of one ternary frame pair: its positive and its negative part, each
+      scaled to its own peak (two magnitudes per row, sent digitally) and
+      quantised to ``input_bits`` bits, one binary frame per bit and sign
+      (``2 * input_bits`` frames; lightonml's ``SeparatedBitPlanEncoder``
+      does this with one scale per batch). The projection is recombined with
+      weights ``2^-k``. Replaces ``threshold``/``topk``; needs ``ternarize``.
     intensity: measure |field|^2 and recover the linear part with the anchor
       (holographic reference); False reads the linear projection directly.
     anchor_amplitude: amplitude of the reference field per camera pixel.
@@ -55,6 +62,7 @@ class OPUConfig:
   ternarize: bool = True
   threshold: float = 1.0
   topk: float | None = None
+  input_bits: int | None = None
   intensity: bool = True
   anchor_amplitude: float = 1.0
   anchor_keep: float = 1.0
@@ -81,11 +89,25 @@ class OPUConfig:
       raise ValueError(f"dfax.opu: unknown OPU settings {unknown}; known: {sorted(known)}.")
     return cls(**values)
 
+  @property
+  def frames_per_row(self) -> int:
+    """Binary (or analog) input frames one error row takes."""
+    if not self.ternarize:
+      return 1
+    return 2 * (self.input_bits or 1)
+
   def __post_init__(self):
     if self.bits is not None and not 1 <= self.bits <= 16:
       raise ValueError(f"dfax.opu: bits must be in 1..16 or None, got {self.bits}.")
     if self.topk is not None and not 0.0 < self.topk <= 1.0:
       raise ValueError(f"dfax.opu: topk must be a fraction in (0, 1], got {self.topk}.")
+    if self.input_bits is not None:
+      if not 1 <= self.input_bits <= 16:
+        raise ValueError(f"dfax.opu: input_bits must be in 1..16 or None, got "
+                         f"{self.input_bits}.")
+      if not self.ternarize or self.topk is not None:
+        raise ValueError("dfax.opu: input_bits sends binary bit planes in place of the "
+                         "ternary frames; use it with ternarize=True and without topk.")
     if not 0.0 < self.anchor_keep <= 1.0:
       raise ValueError(f"dfax.opu: anchor_keep must be a fraction in (0, 1], got "
                        f"{self.anchor_keep}.")

@@ -45,6 +45,34 @@ def ternarize(error2d: jax.Array, config: OPUConfig) -> tuple[jax.Array, jax.Arr
   return e_plus, e_minus, magnitude
 
 
+def bit_planes(error2d: jax.Array, bits: int) -> tuple[jax.Array, jax.Array]:
+  """Sign-separated bit planes of each row, and each row's two scales.
+
+  Args:
+    error2d: ``(N, n)`` signed error.
+    bits: bits per sign.
+
+  Returns:
+    ``(planes, scales)``: binary ``(2, bits, N, n)`` frames (positive part
+    first, most significant bit first) and ``(2, N, 1)`` scales such that
+    ``sum_k 2^(bits-1-k) * planes[s, k] * scales[s]`` is the part ``s``
+    quantised to ``bits`` bits of its own peak.
+
+  Examples:
+    >>> planes, scales = bit_planes(jnp.array([[0.75, -0.5, 0.25]]), 2)
+    >>> planes[0, :, 0], planes[1, :, 0]   # 0.75 -> 3, 0.25 -> 1; -0.5 -> 3 of its own peak
+    (Array([[1., 0., 0.],
+           [1., 0., 1.]], dtype=float32), Array([[0., 1., 0.],
+           [0., 1., 0.]], dtype=float32))
+  """
+  levels = 2 ** bits - 1
+  parts = jnp.stack([jnp.maximum(error2d, 0), jnp.maximum(-error2d, 0)])
+  peak = jnp.max(parts, axis=-1, keepdims=True)
+  code = jnp.round(parts / jnp.where(peak > 0, peak, 1) * levels).astype(jnp.int32)
+  planes = jnp.stack([(code >> (bits - 1 - k)) & 1 for k in range(bits)], axis=1)
+  return planes.astype(error2d.dtype), peak / levels
+
+
 def through_analog_frames(rows: jax.Array,
                           linear: Callable[[jax.Array], jax.Array]) -> jax.Array:
   """A signed error through an analog input device: each row scaled to its full range.
@@ -69,13 +97,15 @@ def through_binary_frames(rows: jax.Array, config: OPUConfig,
   The rows become two binary frames (``ternarize``); ``linear`` sends both
   frames through the device in one pass; the difference of the two
   projections, times each row's magnitude, approximates the projection of
-  the error.
+  the error. With ``config.input_bits`` the rows become sign-separated bit
+  planes (``bit_planes``), all sent in one pass, recombined by their weights.
 
   Args:
     rows: ``(N, n)`` signed error rows.
     config: the ternarisation settings.
-    linear: ``(2N, n) frames -> (2N, width)`` linear projections (the
-      simulated medium, or a real device behind a callback).
+    linear: ``(F N, n) frames -> (F N, width)`` linear projections (the
+      simulated medium, or a real device behind a callback), with
+      ``F = config.frames_per_row``.
 
   Returns:
     ``(N, width)``, in the rows' dtype.
@@ -85,9 +115,17 @@ def through_binary_frames(rows: jax.Array, config: OPUConfig,
     >>> through_binary_frames(rows, OPUConfig(threshold=0.5), lambda f: f)
     Array([[ 2., -2.,  0.]], dtype=float32)
   """
+  batch = rows.shape[0]
+  if config.input_bits is not None:
+    bits = config.input_bits
+    planes, scales = bit_planes(rows, bits)
+    lin = linear(planes.reshape(2 * bits * batch, -1))  # every plane in one device pass
+    lin = lin.reshape(2, bits, batch, -1)
+    weights = (2.0 ** jnp.arange(bits - 1, -1, -1)).astype(lin.dtype)
+    parts = jnp.einsum("k,skbw->sbw", weights, lin) * scales
+    return (parts[0] - parts[1]).astype(rows.dtype)
   e_plus, e_minus, magnitude = ternarize(rows, config)
   lin = linear(jnp.concatenate([e_plus, e_minus]))  # both frames in one device pass
-  batch = rows.shape[0]
   return ((lin[:batch] - lin[batch:]) * magnitude).astype(rows.dtype)
 
 

@@ -46,10 +46,11 @@ def _run_tiles(error: jax.Array, points, tile_fn, tile: int, **layout_options):
 ROW_BLOCK = 1 << 19
 
 
-def _row_blocks(error2d: jax.Array, cols: int, fn, noise_key: jax.Array | None):
+def _row_blocks(error2d: jax.Array, cols: int, fn, noise_key: jax.Array | None,
+                frames_per_row: int = 2):
   """``fn(rows, noise_key)`` over blocks of error rows, for one tile of ``cols`` camera columns.
 
-  A block holds at most ``ROW_BLOCK`` frame pixels (2 frames x rows x cols),
+  A block holds at most ``ROW_BLOCK`` frame pixels (frames x rows x cols),
   so the camera's intermediates stay in cache: a large batch is cut into
   blocks (zero rows pad the last; they project to zero and are dropped),
   each with the noise key folded with its index. The medium of the tile is
@@ -57,7 +58,7 @@ def _row_blocks(error2d: jax.Array, cols: int, fn, noise_key: jax.Array | None):
   only the noise realisation does.
   """
   n_rows = error2d.shape[0]
-  block = max(1, ROW_BLOCK // (2 * cols))
+  block = max(1, ROW_BLOCK // (frames_per_row * cols))
   if n_rows <= block:
     return fn(error2d, noise_key)
   count = -(-n_rows // block)
@@ -119,7 +120,7 @@ def make_projector(config: OPUConfig | None = None, *, key: jax.Array,
     anchor = device.anchor_field(anchor_key, cols, config, error2d.dtype)
     tile_noise = jax.random.fold_in(noise_key, j) if noise_key is not None else None
     return _row_blocks(error2d, cols, lambda rows, noise: rows_fn(rows, medium, anchor, noise),
-                       tile_noise)
+                       tile_noise, config.frames_per_row)
 
   def projector(error, points):
     return _run_tiles(error, points, tile_fn, config.tile, tie_copies=tie_copies,

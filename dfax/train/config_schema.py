@@ -26,6 +26,7 @@ _OPU_HELP = {
     "ternarize": "send the error as two binary frames (a DMD is binary)",
     "threshold": "ternarisation threshold, in per-example error stds",
     "topk": "if set, the fraction of entries switched on (overrides threshold)",
+    "input_bits": "if set, send sign-separated bit planes of this many bits, not one ternary pair",
     "intensity": "measure intensities and recover the linear part with the anchor",
     "anchor_amplitude": "amplitude of the reference field per camera pixel",
     "anchor_keep": "fraction of camera pixels used, those with the strongest anchor",

@@ -50,15 +50,16 @@ def test_joined_levers_apply_every_setting(lm_depth):
 
 
 def test_the_opu_levers_change_how_the_error_is_encoded(lm_depth):
-  """On a near-uniform error, topk, the unternarised error and the kept pixels each change
-  what comes back."""
+  """On a near-uniform error, topk, the unternarised error, the kept pixels and the bit
+  planes each change what comes back."""
   points = [dfax.PointSpec("a", (4, 16), "float32")]
   probs = jax.nn.softmax(0.01 * jax.random.normal(jax.random.key(0), (4, 65)))
   error = probs - jax.nn.one_hot(jnp.arange(4), 65)
   sent = {name: lm_depth.projector("dfa", lm_depth.with_lever(lm_depth.parse([]), name))(
-      error, points)[0] for name in ("opu", "opu_topk", "opu_analog", "opu_keep")}
+      error, points)[0] for name in ("opu", "opu_topk", "opu_analog", "opu_keep", "opu_bits1",
+                                     "opu_bits4")}
   assert all(bool(jnp.all(jnp.isfinite(c))) for c in sent.values())
-  for name in ("opu_topk", "opu_analog", "opu_keep"):
+  for name in ("opu_topk", "opu_analog", "opu_keep", "opu_bits1", "opu_bits4"):
     assert not np.allclose(sent["opu"], sent[name]), name
 
 

@@ -146,3 +146,40 @@ def test_anchor_keep_floors_the_anchor_and_keeps_the_effective_matrix():
     column_error = jnp.sqrt(jnp.mean((got - ref) ** 2, 0) / jnp.mean(ref ** 2, 0))
     worst[q] = float(column_error.max())
   assert worst[1.0] > 2 and worst[0.5] < 0.5, worst
+
+
+def test_bit_planes_send_the_quantised_error_and_keep_what_ternarisation_drops():
+  """Noise-free, the bit planes' projection is the projection of the error quantised per sign
+  to its own peak; a near-uniform prediction's wrong symbols, which one ternary pair drops
+  (only the target's entry passes the threshold), come through."""
+  e = _error()
+  clean = dict(noise=False, bits=None)
+  ref = opu.digital_reference(KEY)(e, POINTS)
+  for bits in (1, 4):
+    planes, scales = device.bit_planes(e, bits)
+    quantised = jnp.einsum("k,skbn->sbn", 2.0 ** jnp.arange(bits - 1, -1, -1), planes) * scales
+    got = _project(opu.OPUConfig(input_bits=bits, **clean))
+    want = opu.digital_reference(KEY)(quantised[0] - quantised[1], POINTS)
+    for g, w in zip(got, want):
+      np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+  assert _corr(_project(opu.OPUConfig(input_bits=8, **clean)), ref) > 0.9999
+  probs = jax.nn.softmax(0.01 * jax.random.normal(jax.random.key(5), (64, 32)))
+  target = jax.nn.one_hot(jnp.arange(64) % 32, 32)
+  wrong = probs * (1 - target)
+  (wrong_ref,) = opu.digital_reference(KEY)(wrong, POINTS[:1])
+  (target_ref,) = opu.digital_reference(KEY)(probs * target - target, POINTS[:1])
+  for config, low, high in ((opu.OPUConfig(**clean), -0.1, 0.1),
+                            (opu.OPUConfig(input_bits=2, **clean), 0.95, 1.0)):
+    (got,) = opu.make_projector(config, key=KEY)(probs - target, POINTS[:1])
+    assert low < _corr(got - target_ref, wrong_ref) <= high, config
+
+
+def test_bit_planes_take_two_frames_per_bit_and_refuse_what_they_replace():
+  assert opu.OPUConfig().frames_per_row == 2
+  assert opu.OPUConfig(input_bits=4).frames_per_row == 8
+  assert opu.OPUConfig(ternarize=False).frames_per_row == 1
+  assert opu.estimate_cost(128, 10, 1600, opu.OPUConfig(input_bits=4)).frames == 128 * 8 * 2
+  with pytest.raises(ValueError, match="input_bits .* ternarize=True and without topk"):
+    opu.OPUConfig(input_bits=2, topk=0.1)
+  with pytest.raises(ValueError, match="input_bits must be in 1..16"):
+    opu.OPUConfig(input_bits=0)
