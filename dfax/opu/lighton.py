@@ -199,7 +199,8 @@ def make_lightonml_projector(opu: Any, config: OPUConfig | None = None, *,
       complex matrix). Its size is set here (``n_components``, ``fit1d``).
     config: ``OPUConfig`` with ``noise=False`` (a device brings its own noise;
       lightonml's simulated device has none) and ``ternarize=True`` (the input
-      device is binary); ``threshold``/``topk``, ``intensity`` (anchor
+      device is binary); ``threshold``/``topk`` or ``input_bits`` (bit planes,
+      all sent in the same ``transform``), ``intensity`` (anchor
       recovery from ``transform``; False: lightonml's ``linear_transform``),
       ``anchor_amplitude``, and in intensity mode ``anchor_keep`` (the device
       reads ``1/anchor_keep`` times more pixels and keeps those with the

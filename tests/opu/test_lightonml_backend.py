@@ -164,3 +164,18 @@ def test_anchor_keep_reads_more_pixels_and_keeps_the_strongest_anchors(device):
   assert strength[kept].min() >= np.median(strength)
   reff = _effective_matrix(device, N_OUT, anchor)[:, kept]
   assert _corr(got, frames @ reff) > 0.9999
+
+
+def test_bit_planes_go_through_the_device_in_one_call(device):
+  """input_bits: every plane of every row in one transform; with 6 bits the recombined
+  projection is the device's projection of the real-valued error."""
+  proj = opu.make_lightonml_projector(device, opu.OPUConfig(noise=False, bits=None,
+                                                            input_bits=6))
+  point = [dfax.PointSpec("a/in", (N, 64), jnp.float32)]
+  e = _error()
+  proj(e, point)  # sizes and calibrates the device
+  calls = proj.driver.device_calls
+  (got,) = proj(e, point)
+  assert proj.driver.device_calls == calls + 1
+  reff = _effective_matrix(device, N_OUT, proj.driver._anchor(N_OUT))
+  assert _corr(got, np.asarray(e) @ reff) > 0.999
