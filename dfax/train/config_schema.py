@@ -9,6 +9,7 @@ writes them to the docs' config reference (docs/config.md).
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any
 
 import ml_collections
@@ -38,6 +39,14 @@ _OPU_HELP = {
     "fast_noise": "draw the noise with dfax.opu.noise.fast_normal",
     "tile": "camera columns simulated at once (bounds memory)",
 }
+
+def _value_type(hint: Any) -> type:
+  """``int`` for ``int | None``: the type of a value an optional field can be set to."""
+  args = [a for a in typing.get_args(hint) if a is not type(None)]
+  return args[0] if args else hint
+
+
+_OPU_TYPES = {name: _value_type(hint) for name, hint in typing.get_type_hints(OPUConfig).items()}
 
 DEFAULT_MODEL, DEFAULT_DATASET = "mlp", "mnist"
 
@@ -97,7 +106,7 @@ FIELDS: tuple[Field, ...] = (
           f"the rest by DFA ({_hybrid_families()})"),
     Field("dfa.reuse", False, "equal-width points receive one signal (TinyDFA;"
           f" {_readers('reuse')})"),
-    *(Field(f"dfa.opu.{name}", value, f"OPU: {_OPU_HELP[name]}")
+    *(Field(f"dfa.opu.{name}", value, f"OPU: {_OPU_HELP[name]}", type=_OPU_TYPES[name])
       for name, value in dataclasses.asdict(OPUConfig()).items()),
     Field("mesh.data", 0, "data shards; 0: as many as the devices allow"),
     Field("mesh.model", 1, "model (tensor) shards of each kernel"),
@@ -139,7 +148,7 @@ def default_config() -> ml_collections.ConfigDict:
     node = tree
     for section in sections:
       node = node.setdefault(section, {})
-    node[leaf] = field.default
+    node[leaf] = field.config_value()
   return ml_collections.ConfigDict(tree)
 
 

@@ -21,15 +21,28 @@ class Field:
       section for model and dataset fields, e.g. ``"d_model"``).
     default: the value a fresh config gives it.
     help: one line saying what it does (allowed values, units).
+    type: for a ``None`` default, the type a value set from the command line
+      has (``--config.dfa.opu.topk=0.1``): the field is then an
+      ``ml_collections`` placeholder of that type.
 
   Examples:
     >>> Field("seed", 0, "initialisation seed").default
     0
+    >>> Field("topk", None, "fraction on", type=float).config_value().get_type()
+    <class 'float'>
   """
 
   name: str
   default: Any
   help: str
+  type: type | None = None
+
+  def config_value(self) -> Any:
+    """What a fresh ConfigDict holds: the default, or a typed placeholder for ``None``."""
+    if self.default is None and self.type is not None:
+      from ml_collections import config_dict  # noqa: PLC0415
+      return config_dict.placeholder(self.type)
+    return self.default
 
 
 def dataclass_default(cls: type, name: str) -> Any:
@@ -81,7 +94,7 @@ def section(name: str, fields: tuple[Field, ...], changes: dict[str, Any], kind:
   """
   import ml_collections  # noqa: PLC0415
 
-  known = {f.name: f.default for f in fields}
+  known = {f.name: f.config_value() for f in fields}
   unknown = sorted(set(changes) - set(known))
   if unknown:
     raise KeyError(f"{kind} {name!r} has no fields {unknown}; its fields: {sorted(known)}")
