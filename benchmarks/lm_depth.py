@@ -475,6 +475,12 @@ def plot_hybrid_curve(out: dict, path: str) -> None:
   plt.close(fig)
 
 
+def through_opu(lever: str) -> bool:
+  """Whether a (possibly joined, ``a+b``) lever sends the feedback through the simulated OPU."""
+  return any(LEVERS[part].settings.get("projector") == "opu"
+             for part in lever.split("+") if part in LEVERS)
+
+
 def plot_levers(out: dict, path: str) -> None:
   """Each lever's gap closure against the default DFA row's, one panel per depth."""
   import matplotlib  # noqa: PLC0415
@@ -482,16 +488,19 @@ def plot_levers(out: dict, path: str) -> None:
   import matplotlib.pyplot as plt  # noqa: PLC0415
 
   depths = [(d, r) for d, r in out["depths"].items() if r.get("levers")]
-  fig, axes = plt.subplots(1, max(len(depths), 1), figsize=(6 * max(len(depths), 1), 4),
+  fig, axes = plt.subplots(1, max(len(depths), 1), figsize=(6 * max(len(depths), 1), 5),
                            squeeze=False)
   for ax, (depth, result) in zip(axes[0], depths):
-    names = ["(default)"] + list(result["levers"])
-    closures = [result["gap_closure"]] + list(result["levers"].values())
-    colors = ["tab:gray"] + ["tab:blue"] * len(result["levers"])
+    levers = sorted(result["levers"].items(), key=lambda item: -item[1])  # best first
+    names = ["(default)"] + [name for name, _ in levers]
+    closures = [result["gap_closure"]] + [closure for _, closure in levers]
+    colors = ["tab:gray"] + ["tab:orange" if through_opu(name) else "tab:blue"
+                             for name, _ in levers]
     ax.barh(names[::-1], closures[::-1], color=colors[::-1])
     ax.axvline(result["gap_closure"], ls=":", c="gray")
     ax.set_xlabel("gap closure (0: zero-feedback control, 1: backprop)")
-    ax.set_title(f"{depth} blocks: DFA with one lever changed", fontsize=10)
+    ax.set_title(f"{depth} blocks: DFA with levers changed\n(orange: through the simulated OPU)",
+                 fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
