@@ -87,7 +87,8 @@ LEVERS = {lever.name: lever for lever in (
     Lever("opu_analog", "the simulated OPU with the error sent unternarised (camera and noise "
           "kept): what ternarisation alone costs", {"projector": "opu", "opu_ternarize": False}),
     Lever("opu_bits1", "the simulated OPU sending sign-separated 1-bit planes, each sign with "
-          "its own scale (two frames, as ternarisation)", {"projector": "opu", "opu_input_bits": 1}),
+          "its own scale (two frames, as ternarisation)",
+          {"projector": "opu", "opu_input_bits": 1}),
     Lever("opu_bits4", "the simulated OPU sending sign-separated 4-bit planes (eight frames)",
           {"projector": "opu", "opu_input_bits": 4}),
     Lever("opu_keep", "the simulated OPU reading only the half of its camera pixels with the "
@@ -146,8 +147,8 @@ def parse(argv=None) -> argparse.Namespace:
   p.add_argument("--rows", default=",".join(ROWS), help="which of " + ",".join(ROWS))
   p.add_argument("--bp_blocks", default="", help="comma-separated K: add a hybrid_K row each")
   p.add_argument("--levers", default="",
-                 help="comma-separated levers, a dfa:<lever> row each (a+b: one row with both): " + ", ".join(
-                     f"{name} ({lever.what})" for name, lever in LEVERS.items()))
+                 help="comma-separated levers, a dfa:<lever> row each (a+b: one row with both): "
+                 + ", ".join(f"{name} ({lever.what})" for name, lever in LEVERS.items()))
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--eval_batches", type=int, default=16)
   p.add_argument("--json", help="write the results here")

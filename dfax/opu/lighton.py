@@ -88,7 +88,8 @@ class LightonDriver:
     self.anchor_pixels = anchor_pixels
     self.emulate = is_simulated(opu) if emulate_camera is None else emulate_camera
     self._fitted: tuple[int, int] | None = None
-    self._calibration: dict[tuple[int, int], tuple[np.ndarray | None, float, np.ndarray]] = {}
+    self._calibration: dict[tuple[int, int],
+                            tuple[np.ndarray | None, float, np.ndarray | None]] = {}
     self.device_calls = 0
 
   def _anchor(self, n: int) -> int:
