@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,6 +89,10 @@ class OPUConfig:
     if unknown:
       raise ValueError(f"dfax.opu: unknown OPU settings {unknown}; known: {sorted(known)}.")
     return cls(**values)
+
+  def pixels_read(self, width: int) -> int:
+    """Camera pixels the device reads for ``width`` feedback columns (``anchor_keep``)."""
+    return math.ceil(width / self.anchor_keep)
 
   @property
   def frames_per_row(self) -> int:

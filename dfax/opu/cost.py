@@ -78,7 +78,7 @@ def estimate_cost(batch: int, n_out: int, width: int, config: OPUConfig | None =
   """
   config = config or OPUConfig()
   passes_in = math.ceil(n_out / spec.max_input_pixels)
-  passes_out = math.ceil(math.ceil(width / config.anchor_keep) / spec.max_output_pixels)
+  passes_out = math.ceil(config.pixels_read(width) / spec.max_output_pixels)
   frames_per_vector = config.frames_per_row * (2 if config.intensity else 1)
   frames = batch * frames_per_vector * passes_in * passes_out
   optical_time = frames / spec.frame_rate_hz

@@ -148,8 +148,7 @@ class LightonDriver:
                  ) -> tuple[np.ndarray | None, float, np.ndarray | None]:
     key = (n, n_components)
     if key not in self._calibration:
-      keep = self.config.anchor_keep if self.config.intensity else 1.0
-      read = n_components if keep == 1.0 else math.ceil(n_components / keep)
+      read = self.config.pixels_read(n_components) if self.config.intensity else n_components
       self._fit(n + self._anchor(n), read)
       anchor_intensity, pixels = None, None
       if self.config.intensity:

@@ -5,7 +5,8 @@ an optical device, a host device behind a callback) lays the points side by
 side in the columns of one ``(rows, total)`` result and hands each point its
 slice. :func:`columns` computes where the slices sit, :func:`stacked_rows`
 which rows a pooled point reads, and :func:`split` cuts the result back into
-cotangents; :func:`project_once` does all three around one projection. The options mean what they mean for the per-point projectors:
+cotangents; :func:`project_once` does all three around one projection. The
+options mean what they mean for the per-point projectors:
 
 * ``tie_copies``: the copies of a stacked point (the layers of an ``nn.scan``)
   share one slice instead of one slice each;

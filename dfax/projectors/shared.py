@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import jax
 
-from dfax.projectors.dense import DEFAULT_TILE, check_dense_options, resolve_scale, tiled_matmul
+from dfax.projectors.dense import DEFAULT_TILE, dense_rows
 from dfax.projectors.layout import project_once
 from dfax.projectors.per_point import check_feature_ndim
 
@@ -56,12 +56,11 @@ def shared(key: jax.Array, *, distribution: str = "gaussian", scale: float | str
     >>> [c.shape for c in proj(jnp.ones((4, 3)), points)]
     [(4, 8), (4, 6)]
   """
-  check_dense_options(distribution, scale)
+  rows_of = dense_rows(distribution, scale, tile)  # the dense projector's rows, one key
   check_feature_ndim(feature_ndim, "shared")
 
   def one_matrix(rows, total):
-    return tiled_matmul(rows, key, total, distribution=distribution,
-                        scale=resolve_scale(scale, rows.shape[-1], total), tile=tile)
+    return rows_of(rows, key, total)
 
   def projector(error, points):
     return project_once(error, points, one_matrix, reuse=reuse, tie_copies=tie_copies,
