@@ -43,7 +43,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import pathlib
+import sys
 import time
 
 import jax
@@ -55,6 +57,10 @@ from tqdm.auto import tqdm
 import dfax
 from dfax.data import load_shakespeare, sample_lm_batches
 from dfax.models import TransformerConfig, TransformerLM, lm_forward, presets
+
+sys.path.insert(0, os.path.dirname(__file__))
+from depth_report import (across_seeds, merge, plot_hybrid_curve, plot_levers,  # noqa: E402
+                          print_seeds, print_summary, summarise)
 
 ROWS = ("dfa", "zero", "last_block", "bp")
 PROJECTORS = ("gaussian", "uniform", "shared", "hadamard", "opu")
@@ -155,10 +161,15 @@ def parse(argv=None) -> argparse.Namespace:
   p.add_argument("--plot", help="draw the validation loss against K (the hybrid curve) here, "
                                 "one line per depth, from the dfa (K=0), hybrid_K and bp rows")
   p.add_argument("--plot_levers", help="draw each lever's gap closure (a bar per lever) here")
-  p.add_argument("--merge", nargs="+", metavar="JSON",
-                 help="train nothing: merge the rows of these --json files (runs of the same "
-                      "sizes and seed, e.g. rows run in separate processes), print the table "
-                      "and closures, and draw --plot/--plot_levers")
+  reports = p.add_mutually_exclusive_group()
+  reports.add_argument("--merge", nargs="+", metavar="JSON",
+                       help="train nothing: merge the rows of these --json files (runs of the "
+                            "same sizes and seed, e.g. rows run in separate processes), print "
+                            "the table and closures, and draw --plot/--plot_levers")
+  reports.add_argument("--seeds", nargs="+", metavar="JSON",
+                       help="train nothing: each row's val loss and each closure over seeds "
+                            "(mean, sample std) from these --json files, those of one seed "
+                            "merged first; --json writes it")
   p.add_argument("--quick", action="store_true", help="tiny sizes, a few steps (tests)")
   args = p.parse_args(argv)
   if args.quick:
@@ -271,14 +282,6 @@ def train_row(row: str, model, params, args, corpus, label: str = "") -> dict:
           "compile_seconds": compile_seconds}
 
 
-def gap_closure(results: dict) -> float | None:
-  """``(zero - dfa) / (zero - bp)``: 0 is the zero-feedback control, 1 is backprop."""
-  if not all(k in results for k in ("dfa", "zero", "bp")):
-    return None
-  zero, dfa, bp = (results[k]["val_loss"] for k in ("zero", "dfa", "bp"))
-  return (zero - dfa) / (zero - bp) if zero != bp else None
-
-
 def config_for(args: argparse.Namespace, depth: int, vocab_size: int) -> TransformerConfig:
   """The Transformer LM a row trains, from the benchmark's arguments."""
   return TransformerConfig(vocab_size=vocab_size, d_model=args.d_model, num_heads=args.heads,
@@ -305,59 +308,14 @@ def with_lever(args: argparse.Namespace, name: str) -> argparse.Namespace:
   return argparse.Namespace(**{**vars(args), **settings})
 
 
-def lever_closures(results: dict) -> dict:
-  """Each ``dfa:<lever>`` row's gap closure against the same zero-feedback and backprop rows."""
-  if not {"zero", "bp"} <= results.keys():
-    return {}
-  return {row.split(":", 1)[1]: gap_closure({**results, "dfa": r})
-          for row, r in results.items() if row.startswith("dfa:")}
-
-
-def summarise(rows: dict) -> dict:
-  """One depth's figures from its rows: the gap closure, each lever's, DFA's lead over the
-  last-block control (None where a row they need is missing)."""
-  lead = (rows["last_block"]["val_loss"] - rows["dfa"]["val_loss"]
-          if {"dfa", "last_block"} <= rows.keys() else None)
-  return {"gap_closure": gap_closure(rows), "levers": lever_closures(rows),
-          "dfa_lead_over_last_block": lead}
-
-
-def merge(paths: list[str]) -> dict:
-  """The rows of several ``--json`` results, per depth, with the closures recomputed.
-
-  Raises:
-    SystemExit: when the files differ in sizes, steps or seed (rows that did
-      not start from the same initialisation and batches cannot be compared).
-  """
-  runs = [json.loads(pathlib.Path(p).read_text()) for p in paths]
-  same = ("steps", "d_model", "heads", "d_ff", "seq", "batch", "seed", "eval_batches", "warmup")
-  for path, run in zip(paths[1:], runs[1:]):
-    diff = [k for k in same if run["args"][k] != runs[0]["args"][k]]
-    if diff:
-      raise SystemExit(f"lm_depth.py: {path} differs from {paths[0]} in {diff}; merge only "
-                       "runs of the same sizes, steps and seed")
-  out = {**runs[0], "merged_from": list(paths), "depths": {}}
-  for run in runs:
-    for depth, result in run["depths"].items():
-      out["depths"].setdefault(depth, {"rows": {}})["rows"].update(result["rows"])
-  for summary in out["depths"].values():
-    summary.update(summarise(summary["rows"]))
-  return out
-
-
-def print_summary(out: dict) -> None:
-  """The rows and closures of every depth, as a table."""
-  print(f"{'depth':>5} {'row':>18} {'val loss':>9} {'closure':>8}")
-  for depth, summary in out["depths"].items():
-    for row, result in summary["rows"].items():
-      closure = summary["levers"].get(row.split(":", 1)[-1]) if row.startswith("dfa:") else (
-          summary["gap_closure"] if row == "dfa" else None)
-      print(f"{depth:>5} {row:>18} {result['val_loss']:>9.4f} "
-            f"{'' if closure is None else f'{closure:8.3f}':>8}")
-
-
 def main(argv=None) -> dict:
   args = parse(argv)
+  if args.seeds:
+    out = across_seeds(args.seeds)
+    print_seeds(out)
+    if args.json:
+      pathlib.Path(args.json).write_text(json.dumps(out, indent=2))
+    return out
   if args.merge:
     out = merge(args.merge)
     print_summary(out)
@@ -366,7 +324,7 @@ def main(argv=None) -> dict:
     if args.plot:
       plot_hybrid_curve(out, args.plot)
     if args.plot_levers:
-      plot_levers(out, args.plot_levers)
+      plot_levers(out, args.plot_levers, through_opu)
     return out
   rows = [r for r in args.rows.split(",") if r]
   hybrids = [int(k) for k in args.bp_blocks.split(",") if k]
@@ -422,89 +380,14 @@ def main(argv=None) -> dict:
   if args.plot:
     plot_hybrid_curve(out, args.plot)
   if args.plot_levers:
-    plot_levers(out, args.plot_levers)
+    plot_levers(out, args.plot_levers, through_opu)
   return out
-
-
-def hybrid_curve(rows: dict, depth: int) -> list[tuple[int, float, float]]:
-  """``(K, val loss, digital share)`` of one depth's rows: DFA is K=0, backprop K=depth.
-
-  Examples:
-    >>> rows = {"dfa": {"val_loss": 2.5}, "hybrid_2": {"val_loss": 2.2, "digital": 0.3},
-    ...         "bp": {"val_loss": 2.0}}
-    >>> hybrid_curve(rows, 8)
-    [(0, 2.5, 0.0), (2, 2.2, 0.3), (8, 2.0, 1.0)]
-  """
-  points = [(0, rows["dfa"]["val_loss"], 0.0)] if "dfa" in rows else []
-  points += sorted((int(name.split("_")[1]), r["val_loss"], r["digital"])
-                   for name, r in rows.items() if name.startswith("hybrid_"))
-  if "bp" in rows:
-    points.append((depth, rows["bp"]["val_loss"], 1.0))
-  return points
-
-
-def plot_hybrid_curve(out: dict, path: str) -> None:
-  """Validation loss against the number of blocks trained by backprop, per depth."""
-  import matplotlib  # noqa: PLC0415
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for depth, result in out["depths"].items():
-    curve = hybrid_curve(result["rows"], int(depth))
-    if not curve:
-      continue
-    ks, losses, _ = zip(*curve)
-    ax.plot(ks, losses, "o-", label=f"{depth} blocks")
-    for k, loss, share in curve:
-      ax.annotate(f"{share:.0%}", (k, loss), textcoords="offset points", xytext=(4, 4),
-                  fontsize=8)
-    if "zero" in result["rows"]:
-      ax.axhline(result["rows"]["zero"]["val_loss"], ls=":", c="gray")
-    if "last_block" in result["rows"]:
-      ax.axhline(result["rows"]["last_block"]["val_loss"], ls="--", c="gray")
-  ax.set_xlabel("K: last blocks trained by backprop (0: DFA, all: backprop)")
-  ax.set_ylabel("validation loss (nats/char)")
-  drawn = {row for result in out["depths"].values() for row in result["rows"]}
-  lines = [text for row, text in (("zero", "dotted: zero-feedback control"),
-                                  ("last_block", "dashed: last-block control")) if row in drawn]
-  ax.set_title("Hybrid DFA/backprop; labels: backward FLOPs still by backprop"
-               + ("\n" + ", ".join(lines) if lines else ""), fontsize=9)
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def through_opu(lever: str) -> bool:
   """Whether a (possibly joined, ``a+b``) lever sends the feedback through the simulated OPU."""
   return any(LEVERS[part].settings.get("projector") == "opu"
              for part in lever.split("+") if part in LEVERS)
-
-
-def plot_levers(out: dict, path: str) -> None:
-  """Each lever's gap closure against the default DFA row's, one panel per depth."""
-  import matplotlib  # noqa: PLC0415
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-
-  depths = [(d, r) for d, r in out["depths"].items() if r.get("levers")]
-  fig, axes = plt.subplots(1, max(len(depths), 1), figsize=(6 * max(len(depths), 1), 5),
-                           squeeze=False)
-  for ax, (depth, result) in zip(axes[0], depths):
-    levers = sorted(result["levers"].items(), key=lambda item: -item[1])  # best first
-    names = ["(default)"] + [name for name, _ in levers]
-    closures = [result["gap_closure"]] + [closure for _, closure in levers]
-    colors = ["tab:gray"] + ["tab:orange" if through_opu(name) else "tab:blue"
-                             for name, _ in levers]
-    ax.barh(names[::-1], closures[::-1], color=colors[::-1])
-    ax.axvline(result["gap_closure"], ls=":", c="gray")
-    ax.set_xlabel("gap closure (0: zero-feedback control, 1: backprop)")
-    ax.set_title(f"{depth} blocks: DFA with levers changed\n(orange: through the simulated OPU)",
-                 fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 if __name__ == "__main__":

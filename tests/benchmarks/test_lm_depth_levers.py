@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import importlib.util
 import json
 import pathlib
@@ -112,3 +113,35 @@ def test_merge_refuses_runs_that_did_not_start_alike(lm_depth, tmp_path):
   b = _run(tmp_path, "b.json", {"zero": 3.0}, seed=1)
   with pytest.raises(SystemExit, match=r"differs from .* in \['seed'\]"):
     lm_depth.main(["--merge", a, b])
+
+
+def test_seeds_merge_each_seeds_files_then_give_mean_and_sample_std(lm_depth, tmp_path, capsys):
+  paths = [_run(tmp_path, "s0.json", {"dfa": 2.5, "zero": 3.0, "bp": 2.0}),
+           _run(tmp_path, "s0_levers.json", {"dfa:tied": 2.4}),
+           _run(tmp_path, "s1.json", {"dfa": 2.7, "zero": 3.2, "bp": 2.2, "dfa:tied": 2.5},
+                seed=1)]
+  json_path = tmp_path / "seeds.json"
+  out = lm_depth.main(["--seeds", *paths, "--json", str(json_path)])
+  assert out["seeds"] == [0, 1] and json.loads(json_path.read_text())["seeds"] == [0, 1]
+  summary = out["depths"]["8"]
+  assert summary["rows"]["dfa"]["mean"] == pytest.approx(2.6)
+  assert summary["rows"]["dfa"]["std"] == pytest.approx(np.std([2.5, 2.7], ddof=1))
+  assert summary["gap_closure"]["values"] == pytest.approx([0.5, 0.5])
+  # the seed-0 lever row came from its own file, closed against seed 0's controls
+  assert summary["levers"]["tied"]["values"] == pytest.approx([0.6, 0.7])
+  assert "dfa_lead_over_last_block" not in summary
+  assert "gap closure with tied: 0.65 ± 0.07 (n=2)" in capsys.readouterr().out
+
+
+def test_seeds_refuse_runs_of_other_sizes(lm_depth, tmp_path):
+  a = _run(tmp_path, "a.json", {"dfa": 2.5})
+  b = _run(tmp_path, "b.json", {"dfa": 2.6}, seed=1, steps=20)
+  with pytest.raises(SystemExit, match=r"seed-1 runs differ from the seed-0 runs in \['steps'\]"):
+    lm_depth.main(["--seeds", a, b])
+
+
+@pytest.mark.parametrize("name", ["lm_depth", "depth_report"])
+def test_the_benchmark_modules_examples_run(lm_depth, name):
+  module = lm_depth if name == "lm_depth" else sys.modules["depth_report"]
+  result = doctest.testmod(module)
+  assert result.attempted > 0 and result.failed == 0, result

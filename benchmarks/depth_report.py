@@ -1,0 +1,235 @@
+"""The depth benchmark's reports: closures, merged runs, seeds, and figures.
+
+``lm_depth.py`` trains the rows; this module turns their ``--json`` results into
+what the depth page shows: the gap closure and DFA's lead of one depth
+(``summarise``), the rows of several processes of one seed joined
+(``merge``), each row's mean and spread over seeds (``across_seeds``), the
+hybrid curve and the levers' bars.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import statistics
+from typing import Callable
+
+SAME_RUN = ("steps", "d_model", "heads", "d_ff", "seq", "batch", "seed", "eval_batches", "warmup")
+
+
+def gap_closure(results: dict) -> float | None:
+  """``(zero - dfa) / (zero - bp)``: 0 is the zero-feedback control, 1 is backprop."""
+  if not all(k in results for k in ("dfa", "zero", "bp")):
+    return None
+  zero, dfa, bp = (results[k]["val_loss"] for k in ("zero", "dfa", "bp"))
+  return (zero - dfa) / (zero - bp) if zero != bp else None
+
+
+def lever_closures(results: dict) -> dict:
+  """Each ``dfa:<lever>`` row's gap closure against the same zero-feedback and backprop rows."""
+  if not {"zero", "bp"} <= results.keys():
+    return {}
+  return {row.split(":", 1)[1]: gap_closure({**results, "dfa": r})
+          for row, r in results.items() if row.startswith("dfa:")}
+
+
+def summarise(rows: dict) -> dict:
+  """One depth's figures from its rows: the gap closure, each lever's, DFA's lead over the
+  last-block control (None where a row they need is missing)."""
+  lead = (rows["last_block"]["val_loss"] - rows["dfa"]["val_loss"]
+          if {"dfa", "last_block"} <= rows.keys() else None)
+  return {"gap_closure": gap_closure(rows), "levers": lever_closures(rows),
+          "dfa_lead_over_last_block": lead}
+
+
+def merge(paths: list[str]) -> dict:
+  """The rows of several ``--json`` results, per depth, with the closures recomputed.
+
+  Raises:
+    SystemExit: when the files differ in sizes, steps or seed (rows that did
+      not start from the same initialisation and batches cannot be compared).
+  """
+  runs = [json.loads(pathlib.Path(p).read_text()) for p in paths]
+  for path, run in zip(paths[1:], runs[1:]):
+    diff = [k for k in SAME_RUN if run["args"][k] != runs[0]["args"][k]]
+    if diff:
+      raise SystemExit(f"lm_depth.py: {path} differs from {paths[0]} in {diff}; merge only "
+                       "runs of the same sizes, steps and seed")
+  out = {**runs[0], "merged_from": list(paths), "depths": {}}
+  for run in runs:
+    for depth, result in run["depths"].items():
+      out["depths"].setdefault(depth, {"rows": {}})["rows"].update(result["rows"])
+  for summary in out["depths"].values():
+    summary.update(summarise(summary["rows"]))
+  return out
+
+
+def print_summary(out: dict) -> None:
+  """The rows and closures of every depth, as a table."""
+  print(f"{'depth':>5} {'row':>18} {'val loss':>9} {'closure':>8}")
+  for depth, summary in out["depths"].items():
+    for row, result in summary["rows"].items():
+      closure = summary["levers"].get(row.split(":", 1)[-1]) if row.startswith("dfa:") else (
+          summary["gap_closure"] if row == "dfa" else None)
+      print(f"{depth:>5} {row:>18} {result['val_loss']:>9.4f} "
+            f"{'' if closure is None else f'{closure:8.3f}':>8}")
+
+
+def spread(values: list[float]) -> dict:
+  """``{"mean", "std", "n", "values"}``; ``std`` is the sample standard deviation (None for one value).
+
+  Examples:
+    >>> spread([2.0, 2.5, 3.0])
+    {'mean': 2.5, 'std': 0.5, 'n': 3, 'values': [2.0, 2.5, 3.0]}
+  """
+  return {"mean": statistics.fmean(values),
+          "std": statistics.stdev(values) if len(values) > 1 else None,
+          "n": len(values), "values": list(values)}
+
+
+def across_seeds(paths: list[str]) -> dict:
+  """Each row's validation loss and each closure over seeds, from per-seed ``--json`` files.
+
+  The files of one seed are merged first (``merge``: rows run in separate
+  processes), so ``seed0.json levers0.json seed1.json ...`` is fine. A row or
+  closure counts over the seeds that have it.
+
+  Returns:
+    ``{"seeds": [...], "depths": {depth: {"rows": {row: spread}, "gap_closure": spread,
+    "levers": {lever: spread}, "dfa_lead_over_last_block": spread}}}`` (see ``spread``;
+    a figure no seed has is left out).
+
+  Raises:
+    SystemExit: when the runs differ in anything but the seed (sizes, steps).
+  """
+  by_seed: dict[int, list[str]] = {}
+  for path in paths:
+    seed = json.loads(pathlib.Path(path).read_text())["args"]["seed"]
+    by_seed.setdefault(seed, []).append(path)
+  runs = {seed: merge(group) for seed, group in sorted(by_seed.items())}
+  first_seed, first = next(iter(runs.items()))
+  for seed, run in runs.items():
+    diff = [k for k in SAME_RUN if k != "seed" and run["args"][k] != first["args"][k]]
+    if diff:
+      raise SystemExit(f"lm_depth.py: the seed-{seed} runs differ from the seed-{first_seed} "
+                       f"runs in {diff}; compare seeds of the same sizes and steps only")
+  depths: dict[str, dict] = {}
+  for run in runs.values():
+    for depth, summary in run["depths"].items():
+      into = depths.setdefault(depth, {"rows": {}, "gap_closure": [], "levers": {},
+                                       "dfa_lead_over_last_block": []})
+      for row, result in summary["rows"].items():
+        into["rows"].setdefault(row, []).append(result["val_loss"])
+      for key in ("gap_closure", "dfa_lead_over_last_block"):
+        if summary[key] is not None:
+          into[key].append(summary[key])
+      for lever, closure in summary["levers"].items():
+        into["levers"].setdefault(lever, []).append(closure)
+  out = {"seeds": list(runs), "args": first["args"], "depths": {}}
+  for depth, into in depths.items():
+    out["depths"][depth] = {
+        "rows": {row: spread(v) for row, v in into["rows"].items()},
+        "levers": {lever: spread(v) for lever, v in into["levers"].items()},
+        **{key: spread(into[key]) for key in ("gap_closure", "dfa_lead_over_last_block")
+           if into[key]}}
+  return out
+
+
+def _pm(figure: dict, digits: int = 3) -> str:
+  std = "" if figure["std"] is None else f" ± {figure['std']:.{digits}f}"
+  return f"{figure['mean']:.{digits}f}{std} (n={figure['n']})"
+
+
+def print_seeds(out: dict) -> None:
+  """``across_seeds``'s table: each row's loss and each closure as mean ± sample std."""
+  print(f"seeds {out['seeds']}; mean ± sample standard deviation over the seeds that have it")
+  for depth, summary in out["depths"].items():
+    for row, figure in summary["rows"].items():
+      print(f"{depth:>5} {row:>18} val loss {_pm(figure)}  per seed "
+            + ", ".join(f"{v:.3f}" for v in figure["values"]))
+    if "gap_closure" in summary:
+      print(f"{depth:>5} gap closure {_pm(summary['gap_closure'], 2)}")
+    for lever, figure in summary["levers"].items():
+      print(f"{depth:>5} gap closure with {lever}: {_pm(figure, 2)}")
+    if "dfa_lead_over_last_block" in summary:
+      print(f"{depth:>5} DFA's lead over the last-block control "
+            f"{_pm(summary['dfa_lead_over_last_block'])} nats")
+
+
+def hybrid_curve(rows: dict, depth: int) -> list[tuple[int, float, float]]:
+  """``(K, val loss, digital share)`` of one depth's rows: DFA is K=0, backprop K=depth.
+
+  Examples:
+    >>> rows = {"dfa": {"val_loss": 2.5}, "hybrid_2": {"val_loss": 2.2, "digital": 0.3},
+    ...         "bp": {"val_loss": 2.0}}
+    >>> hybrid_curve(rows, 8)
+    [(0, 2.5, 0.0), (2, 2.2, 0.3), (8, 2.0, 1.0)]
+  """
+  points = [(0, rows["dfa"]["val_loss"], 0.0)] if "dfa" in rows else []
+  points += sorted((int(name.split("_")[1]), r["val_loss"], r["digital"])
+                   for name, r in rows.items() if name.startswith("hybrid_"))
+  if "bp" in rows:
+    points.append((depth, rows["bp"]["val_loss"], 1.0))
+  return points
+
+
+def plot_hybrid_curve(out: dict, path: str) -> None:
+  """Validation loss against the number of blocks trained by backprop, per depth."""
+  import matplotlib  # noqa: PLC0415
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for depth, result in out["depths"].items():
+    curve = hybrid_curve(result["rows"], int(depth))
+    if not curve:
+      continue
+    ks, losses, _ = zip(*curve)
+    ax.plot(ks, losses, "o-", label=f"{depth} blocks")
+    for k, loss, share in curve:
+      ax.annotate(f"{share:.0%}", (k, loss), textcoords="offset points", xytext=(4, 4),
+                  fontsize=8)
+    if "zero" in result["rows"]:
+      ax.axhline(result["rows"]["zero"]["val_loss"], ls=":", c="gray")
+    if "last_block" in result["rows"]:
+      ax.axhline(result["rows"]["last_block"]["val_loss"], ls="--", c="gray")
+  ax.set_xlabel("K: last blocks trained by backprop (0: DFA, all: backprop)")
+  ax.set_ylabel("validation loss (nats/char)")
+  drawn = {row for result in out["depths"].values() for row in result["rows"]}
+  lines = [text for row, text in (("zero", "dotted: zero-feedback control"),
+                                  ("last_block", "dashed: last-block control")) if row in drawn]
+  ax.set_title("Hybrid DFA/backprop; labels: backward FLOPs still by backprop"
+               + ("\n" + ", ".join(lines) if lines else ""), fontsize=9)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_levers(out: dict, path: str,
+                through_opu: Callable[[str], bool] = lambda lever: False) -> None:
+  """Each lever's gap closure against the default DFA row's, one panel per depth.
+
+  ``through_opu(lever)`` says which bars to draw orange (the levers through the OPU).
+  """
+  import matplotlib  # noqa: PLC0415
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  depths = [(d, r) for d, r in out["depths"].items() if r.get("levers")]
+  fig, axes = plt.subplots(1, max(len(depths), 1), figsize=(6 * max(len(depths), 1), 5),
+                           squeeze=False)
+  for ax, (depth, result) in zip(axes[0], depths):
+    levers = sorted(result["levers"].items(), key=lambda item: -item[1])  # best first
+    names = ["(default)"] + [name for name, _ in levers]
+    closures = [result["gap_closure"]] + [closure for _, closure in levers]
+    colors = ["tab:gray"] + ["tab:orange" if through_opu(name) else "tab:blue"
+                             for name, _ in levers]
+    ax.barh(names[::-1], closures[::-1], color=colors[::-1])
+    ax.axvline(result["gap_closure"], ls=":", c="gray")
+    ax.set_xlabel("gap closure (0: zero-feedback control, 1: backprop)")
+    ax.set_title(f"{depth} blocks: DFA with levers changed\n(orange: through the simulated OPU)",
+                 fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
