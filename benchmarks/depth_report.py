@@ -14,7 +14,20 @@ import pathlib
 import statistics
 from typing import Callable
 
-SAME_RUN = ("steps", "d_model", "heads", "d_ff", "seq", "batch", "seed", "eval_batches", "warmup")
+# The arguments that only choose which rows run and where results go; every other argument
+# (sizes, steps, seed, the method's settings) must match for rows to be compared.
+NOT_THE_RUN = frozenset({"depths", "rows", "bp_blocks", "levers", "json", "plot", "plot_levers",
+                         "merge", "seeds", "quick"})
+
+
+def differences(a: dict, b: dict, ignore: frozenset = frozenset()) -> list[str]:
+  """The run-defining arguments in which two runs' ``args`` differ (those both record).
+
+  Examples:
+    >>> differences({"seed": 0, "norm": "pre", "rows": "dfa"}, {"seed": 0, "norm": "post"})
+    ['norm']
+  """
+  return sorted(k for k in a.keys() & b.keys() - NOT_THE_RUN - ignore if a[k] != b[k])
 
 
 def gap_closure(results: dict) -> float | None:
@@ -46,15 +59,16 @@ def merge(paths: list[str]) -> dict:
   """The rows of several ``--json`` results, per depth, with the closures recomputed.
 
   Raises:
-    SystemExit: when the files differ in sizes, steps or seed (rows that did
-      not start from the same initialisation and batches cannot be compared).
+    SystemExit: when the files differ in sizes, steps, seed or settings (rows
+      that did not start from the same initialisation and batches, or that
+      share a name but not a method, cannot be compared).
   """
   runs = [json.loads(pathlib.Path(p).read_text()) for p in paths]
   for path, run in zip(paths[1:], runs[1:]):
-    diff = [k for k in SAME_RUN if run["args"][k] != runs[0]["args"][k]]
+    diff = differences(run["args"], runs[0]["args"])
     if diff:
       raise SystemExit(f"lm_depth.py: {path} differs from {paths[0]} in {diff}; merge only "
-                       "runs of the same sizes, steps and seed")
+                       "runs of the same sizes, steps, seed and settings (a lever is a row)")
   out = {**runs[0], "merged_from": list(paths), "depths": {}}
   for run in runs:
     for depth, result in run["depths"].items():
@@ -100,7 +114,7 @@ def across_seeds(paths: list[str]) -> dict:
     a figure no seed has is left out).
 
   Raises:
-    SystemExit: when the runs differ in anything but the seed (sizes, steps).
+    SystemExit: when the runs differ in anything but the seed (sizes, steps, settings).
   """
   by_seed: dict[int, list[str]] = {}
   for path in paths:
@@ -109,10 +123,10 @@ def across_seeds(paths: list[str]) -> dict:
   runs = {seed: merge(group) for seed, group in sorted(by_seed.items())}
   first_seed, first = next(iter(runs.items()))
   for seed, run in runs.items():
-    diff = [k for k in SAME_RUN if k != "seed" and run["args"][k] != first["args"][k]]
+    diff = differences(run["args"], first["args"], ignore=frozenset({"seed"}))
     if diff:
       raise SystemExit(f"lm_depth.py: the seed-{seed} runs differ from the seed-{first_seed} "
-                       f"runs in {diff}; compare seeds of the same sizes and steps only")
+                       f"runs in {diff}; compare seeds of the same sizes, steps and settings")
   depths: dict[str, dict] = {}
   for run in runs.values():
     for depth, summary in run["depths"].items():

@@ -88,7 +88,7 @@ def test_rms_normalised_feedback_has_unit_rms_per_token(lm_depth):
 
 def _run(tmp_path, name, rows, **args):
   base = {"steps": 10, "d_model": 8, "heads": 2, "d_ff": 16, "seq": 8, "batch": 2, "seed": 0,
-          "eval_batches": 1, "warmup": 1}
+          "norm": "pre", "eval_batches": 1, "warmup": 1}
   path = tmp_path / name
   path.write_text(json.dumps({"args": {**base, **args}, "depths": {"8": {"rows": {
       row: r if isinstance(r, dict) else {"val_loss": r} for row, r in rows.items()}}}}))
@@ -115,6 +115,16 @@ def test_merge_refuses_runs_that_did_not_start_alike(lm_depth, tmp_path):
     lm_depth.main(["--merge", a, b])
 
 
+def test_merge_refuses_rows_of_one_name_made_with_other_settings(lm_depth, tmp_path):
+  """A post-LN run's "bp" row is not the pre-LN run's: merged, one would replace the other."""
+  a = _run(tmp_path, "a.json", {"dfa": 2.5, "bp": 1.8}, norm="pre", bp_blocks="")
+  b = _run(tmp_path, "b.json", {"bp": 1.7}, norm="post")
+  with pytest.raises(SystemExit, match=r"differs from .* in \['norm'\]"):
+    lm_depth.main(["--merge", a, b])
+  c = _run(tmp_path, "c.json", {"dfa:tied": 2.4}, levers="tied")
+  assert set(lm_depth.main(["--merge", a, c])["depths"]["8"]["rows"]) == {"dfa", "bp", "dfa:tied"}
+
+
 def test_seeds_merge_each_seeds_files_then_give_mean_and_sample_std(lm_depth, tmp_path, capsys):
   paths = [_run(tmp_path, "s0.json", {"dfa": 2.5, "zero": 3.0, "bp": 2.0}),
            _run(tmp_path, "s0_levers.json", {"dfa:tied": 2.4}),
@@ -135,8 +145,9 @@ def test_seeds_merge_each_seeds_files_then_give_mean_and_sample_std(lm_depth, tm
 
 def test_seeds_refuse_runs_of_other_sizes(lm_depth, tmp_path):
   a = _run(tmp_path, "a.json", {"dfa": 2.5})
-  b = _run(tmp_path, "b.json", {"dfa": 2.6}, seed=1, steps=20)
-  with pytest.raises(SystemExit, match=r"seed-1 runs differ from the seed-0 runs in \['steps'\]"):
+  b = _run(tmp_path, "b.json", {"dfa": 2.6}, seed=1, steps=20, norm="post")
+  with pytest.raises(SystemExit,
+                     match=r"seed-1 runs differ from the seed-0 runs in \['norm', 'steps'\]"):
     lm_depth.main(["--seeds", a, b])
 
 
