@@ -164,7 +164,8 @@ def parse(argv=None) -> argparse.Namespace:
   reports = p.add_mutually_exclusive_group()
   reports.add_argument("--merge", nargs="+", metavar="JSON",
                        help="train nothing: merge the rows of these --json files (runs of the "
-                            "same sizes and seed, e.g. rows run in separate processes), print "
+                            "same sizes, seed and settings, e.g. rows run in separate "
+                            "processes), print "
                             "the table and closures, and draw --plot/--plot_levers")
   reports.add_argument("--seeds", nargs="+", metavar="JSON",
                        help="train nothing: each row's val loss and each closure over seeds "
