@@ -108,11 +108,3 @@ def host_platform(cpu_devices):
                 "run it with JAX_PLATFORMS=cpu")
   return cpu_devices
 
-
-def pytest_collection_modifyitems(config, items):
-  """Runs the slow tests first (a stable sort, otherwise in collection order).
-
-  xdist hands tests out in this order: with the long ones first, the two workers finish
-  together instead of one of them ending on a minute-long test while the other waits.
-  """
-  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
