@@ -89,16 +89,19 @@ def print_summary(out: dict) -> None:
             f"{'' if closure is None else f'{closure:8.3f}':>8}")
 
 
-def spread(values: list[float]) -> dict:
-  """``{"mean", "std", "n", "values"}``; ``std`` is the sample standard deviation (None for one value).
+def spread(by_seed: dict[int, float]) -> dict:
+  """``{"mean", "std", "n", "seeds", "values"}`` of one figure's value at each seed.
+
+  ``std`` is the sample standard deviation (None for one value).
 
   Examples:
-    >>> spread([2.0, 2.5, 3.0])
-    {'mean': 2.5, 'std': 0.5, 'n': 3, 'values': [2.0, 2.5, 3.0]}
+    >>> spread({0: 2.0, 1: 2.5, 2: 3.0})
+    {'mean': 2.5, 'std': 0.5, 'n': 3, 'seeds': [0, 1, 2], 'values': [2.0, 2.5, 3.0]}
   """
+  values = list(by_seed.values())
   return {"mean": statistics.fmean(values),
           "std": statistics.stdev(values) if len(values) > 1 else None,
-          "n": len(values), "values": list(values)}
+          "n": len(values), "seeds": list(by_seed), "values": values}
 
 
 def across_seeds(paths: list[str]) -> dict:
@@ -128,17 +131,17 @@ def across_seeds(paths: list[str]) -> dict:
       raise SystemExit(f"lm_depth.py: the seed-{seed} runs differ from the seed-{first_seed} "
                        f"runs in {diff}; compare seeds of the same sizes, steps and settings")
   depths: dict[str, dict] = {}
-  for run in runs.values():
+  for seed, run in runs.items():
     for depth, summary in run["depths"].items():
-      into = depths.setdefault(depth, {"rows": {}, "gap_closure": [], "levers": {},
-                                       "dfa_lead_over_last_block": []})
+      into = depths.setdefault(depth, {"rows": {}, "gap_closure": {}, "levers": {},
+                                       "dfa_lead_over_last_block": {}})
       for row, result in summary["rows"].items():
-        into["rows"].setdefault(row, []).append(result["val_loss"])
+        into["rows"].setdefault(row, {})[seed] = result["val_loss"]
       for key in ("gap_closure", "dfa_lead_over_last_block"):
         if summary[key] is not None:
-          into[key].append(summary[key])
+          into[key][seed] = summary[key]
       for lever, closure in summary["levers"].items():
-        into["levers"].setdefault(lever, []).append(closure)
+        into["levers"].setdefault(lever, {})[seed] = closure
   out = {"seeds": list(runs), "args": first["args"], "depths": {}}
   for depth, into in depths.items():
     out["depths"][depth] = {
@@ -160,7 +163,7 @@ def print_seeds(out: dict) -> None:
   for depth, summary in out["depths"].items():
     for row, figure in summary["rows"].items():
       print(f"{depth:>5} {row:>18} val loss {_pm(figure)}  per seed "
-            + ", ".join(f"{v:.3f}" for v in figure["values"]))
+            + ", ".join(f"{seed}: {v:.3f}" for seed, v in zip(figure["seeds"], figure["values"])))
     if "gap_closure" in summary:
       print(f"{depth:>5} gap closure {_pm(summary['gap_closure'], 2)}")
     for lever, figure in summary["levers"].items():

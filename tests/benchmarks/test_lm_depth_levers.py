@@ -142,8 +142,12 @@ def test_seeds_merge_each_seeds_files_then_give_mean_and_sample_std(lm_depth, tm
   assert summary["gap_closure"]["values"] == pytest.approx([0.5, 0.5])
   # the seed-0 lever row came from its own file, closed against seed 0's controls
   assert summary["levers"]["tied"]["values"] == pytest.approx([0.6, 0.7])
+  assert summary["levers"]["tied"]["seeds"] == [0, 1]
+  assert summary["rows"]["dfa:tied"]["seeds"] == [0, 1]
   assert "dfa_lead_over_last_block" not in summary
-  assert "gap closure with tied: 0.65 ± 0.07 (n=2)" in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert "gap closure with tied: 0.65 ± 0.07 (n=2)" in printed
+  assert "dfa val loss 2.600 ± 0.141 (n=2)  per seed 0: 2.500, 1: 2.700" in printed
 
 
 def test_seeds_refuse_runs_of_other_sizes(lm_depth, tmp_path):
