@@ -63,7 +63,11 @@ def merge(paths: list[str]) -> dict:
       that did not start from the same initialisation and batches, or that
       share a name but not a method, cannot be compared).
   """
-  runs = [json.loads(pathlib.Path(p).read_text()) for p in paths]
+  return merge_runs(paths, [json.loads(pathlib.Path(p).read_text()) for p in paths])
+
+
+def merge_runs(paths: list[str], runs: list[dict]) -> dict:
+  """``merge`` of results already read (``runs[i]`` from ``paths[i]``)."""
   for path, run in zip(paths[1:], runs[1:]):
     diff = differences(run["args"], runs[0]["args"])
     if diff:
@@ -119,11 +123,11 @@ def across_seeds(paths: list[str]) -> dict:
   Raises:
     SystemExit: when the runs differ in anything but the seed (sizes, steps, settings).
   """
-  by_seed: dict[int, list[str]] = {}
+  by_seed: dict[int, list[tuple[str, dict]]] = {}
   for path in paths:
-    seed = json.loads(pathlib.Path(path).read_text())["args"]["seed"]
-    by_seed.setdefault(seed, []).append(path)
-  runs = {seed: merge(group) for seed, group in sorted(by_seed.items())}
+    run = json.loads(pathlib.Path(path).read_text())
+    by_seed.setdefault(run["args"]["seed"], []).append((path, run))
+  runs = {seed: merge_runs(*map(list, zip(*group))) for seed, group in sorted(by_seed.items())}
   first_seed, first = next(iter(runs.items()))
   for seed, run in runs.items():
     diff = differences(run["args"], first["args"], ignore=frozenset({"seed"}))

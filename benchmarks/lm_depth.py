@@ -165,8 +165,8 @@ def parse(argv=None) -> argparse.Namespace:
   reports.add_argument("--merge", nargs="+", metavar="JSON",
                        help="train nothing: merge the rows of these --json files (runs of the "
                             "same sizes, seed and settings, e.g. rows run in separate "
-                            "processes), print "
-                            "the table and closures, and draw --plot/--plot_levers")
+                            "processes), print the table and closures, and draw "
+                            "--plot/--plot_levers")
   reports.add_argument("--seeds", nargs="+", metavar="JSON",
                        help="train nothing: each row's val loss and each closure over seeds "
                             "(mean, sample std) from these --json files, those of one seed "

@@ -107,4 +107,3 @@ def host_platform(cpu_devices):
                 f"{jax.device_count()} devices), not the {HOST_DEVICES} host devices: "
                 "run it with JAX_PLATFORMS=cpu")
   return cpu_devices
-
