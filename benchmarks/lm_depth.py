@@ -154,7 +154,8 @@ def parse(argv=None) -> argparse.Namespace:
   p.add_argument("--bp_blocks", default="", help="comma-separated K: add a hybrid_K row each")
   p.add_argument("--levers", default="",
                  help="comma-separated levers, a dfa:<lever> row each (a+b: one row with both): "
-                 + ", ".join(f"{name} ({lever.what})" for name, lever in LEVERS.items()))
+                 + ", ".join(f"{name} ({lever.what})" for name, lever in LEVERS.items())
+                 .replace("%", "%%"))
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--eval_batches", type=int, default=16)
   p.add_argument("--json", help="write the results here")
