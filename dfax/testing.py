@@ -6,15 +6,15 @@ turns DFA back into backprop: with it, ``dfax.dfa_grad`` must reproduce
 that the cuts sit where they should, that the tail is exact and that each
 segment's local backward is complete.
 
-``oracle_projector`` finds the true cotangents by running the gradient once
-with every cut replaced by an identity that records the cotangent arriving
-from downstream (eagerly, under ``jax.disable_jit``, so that ``nn.scan``
-bodies run as Python loops and every layer's cotangent is a concrete array).
+``oracle_projector`` finds the true cotangents by running the gradient once,
+compiled, with every cut replaced by an identity whose backward passes the
+cotangent arriving from downstream through a host callback that records it:
+once per layer inside ``nn.scan``, once per element inside ``nn.vmap``, once
+inside ``nn.remat``/``jax.checkpoint``.
 
-Limits, each raised as a ``NotImplementedError`` that says so: a point inside
-``jax.checkpoint``/``nn.remat`` has no concrete cotangent, and a point made
-inside an NNX transform (``nnx.scan``, ``nnx.vmap``, ``nnx.remat``) is named
-only once its value has left the transform, after its cotangent was recorded.
+Limit, raised as a ``NotImplementedError`` that says so: a point made inside
+an NNX transform (``nnx.scan``, ``nnx.vmap``, ``nnx.remat``) is named only
+once its value has left the transform, after its cotangent was recorded.
 Check such models through an equivalent with the layers in a Python loop.
 """
 
@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dfax.core.points import IN_NNX_TRANSFORM, PointSpec
 from dfax.core.cuts import cutting
@@ -42,8 +43,18 @@ def _recording_identity(name: str, store: dict):
     return x
 
   def bwd(_, ct):
-    store[name].append(ct)
-    return (ct,)
+    shape = ct.shape
+
+    def record(found):
+      # Under vmap the callback sees the whole batch (vmap_method="expand_dims"): one entry
+      # per element, listed last to first as the backward pass lists layers.
+      found = np.asarray(found)
+      store[name].extend(reversed(list(found.reshape(-1, *shape))))
+      return found
+
+    # The cotangent goes through the callback, so the backward order orders the records.
+    return (jax.pure_callback(record, jax.ShapeDtypeStruct(shape, ct.dtype), ct,
+                              vmap_method="expand_dims"),)
 
   probe.defvjp(lambda x: (x, None), bwd)
   return probe
@@ -63,8 +74,8 @@ def true_cotangents(make_grad_fn: Callable[[Projector], Callable], *args,
     in the order the backward pass reached them.
 
   Raises:
-    NotImplementedError: for points inside ``nn.remat``/``jax.checkpoint``
-      or inside an NNX transform (see the module docstring).
+    NotImplementedError: for points made inside an NNX transform (see the
+      module docstring).
 
   Examples:
     >>> import jax, jax.numpy as jnp, flax.linen as nn, dfax
@@ -78,8 +89,18 @@ def true_cotangents(make_grad_fn: Callable[[Projector], Callable], *args,
   """
   store: dict[str, list] = collections.defaultdict(list)
   cut = lambda x, name: _recording_identity(name, store)(x)
-  with jax.disable_jit(), cutting(cut):
-    jax.block_until_ready(make_grad_fn(_zeros)(*args, **kwargs))
+  leaves, tree = jax.tree.flatten((args, kwargs))
+  is_array = [isinstance(leaf, (jax.Array, np.ndarray)) for leaf in leaves]
+
+  def gradient(arrays):  # the non-array arguments (flags, sizes) stay Python values
+    given = iter(arrays)
+    args, kwargs = jax.tree.unflatten(tree, [next(given) if array else leaf
+                                             for leaf, array in zip(leaves, is_array)])
+    return make_grad_fn(_zeros)(*args, **kwargs)
+
+  with cutting(cut):
+    jax.block_until_ready(jax.jit(gradient)([leaf for leaf, array in zip(leaves, is_array)
+                                              if array]))
   inside = sorted({n[len(IN_NNX_TRANSFORM):].split("/")[0] for n in store
                    if n.startswith(IN_NNX_TRANSFORM)})
   if inside:
@@ -89,11 +110,6 @@ def true_cotangents(make_grad_fn: Callable[[Projector], Callable], *args,
         "such a point is named only after its value leaves the transform, so its recorded "
         "cotangent cannot be matched to it. Check an equivalent model that calls the "
         "layers in a Python loop (e.g. an nnx.List) instead.")
-  for name, cts in store.items():
-    if any(isinstance(c, jax.core.Tracer) for c in cts):
-      raise NotImplementedError(
-          f"dfax.testing: the cotangent at {name!r} was not concrete (a transform "
-          "that disable_jit does not unroll); the oracle needs eager cotangents.")
   return dict(store)
 
 
