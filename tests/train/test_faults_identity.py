@@ -39,7 +39,10 @@ SMALL = {"num_steps": 8, "checkpoint_every": 4, "eval_every": 4, "log_every": 2,
          "alignment_every": 0, "max_to_keep": 10, "dataset.train_limit": 256,
          "dataset.eval_limit": 100, "eval_batch_size": 100, "batch_size": 32,
          "model.features": (16,), "method": "bp", "mesh.data": 1}
-ENV = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+# One device, compiled as this process compiles (its XLA_FLAGS less the device count): runs
+# here and in the subprocess are compared bit for bit.
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": " ".join(
+    flag for flag in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in flag)}
 
 
 def _config(**overrides):
