@@ -90,12 +90,9 @@ class RematBlock(nn.Module):
 
 
 class ScanRemat(nn.Module):
-  remat: bool = True
-
   @nn.compact
   def __call__(self, x):
-    block = nn.remat(RematBlock) if self.remat else RematBlock
-    stack = nn.scan(block, variable_axes={"params": 0},
+    stack = nn.scan(nn.remat(RematBlock), variable_axes={"params": 0},
                     split_rngs={"params": True}, length=3)
     h, _ = stack(name="blocks")(nn.Dense(12)(x), None)
     return nn.Dense(4)(h)
@@ -130,8 +127,8 @@ def _decoder():
   return loss_fn, (params,), False, DecoderLayer, "Dense_0"
 
 
-def _scan_remat(remat=True):
-  model = ScanRemat(remat=remat)
+def _scan_remat():
+  model = ScanRemat()
   x = jax.random.normal(jax.random.key(0), (6, 5))
   y = jnp.tanh(x @ jax.random.normal(jax.random.key(1), (5, 4)))
   params = model.init(jax.random.key(2), x)["params"]
