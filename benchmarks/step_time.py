@@ -34,6 +34,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 
 import flax.linen as nn
@@ -96,11 +97,12 @@ def handwritten_mlp_dfa(params, x, y):
 
 def transformer_setup(batch: int, preset: str = "macro", norm: str = "pre", quick: bool = False,
                       d_model: int | None = None, num_layers: int | None = None,
-                      seq: int | None = None, error_at: str = "hidden"):
+                      seq: int | None = None, error_at: str = "hidden", scan_unroll: int = 1):
   d, layers, length = (32, 2, 16) if quick else (256, 4, 128)
   d, layers, length = d_model or d, num_layers or layers, seq or length
   cfg = TransformerConfig(vocab_size=96, d_model=d, num_heads=4, num_layers=layers, d_ff=4 * d,
-                          max_len=length, norm=norm, error_at=error_at)
+                          max_len=length, norm=norm, error_at=error_at,
+                          scan_unroll=scan_unroll)
   model = TransformerLM(cfg)
   tokens = jax.random.randint(jax.random.key(0), (batch, length + 1), 0, 96)
   x, y = tokens[:, :-1], tokens[:, 1:]
@@ -112,8 +114,9 @@ def transformer_setup(batch: int, preset: str = "macro", norm: str = "pre", quic
 # Plain jnp on the model's own parameter tree, with the numerics of the Flax modules
 # (LayerNorm with eps 1e-6 and the fast variance, tanh-approximated GELU, queries scaled by
 # 1/sqrt(head_dim), masked logits set to the dtype's minimum). The layers run in lax.scan as
-# the model's nn.scan does. The feedback comes from the projector dfax is given, asked for
-# the points (paths, shapes, stacking) dfax's trace makes, so both get the same B_k.
+# the model's nn.scan does, unrolled as its ``scan_unroll`` says. The feedback comes from the
+# projector dfax is given, asked for the points (paths, shapes, stacking) dfax's trace makes,
+# so both get the same B_k.
 
 HANDWRITTEN_LAYOUTS = (("after_ln", "pre"), ("macro_out", "post"))  # (preset, norm)
 _LN_EPS = 1e-6  # flax.linen.LayerNorm's default
@@ -198,6 +201,7 @@ def handwritten_lm_dfa(config: TransformerConfig, preset: str, projector):
                                                  stack_ndim=int(stacked))
   hidden = config.error_at == "hidden"
   causal = config.causal
+  unroll = config.scan_unroll
 
   def pre_ln_after_ln(params, tokens, labels):
     p = params["params"]
@@ -212,7 +216,7 @@ def handwritten_lm_dfa(config: TransformerConfig, preset: str, projector):
       o, mlp_vjp = jax.vjp(lambda w: _mlp(w, m), {"fc1": q["fc1"], "fc2": q["fc2"]})
       return x + o, (a, m, ln_attn_vjp, attn_vjp, ln_mlp_vjp, mlp_vjp)
 
-    h, (a, m, *vjps) = jax.lax.scan(layer, x, p["blocks"])
+    h, (a, m, *vjps) = jax.lax.scan(layer, x, p["blocks"], unroll=unroll)
     blocks = [spec("blocks/ln_attn/out", a, True), spec("blocks/ln_mlp/out", m, True)]
     if hidden:  # ln_final and the head run inside dfax.exact(): exact backprop down to h
       f, ln_final_vjp = jax.vjp(_layer_norm, p["ln_final"], h)
@@ -240,7 +244,7 @@ def handwritten_lm_dfa(config: TransformerConfig, preset: str, projector):
       return g + dx, {"attn": g_attn, "fc1": g_mlp["fc1"], "fc2": g_mlp["fc2"],
                       "ln_attn": g_ln_attn, "ln_mlp": g_ln_mlp}
 
-    g, g_blocks = jax.lax.scan(back, g, (b_attn, b_mlp, *vjps), reverse=True)
+    g, g_blocks = jax.lax.scan(back, g, (b_attn, b_mlp, *vjps), reverse=True, unroll=unroll)
     g_embedding, g_pos = embed_vjp(g)
     return loss, {"params": {"embed": {"embedding": g_embedding}, "pos_embed": g_pos,
                              "blocks": g_blocks, "ln_final": g_ln_final, "head": g_head}}
@@ -257,7 +261,7 @@ def handwritten_lm_dfa(config: TransformerConfig, preset: str, projector):
       y, vjp = jax.vjp(lambda w: _post_block(w, x, causal), q)
       return y, (y, vjp)
 
-    h, (ys, vjps) = jax.lax.scan(layer, x, rest)
+    h, (ys, vjps) = jax.lax.scan(layer, x, rest, unroll=unroll)
     outs = jnp.concatenate([x[None], ys])  # every block's output: the stacked point
     if hidden:  # the head runs inside dfax.exact(): exact backprop down to h, the error
       logits, head_vjp = jax.vjp(_dense, p["head"], h)
@@ -269,7 +273,8 @@ def handwritten_lm_dfa(config: TransformerConfig, preset: str, projector):
       (g_head,) = head_vjp(e)
     (b,) = projector(e, [spec("blocks/out", outs, True)])
     g_embedding, g_pos, g_first = block0_vjp(b[0])
-    g_rest = jax.lax.map(lambda xs: xs[1](xs[0])[0], (b[1:], vjps))
+    _, g_rest = jax.lax.scan(lambda _, xs: (None, xs[1](xs[0])[0]), None, (b[1:], vjps),
+                             unroll=unroll)
     g_blocks = jax.tree.map(lambda a, r: jnp.concatenate([a[None], r]), g_first, g_rest)
     return loss, {"params": {"embed": {"embedding": g_embedding}, "pos_embed": g_pos,
                              "blocks": g_blocks, "head": g_head}}
@@ -373,11 +378,51 @@ def logits_of(model, params, x):
   return model.apply(params, x)
 
 
-def make_steps(model, params, x, y, feedback, preset: str | None = None):
+def _loss_of(model):
   def loss_fn(p, x, y):
     logits = logits_of(model, p, x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+  return loss_fn
 
+
+def gradient_fns(model, feedback, preset: str | None = None) -> dict:
+  """The jitted gradients alone, ``fn(params, x, y) -> (loss, grads)``, by name.
+
+  ``bp_grad`` (backprop), ``dfa_grad`` (dfax, Gaussian projector) and, for a
+  model and layout written by hand, ``handwritten_dfa_grad`` with the same
+  projector.
+  """
+  loss_fn = _loss_of(model)
+  projector = dfax.projectors.gaussian(jax.random.key(0))
+  fns = {"bp_grad": jax.jit(jax.value_and_grad(loss_fn)),
+         "dfa_grad": jax.jit(dfax.dfa_value_and_grad(loss_fn, feedback=feedback,
+                                                     projector=projector))}
+  if isinstance(model, TanhMLP):
+    fns["handwritten_dfa_grad"] = jax.jit(handwritten_mlp_dfa)
+  elif (preset, model.config.norm) in HANDWRITTEN_LAYOUTS:
+    fns["handwritten_dfa_grad"] = jax.jit(handwritten_lm_dfa(model.config, preset, projector))
+  return fns
+
+
+def compiled_dots(fn, *args) -> int:
+  """The dot operations in ``fn``'s compiled program (XLA's optimised HLO).
+
+  A loop body counts once, so only a fully unrolled stack (``scan_unroll`` >=
+  the number of layers) shows every layer's dots; XLA's dead-code elimination
+  has run, so a cotangent that is computed and then dropped is gone only where
+  XLA could see that it is dropped.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> compiled_dots(lambda a, b: (a @ b) @ b, jnp.ones((2, 2)), jnp.ones((2, 2)))
+    2
+  """
+  return len(re.findall(r"\bdot\(", jax.jit(fn).lower(*args).compile().as_text()))
+
+
+def make_steps(model, params, x, y, feedback, preset: str | None = None):
+  loss_fn = _loss_of(model)
+  gradients = gradient_fns(model, feedback, preset)
   opt = optax.adam(1e-3)
   opt_state = opt.init(params)
 
@@ -389,29 +434,17 @@ def make_steps(model, params, x, y, feedback, preset: str | None = None):
       return optax.apply_updates(p, updates), s, loss
     return lambda: step(params, opt_state, x, y)
 
-  def grad_only(value_and_grad):
-    fn = jax.jit(value_and_grad(loss_fn))
-    return lambda: fn(params, x, y)
-
   forward = jax.jit(loss_fn)  # forward pass and loss only
   key = jax.random.key(0)  # the same projector key for dfax and the hand-written gradient
   dfa_with = lambda projector: lambda f: dfax.dfa_value_and_grad(f, feedback=feedback,
                                                                  projector=projector)
-  if isinstance(model, TanhMLP):
-    handwritten = jax.jit(handwritten_mlp_dfa)
-  elif (preset, model.config.norm) in HANDWRITTEN_LAYOUTS:
-    handwritten = jax.jit(handwritten_lm_dfa(model.config, preset,
-                                             dfax.projectors.gaussian(key)))
-  else:
-    handwritten = None
-  extra = {"handwritten_dfa_grad": lambda: handwritten(params, x, y)} if handwritten else {}
-  return extra | {
+  # the gradients alone, no optimizer: bp_grad, dfa_grad and handwritten_dfa_grad if written
+  alone = {name: (lambda fn: lambda: fn(params, x, y))(fn) for name, fn in gradients.items()}
+  return alone | {
       "forward": lambda: forward(params, x, y),
       "bp": step_with(jax.value_and_grad),
       "dfa": step_with(dfa_with(dfax.projectors.gaussian(key))),
       "dfa_hadamard": step_with(dfa_with(dfax.projectors.hadamard(key))),
-      "bp_grad": grad_only(jax.value_and_grad),  # the gradient alone, no optimizer
-      "dfa_grad": grad_only(dfa_with(dfax.projectors.gaussian(key))),
   }
 
 
@@ -431,6 +464,9 @@ def main(argv=None):
                       "2 with --quick)")
   parser.add_argument("--seq", type=int, default=None, help="Transformer sequence length "
                       "(default 128; 16 with --quick)")
+  parser.add_argument("--scan-unroll", type=int, default=1, help="Transformer: blocks per "
+                      "iteration of the layer loop (TransformerConfig.scan_unroll; >= --layers "
+                      "unrolls it, and the compiled dot counts then cover every layer)")
   parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 30; 3 "
                       "with --quick)")
   parser.add_argument("--quick", action="store_true",
@@ -445,7 +481,7 @@ def main(argv=None):
     batch = args.batch or (2 if args.quick else 16)
     parts = transformer_setup(batch, args.preset, args.norm, quick=args.quick,
                               d_model=args.d_model, num_layers=args.layers, seq=args.seq,
-                              error_at=args.error_at)
+                              error_at=args.error_at, scan_unroll=args.scan_unroll)
   steps = make_steps(*parts, preset=args.preset if args.model == "transformer" else None)
   samples = interleaved_samples(steps, repeats=args.repeats)
   t = {name: statistics.median(s) for name, s in samples.items()}
@@ -467,7 +503,10 @@ def main(argv=None):
     model, _, x = parts[:3]
     result |= {"preset": args.preset, "norm": args.norm, "error_at": args.error_at,
                "d_model": model.config.d_model, "layers": model.config.num_layers,
-               "seq": x.shape[1]}
+               "seq": x.shape[1], "scan_unroll": model.config.scan_unroll}
+    params, y = parts[1], parts[3]
+    result["compiled_dots"] = {name: compiled_dots(fn, params, x, y) for name, fn in
+                               gradient_fns(model, parts[4], args.preset).items()}
     if (args.preset, args.norm) in HANDWRITTEN_LAYOUTS:
       result["analytic_flops"] = lm_flops(model.config, batch, x.shape[1], args.preset)
   for name, ms in result["ms"].items():
@@ -481,6 +520,11 @@ def main(argv=None):
           f"{result['dfa_over_bp_gradient_only']:.3f})")
     print(f"dfax DFA gradient / hand-written DFA gradient = "
           f"{result['dfa_over_handwritten_gradient_only']:.3f} (1.000: at the floor)")
+  if "compiled_dots" in result:
+    unrolled = result["scan_unroll"] >= result["layers"]
+    print("dot operations in the compiled gradients ("
+          + ("unrolled: every layer" if unrolled else "each loop body counted once") + "): "
+          + ", ".join(f"{k} {v}" for k, v in result["compiled_dots"].items()))
   if "analytic_flops" in result:
     f = result["analytic_flops"]
     print(f"analytic floor, matmul FLOPs: DFA/BP gradient = {f['dfa_over_bp_gradient']:.3f} "

@@ -37,6 +37,14 @@ class TransformerConfig:
   exact backprop from the head and the others by DFA (the hybrid method; see
   ``scan_blocks``). It changes nothing else: under ``jax.grad`` the model is
   the same function, and its blocks' parameters sit under ``blocks/block``.
+
+  ``scan_unroll``: blocks per iteration of the ``nn.scan`` loop that runs them
+  (``num_layers`` or more unrolls the stack). The function, the parameters and
+  the feedback points are the same for every value; only the compiled program
+  changes. With a cut after every block (``macro_out``), DFA discards every
+  block's input cotangent except the first block's, but inside one loop body
+  XLA cannot drop it: unrolled, it does (see docs/depth.md, the step at its
+  floor), at the cost of compiling every unrolled block.
   """
   vocab_size: int = 96
   d_model: int = 128
@@ -50,6 +58,7 @@ class TransformerConfig:
   causal: bool = True
   norm: str = "pre"
   bp_blocks: int = 0
+  scan_unroll: int = 1
 
   def __post_init__(self):
     if self.norm not in NORMS:
@@ -59,6 +68,14 @@ class TransformerConfig:
     if not 0 <= self.bp_blocks <= self.num_layers:
       raise ValueError(f"bp_blocks must be in 0..num_layers={self.num_layers}, got "
                        f"{self.bp_blocks}.")
+    check_scan_unroll(self.scan_unroll)
+
+
+def check_scan_unroll(scan_unroll: int) -> None:
+  """Raises ValueError unless ``scan_unroll`` is an integer >= 1."""
+  if isinstance(scan_unroll, bool) or not isinstance(scan_unroll, int) or scan_unroll < 1:
+    raise ValueError(f"scan_unroll must be an integer >= 1 (blocks per loop iteration; "
+                     f"num_layers unrolls the stack), got {scan_unroll!r}.")
 
 
 class Block(nn.Module):
@@ -107,14 +124,15 @@ class HybridLayer(nn.Module):
 def scanned_blocks(config: TransformerConfig, name: str = "blocks") -> nn.Module:
   """``config.num_layers`` blocks in one ``nn.scan`` (``nn.remat`` if asked).
 
-  Call the result as ``blocks(x, layer_indices(config))``. With
+  ``config.scan_unroll`` blocks run per loop iteration. Call the result as
+  ``blocks(x, layer_indices(config))``. With
   ``config.bp_blocks > 0`` each layer is a :class:`HybridLayer`, fed its
   index, so that the last ``bp_blocks`` train by exact backprop under DFA.
   """
   layer = HybridLayer if config.bp_blocks else Block
   layer = nn.remat(layer) if config.remat else layer
   return nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
-                 length=config.num_layers)(config, name=name)
+                 length=config.num_layers, unroll=config.scan_unroll)(config, name=name)
 
 
 def layer_indices(config: TransformerConfig):

@@ -29,6 +29,7 @@ class ViTConfig:
   norm: str = "pre"  # "pre" or "post" LayerNorm blocks, as in TransformerConfig
   pre_logits: int = 0  # width of a tanh Dense between ln_final and the head; 0: none
   bp_blocks: int = 0  # the last bp_blocks blocks train by exact backprop under DFA (hybrid)
+  scan_unroll: int = 1  # blocks per iteration of the blocks' nn.scan, as in TransformerConfig
 
 
 class ViT(nn.Module):
@@ -56,7 +57,8 @@ class ViT(nn.Module):
     x = x + self.param("pos_embed", nn.initializers.normal(0.02), x.shape[1:])
     block_config = TransformerConfig(d_model=c.d_model, num_heads=c.num_heads, d_ff=c.d_ff,
                                      num_layers=c.num_layers, causal=False, norm=c.norm,
-                                     remat=c.remat, bp_blocks=c.bp_blocks)
+                                     remat=c.remat, bp_blocks=c.bp_blocks,
+                                     scan_unroll=c.scan_unroll)
     x, _ = scanned_blocks(block_config)(x, layer_indices(block_config))
     # a hybrid's tail (final LayerNorm, pre-logits, head) trains exactly, as its last blocks
     with exact() if c.bp_blocks else contextlib.nullcontext():

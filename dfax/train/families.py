@@ -99,7 +99,8 @@ def _transformer_lm(config, num_classes: int) -> Any:
   return models.TransformerLM(models.TransformerConfig(
       vocab_size=num_classes, d_model=m.d_model, num_heads=m.num_heads,
       num_layers=m.num_layers, d_ff=m.d_ff, max_len=config.dataset.seq_len, remat=m.remat,
-      error_at=m.error_at, norm=m.norm, bp_blocks=config.dfa.bp_blocks))
+      error_at=m.error_at, norm=m.norm, bp_blocks=config.dfa.bp_blocks,
+      scan_unroll=m.scan_unroll))
 
 
 def _vit(config, num_classes: int) -> Any:
@@ -108,7 +109,8 @@ def _vit(config, num_classes: int) -> Any:
                                      d_model=m.d_model, num_heads=m.num_heads,
                                      num_layers=m.num_layers, d_ff=m.d_ff, remat=m.remat,
                                      norm=m.norm, pre_logits=m.pre_logits,
-                                     bp_blocks=config.dfa.bp_blocks))
+                                     bp_blocks=config.dfa.bp_blocks,
+                                     scan_unroll=m.scan_unroll))
 
 
 def _stacked_mlp(config, num_classes: int) -> Any:
@@ -137,6 +139,8 @@ _BLOCKS = {
     "num_layers": "Transformer blocks (one nn.scan)",
     "d_ff": "hidden width of each block's MLP",
     "remat": "rematerialise each block in the backward pass (nn.remat)",
+    "scan_unroll": "blocks per iteration of the nn.scan loop; num_layers unrolls it, so that "
+                   "XLA drops the input cotangents DFA discards under macro_out (longer compile)",
 }
 _NORM = "pre | post: LayerNorm in front of each sublayer or after each residual add"
 

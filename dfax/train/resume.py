@@ -23,10 +23,11 @@ from typing import Any, Iterable
 from dfax.train.errors import ConfigChangedError
 
 # Keys whose change leaves the trajectory of the parameters unchanged ("data_path": the same
-# data, by content fingerprint, read from another folder; see dfax.train.data_identity).
+# data, by content fingerprint, read from another folder; see dfax.train.data_identity;
+# "model.scan_unroll": the same function compiled with more blocks per loop iteration).
 FREE_KEYS = ("name", "data_dir", "progress_bar", "log_every", "eval_every", "eval_batch_size",
              "alignment_every", "checkpoint_every", "max_to_keep", "mesh.data", "mesh.model",
-             "tensorboard", "data_path")
+             "tensorboard", "data_path", "model.scan_unroll")
 CHANGES = "changes.jsonl"
 
 

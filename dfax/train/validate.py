@@ -104,6 +104,8 @@ def _model_fields(config) -> None:
       _int_at_least(config, f"model.{key}", 1, 4)
   if "pre_logits" in want:
     _int_at_least(config, "model.pre_logits", 0, 4096)
+  if "scan_unroll" in want:
+    _int_at_least(config, "model.scan_unroll", 1, model.num_layers)
   if {"d_model", "num_heads"} <= want and model.d_model % model.num_heads:
     _fail("model.num_heads", model.num_heads, f"must divide model.d_model={model.d_model}", 4)
   _int_at_least(config, "dfa.bp_blocks", 0, 2)

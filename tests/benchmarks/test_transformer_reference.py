@@ -103,6 +103,31 @@ def test_the_handwritten_gradient_matches_dfax_with_rematerialised_layers(step_t
   _assert_same_gradients(ref_grads, grads)
 
 
+@pytest.mark.slow
+def test_an_unrolled_stack_is_the_handwritten_gradient(step_time):
+  config = dataclasses.replace(SMALL, norm="post", scan_unroll=SMALL.num_layers)
+  (loss, grads), (ref_loss, ref_grads), _ = _both(config, "macro_out", step_time)
+  np.testing.assert_allclose(ref_loss, loss, rtol=1e-6)
+  _assert_same_gradients(ref_grads, grads)
+
+
+@pytest.mark.parametrize("preset, norm", LAYOUTS)
+def test_unrolled_dfax_compiles_to_the_handwritten_dots(step_time, preset, norm):
+  """Unrolled, XLA drops every cotangent dfax computes and DFA discards: the floor's dots.
+
+  Inside one scan body the input cotangent of every block is computed, since block 0's
+  (the embeddings') is needed: under ``macro_out`` the rolled DFA program has more dots per
+  layer than the hand-written one. Unrolled, each layer's dropped cotangent is dead code.
+  """
+  model = TransformerLM(dataclasses.replace(SMALL, norm=norm, scan_unroll=SMALL.num_layers))
+  tokens = jax.random.randint(jax.random.key(3), (2, SMALL.max_len + 1), 0, SMALL.vocab_size)
+  x, y = tokens[:, :-1], tokens[:, 1:]
+  params = model.init(jax.random.key(4), x)
+  fns = step_time.gradient_fns(model, presets.PRESETS[preset](), preset)
+  dots = {name: step_time.compiled_dots(fn, params, x, y) for name, fn in fns.items()}
+  assert dots["dfa_grad"] == dots["handwritten_dfa_grad"] < dots["bp_grad"], dots
+
+
 def test_a_layout_without_a_handwritten_gradient_is_refused(step_time):
   projector = dfax.projectors.gaussian(jax.random.key(0))
   with pytest.raises(ValueError, match="no hand-written DFA gradient"):

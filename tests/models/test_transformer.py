@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,10 @@ import dfax
 from dfax.testing import assert_trees_close, oracle_projector
 from dfax.models import TransformerConfig, TransformerLM, ViT, ViTConfig, lm_forward, presets
 from dfax.models.transformer import Block
+from dfax.train import families
+from dfax.train.config_file import load_config
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 CFG = TransformerConfig(vocab_size=13, d_model=16, num_heads=2, num_layers=3, d_ff=32,
                         max_len=8)
@@ -195,6 +200,29 @@ def test_remat_gives_the_same_dfa_grads():
   for a, b in zip(plain, with_remat):
     jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6), a, b)
     assert jax.tree.structure(a) == jax.tree.structure(b)
+
+
+def test_scan_unroll_changes_the_program_not_the_gradients():
+  model, params, x, y = _lm(dataclasses.replace(CFG, norm="post"))
+  unrolled, params_unrolled, _, _ = _lm(dataclasses.replace(CFG, norm="post", scan_unroll=3))
+  assert_trees_close(params, params_unrolled, rtol=0, atol=0)  # the same parameters
+  chosen = (presets.macro_out, presets.micro)  # points at the block output, and inside it
+  grads = lambda m, p: [dfax.dfa_value_and_grad(_loss(m), feedback=preset())(p, x, y)
+                        for preset in chosen]
+  with jax.default_matmul_precision("highest"):
+    rolled, with_unroll = jax.device_get(jax.jit(
+        lambda p: (grads(model, p), grads(unrolled, p)))(params))
+  for a, b in zip(rolled, with_unroll):
+    assert_trees_close(a, b, rtol=1e-5, atol=1e-7)
+  with pytest.raises(ValueError, match="scan_unroll must be an integer >= 1"):
+    TransformerConfig(scan_unroll=0)
+
+
+@pytest.mark.parametrize("config_file, family", [("shakespeare_lm.py", "transformer_lm"),
+                                                 ("vit_mnist.py", "vit")])
+def test_the_cli_builds_the_unroll_it_is_given(config_file, family):
+  config = load_config(REPO / "configs" / config_file, **{"model.scan_unroll": 2})
+  assert families.get(family).build(config, 10).config.scan_unroll == 2
 
 
 @pytest.mark.slow

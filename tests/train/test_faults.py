@@ -302,10 +302,13 @@ def test_bad_values_are_refused_before_writing(tmp_path, overrides, key):
   assert not workdir.exists()
 
 
-def test_bad_vit_pre_logits_is_refused_before_writing(tmp_path):
+@pytest.mark.parametrize("config_file, key, value", [
+    ("vit_mnist.py", "model.pre_logits", -1), ("vit_mnist.py", "model.scan_unroll", 0),
+    ("shakespeare_lm.py", "model.scan_unroll", True)])
+def test_bad_transformer_fields_are_refused_before_writing(tmp_path, config_file, key, value):
   workdir = tmp_path / "run"
-  config = load_config(REPO / "configs" / "vit_mnist.py", **{"model.pre_logits": -1})
-  with pytest.raises(ConfigError, match="config.model.pre_logits"):
+  config = load_config(REPO / "configs" / config_file, **{key: value})
+  with pytest.raises(ConfigError, match=f"config.{key}="):
     train_and_evaluate(config, str(workdir))
   assert not workdir.exists()
 
