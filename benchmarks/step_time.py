@@ -389,8 +389,8 @@ def gradient_fns(model, feedback, preset: str | None = None) -> dict:
   """The jitted gradients alone, ``fn(params, x, y) -> (loss, grads)``, by name.
 
   ``bp_grad`` (backprop), ``dfa_grad`` (dfax, Gaussian projector) and, for a
-  model and layout written by hand, ``handwritten_dfa_grad`` with the same
-  projector.
+  model and layout written by hand, ``handwritten_dfa_grad``: the MLP's with
+  its own matrices, the LM's with dfax's projector.
   """
   loss_fn = _loss_of(model)
   projector = dfax.projectors.gaussian(jax.random.key(0))

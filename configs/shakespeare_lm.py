@@ -6,6 +6,10 @@ vocabulary projection. Under this layout DFA trains every block; with pre-LN
 blocks or cuts in front of the blocks it stalls near the zero-feedback
 control. Pre-LN stacks learn better cut after every LayerNorm
 (``--config.dfa.feedback=after_ln``); docs/feedback_points.md has the numbers.
+``--config.model.scan_unroll=4`` unrolls the blocks' loop: the same model, whose DFA
+gradient then skips every input cotangent it discards, and whose gradients (DFA and
+backprop alike) ran about 1.3x faster on a 2-core CPU (docs/depth.md, the step at its
+floor).
 
   python -m dfax.train --config configs/shakespeare_lm.py --workdir workdirs/shakespeare_dfa
   python -m dfax.train --config configs/shakespeare_lm.py --workdir workdirs/shakespeare_bp \

@@ -68,14 +68,10 @@ class TransformerConfig:
     if not 0 <= self.bp_blocks <= self.num_layers:
       raise ValueError(f"bp_blocks must be in 0..num_layers={self.num_layers}, got "
                        f"{self.bp_blocks}.")
-    check_scan_unroll(self.scan_unroll)
-
-
-def check_scan_unroll(scan_unroll: int) -> None:
-  """Raises ValueError unless ``scan_unroll`` is an integer >= 1."""
-  if isinstance(scan_unroll, bool) or not isinstance(scan_unroll, int) or scan_unroll < 1:
-    raise ValueError(f"scan_unroll must be an integer >= 1 (blocks per loop iteration; "
-                     f"num_layers unrolls the stack), got {scan_unroll!r}.")
+    unroll = self.scan_unroll
+    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
+      raise ValueError(f"scan_unroll must be an integer >= 1 (blocks per loop iteration; "
+                       f"num_layers unrolls the stack), got {unroll!r}.")
 
 
 class Block(nn.Module):
