@@ -14,10 +14,11 @@ import pathlib
 import statistics
 from typing import Callable
 
-# The arguments that only choose which rows run and where results go; every other argument
-# (sizes, steps, seed, the method's settings) must match for rows to be compared.
+# The arguments that only choose which rows run, where results go, or how the same function
+# is compiled ("unroll"); every other argument (sizes, steps, seed, the method's settings)
+# must match for rows to be compared.
 NOT_THE_RUN = frozenset({"depths", "rows", "bp_blocks", "levers", "json", "plot", "plot_levers",
-                         "merge", "seeds", "quick"})
+                         "merge", "seeds", "quick", "unroll"})
 
 
 def differences(a: dict, b: dict, ignore: frozenset = frozenset()) -> list[str]:

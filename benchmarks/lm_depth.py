@@ -150,6 +150,10 @@ def parse(argv=None) -> argparse.Namespace:
   p.add_argument("--opu_ternarize", default=True, action=argparse.BooleanOptionalAction,
                  help="--projector opu: ternarise the error (the device's binary input)")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  p.add_argument("--unroll", action="store_true",
+                 help="compile every stack unrolled (TransformerConfig.scan_unroll = depth): "
+                 "the same rows, faster steps on a CPU, longer compiles; they round "
+                 "differently from rolled runs")
   p.add_argument("--rows", default=",".join(ROWS), help="which of " + ",".join(ROWS))
   p.add_argument("--bp_blocks", default="", help="comma-separated K: add a hybrid_K row each")
   p.add_argument("--levers", default="",
@@ -289,7 +293,8 @@ def config_for(args: argparse.Namespace, depth: int, vocab_size: int) -> Transfo
   return TransformerConfig(vocab_size=vocab_size, d_model=args.d_model, num_heads=args.heads,
                            num_layers=depth, d_ff=args.d_ff, max_len=args.seq,
                            dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32,
-                           norm=args.norm, error_at=args.error_at)
+                           norm=args.norm, error_at=args.error_at,
+                           scan_unroll=depth if args.unroll else 1)
 
 
 def with_lever(args: argparse.Namespace, name: str) -> argparse.Namespace:

@@ -40,6 +40,15 @@ def test_every_lever_sets_only_arguments_the_benchmark_has_and_changes_one(lm_de
     assert all(getattr(changed, k) == v for k, v in lever.settings.items())
 
 
+def test_unroll_compiles_each_depth_unrolled_and_still_merges_with_rolled_runs(lm_depth):
+  assert lm_depth.config_for(lm_depth.parse(["--unroll"]), 8, 65).scan_unroll == 8
+  assert lm_depth.config_for(lm_depth.parse([]), 8, 65).scan_unroll == 1
+  rolled, unrolled = vars(lm_depth.parse([])), vars(lm_depth.parse(["--unroll"]))
+  differences = sys.modules["depth_report"].differences  # lm_depth's report module
+  assert differences(rolled, unrolled) == []
+  assert differences(rolled, vars(lm_depth.parse(["--norm", "post"]))) == ["norm"]
+
+
 def test_an_unknown_lever_is_refused_naming_the_choices(lm_depth):
   with pytest.raises(SystemExit, match="unknown lever 'nope'; choose from .*macro"):
     lm_depth.with_lever(lm_depth.parse([]), "nope")
