@@ -36,6 +36,7 @@ import json
 import os
 import re
 import sys
+import time
 
 import flax.linen as nn
 import jax
@@ -505,8 +506,11 @@ def main(argv=None):
                "d_model": model.config.d_model, "layers": model.config.num_layers,
                "seq": x.shape[1], "scan_unroll": model.config.scan_unroll}
     params, y = parts[1], parts[3]
-    result["compiled_dots"] = {name: compiled_dots(fn, params, x, y) for name, fn in
-                               gradient_fns(model, parts[4], args.preset).items()}
+    result["compiled_dots"], result["compile_seconds"] = {}, {}
+    for name, fn in gradient_fns(model, parts[4], args.preset).items():  # fresh: no cache
+      start = time.perf_counter()
+      result["compiled_dots"][name] = compiled_dots(fn, params, x, y)
+      result["compile_seconds"][name] = time.perf_counter() - start  # trace, lower, compile
     if (args.preset, args.norm) in HANDWRITTEN_LAYOUTS:
       result["analytic_flops"] = lm_flops(model.config, batch, x.shape[1], args.preset)
   for name, ms in result["ms"].items():
@@ -525,6 +529,8 @@ def main(argv=None):
     print("dot operations in the compiled gradients ("
           + ("unrolled: every layer" if unrolled else "each loop body counted once") + "): "
           + ", ".join(f"{k} {v}" for k, v in result["compiled_dots"].items()))
+    print("trace + lower + compile: " + ", ".join(
+        f"{k} {v:.1f} s" for k, v in result["compile_seconds"].items()))
   if "analytic_flops" in result:
     f = result["analytic_flops"]
     print(f"analytic floor, matmul FLOPs: DFA/BP gradient = {f['dfa_over_bp_gradient']:.3f} "
