@@ -61,11 +61,19 @@ def _two_processes(tmp_path, steps, *extra, check=True):
     if not check:
       continue
     assert p.returncode == 0, err[-3000:]
-    # gloo's own connection log, whose lines its threads may interleave
-    outs.append("".join(line for line in out.splitlines(keepends=True)
-                        if "[Gloo]" not in line and "peer ranks" not in line))
+    outs.append(out)
   assert not (tmp_path / "never_written").exists()
   return outs if check else ([p.returncode for p in procs], errs)
+
+
+def _without_gloo(out: str) -> str:
+  """``out`` less gloo's connection log, for checking that a process says nothing else.
+
+  gloo writes its log in pieces that may land mid-line in dfax's own output, so the
+  tests look for dfax's messages in the raw output and use this only to check silence.
+  """
+  return "".join(line for line in out.splitlines(keepends=True)
+                 if "[Gloo]" not in line and "peer ranks" not in line)
 
 
 def _one_process(workdir, steps, *extra):
@@ -90,7 +98,7 @@ def _assert_same_run(a, b):
 @pytest.mark.slow
 def test_two_processes_train_resume_and_complete_like_one(tmp_path):
   outs = _two_processes(tmp_path, 8)
-  assert "completed: dfa smoke" in outs[0] and outs[1] == ""  # process 0 speaks
+  assert "completed: dfa smoke" in outs[0] and _without_gloo(outs[1]) == ""  # process 0 speaks
   _one_process(tmp_path / "single", 8)
   _assert_same_run(tmp_path / "multi", tmp_path / "single")
   for name in ("metrics.jsonl", "curves.png", "alignment.png", "config.json"):
