@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -386,6 +387,9 @@ def _loss_of(model):
   return loss_fn
 
 
+PROJECTOR_SEED = 0  # one key for every projector here: dfax's and the hand-written LM's
+
+
 def gradient_fns(model, feedback, preset: str | None = None) -> dict:
   """The jitted gradients alone, ``fn(params, x, y) -> (loss, grads)``, by name.
 
@@ -394,7 +398,7 @@ def gradient_fns(model, feedback, preset: str | None = None) -> dict:
   its own matrices, the LM's with dfax's projector.
   """
   loss_fn = _loss_of(model)
-  projector = dfax.projectors.gaussian(jax.random.key(0))
+  projector = dfax.projectors.gaussian(jax.random.key(PROJECTOR_SEED))
   fns = {"bp_grad": jax.jit(jax.value_and_grad(loss_fn)),
          "dfa_grad": jax.jit(dfax.dfa_value_and_grad(loss_fn, feedback=feedback,
                                                      projector=projector))}
@@ -436,11 +440,11 @@ def make_steps(model, params, x, y, feedback, preset: str | None = None):
     return lambda: step(params, opt_state, x, y)
 
   forward = jax.jit(loss_fn)  # forward pass and loss only
-  key = jax.random.key(0)  # the same projector key for dfax and the hand-written gradient
+  key = jax.random.key(PROJECTOR_SEED)
   dfa_with = lambda projector: lambda f: dfax.dfa_value_and_grad(f, feedback=feedback,
                                                                  projector=projector)
   # the gradients alone, no optimizer: bp_grad, dfa_grad and handwritten_dfa_grad if written
-  alone = {name: (lambda fn: lambda: fn(params, x, y))(fn) for name, fn in gradients.items()}
+  alone = {name: functools.partial(fn, params, x, y) for name, fn in gradients.items()}
   return alone | {
       "forward": lambda: forward(params, x, y),
       "bp": step_with(jax.value_and_grad),
