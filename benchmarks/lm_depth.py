@@ -76,7 +76,10 @@ class Lever:
 
 LEVERS = {lever.name: lever for lever in (
     Lever("lr_3e-4", "AdamW peak learning rate 3e-4 (default 1e-3)", {"lr": 3e-4}),
+    Lever("lr_2e-3", "AdamW peak learning rate 2e-3", {"lr": 2e-3}),
     Lever("lr_3e-3", "AdamW peak learning rate 3e-3", {"lr": 3e-3}),
+    Lever("lr_4e-3", "AdamW peak learning rate 4e-3", {"lr": 4e-3}),
+    Lever("warmup_300", "300 warm-up steps (default 100)", {"warmup": 300}),
     Lever("b2_0.95", "AdamW b2 0.95 (default 0.999)", {"b2": 0.95}),
     Lever("scale_point", "feedback entries scaled 1/sqrt(point width), not 1/sqrt(n_out)",
           {"scale": "point"}),
