@@ -80,6 +80,10 @@ LEVERS = {lever.name: lever for lever in (
     Lever("lr_3e-3", "AdamW peak learning rate 3e-3", {"lr": 3e-3}),
     Lever("lr_4e-3", "AdamW peak learning rate 4e-3", {"lr": 4e-3}),
     Lever("warmup_300", "300 warm-up steps (default 100)", {"warmup": 300}),
+    Lever("layer_lr_0.85", "block l's updates scaled 0.85^(L-1-l): lower blocks learn slower "
+          "(the first of 8 at 0.32 of the peak rate)", {"layer_lr_decay": 0.85}),
+    Lever("layer_lr_1.1", "block l's updates scaled 1.1^(L-1-l): lower blocks learn faster "
+          "(the first of 8 at 1.95 times the peak rate)", {"layer_lr_decay": 1.1}),
     Lever("b2_0.95", "AdamW b2 0.95 (default 0.999)", {"b2": 0.95}),
     Lever("scale_point", "feedback entries scaled 1/sqrt(point width), not 1/sqrt(n_out)",
           {"scale": "point"}),
@@ -126,6 +130,9 @@ def parse(argv=None) -> argparse.Namespace:
   p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
   p.add_argument("--warmup", type=int, default=100)
   p.add_argument("--b2", type=float, default=0.999, help="AdamW b2")
+  p.add_argument("--layer_lr_decay", type=float, default=1.0,
+                 help="block l of L learns at decay^(L-1-l) times the learning rate (the head, "
+                      "embeddings and final LayerNorm at 1)")
   p.add_argument("--scale", default="error",
                  help="feedback entry scale: 'error' (1/sqrt(n_out)), 'point' or a number")
   p.add_argument("--tie_copies", action="store_true",
@@ -254,11 +261,37 @@ def backward_share(config: TransformerConfig, bp_blocks: int, batch: int, seq: i
   return (bp_blocks * block + head) / (config.num_layers * block + head)
 
 
+def scale_blocks_by_depth(decay: float, num_layers: int) -> optax.GradientTransformation:
+  """Scales the stacked blocks' updates, block ``l`` by ``decay ** (num_layers - 1 - l)``.
+
+  The blocks of the scanned LM stack their parameters on a leading layer axis
+  (``params["params"]["blocks"]``); every other parameter keeps its update.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> updates = {"params": {"blocks": {"w": jnp.ones((3, 2))}, "head": jnp.ones(2)}}
+    >>> scaled, _ = scale_blocks_by_depth(0.5, 3).update(updates, optax.EmptyState())
+    >>> scaled["params"]["blocks"]["w"][:, 0].tolist(), scaled["params"]["head"].tolist()
+    ([0.25, 0.5, 1.0], [1.0, 1.0])
+  """
+  factors = decay ** jnp.arange(num_layers - 1, -1, -1, dtype=jnp.float32)
+
+  def scale(updates, params=None):
+    del params
+    blocks = jax.tree_util.tree_map(
+        lambda u: u * factors.reshape((-1,) + (1,) * (u.ndim - 1)).astype(u.dtype),
+        updates["params"]["blocks"])
+    return {**updates, "params": {**updates["params"], "blocks": blocks}}
+
+  return optax.stateless(scale)
+
+
 def train_row(row: str, model, params, args, corpus, label: str = "") -> dict:
   """Trains one row from ``params``; returns its validation loss and seconds."""
   schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, args.warmup, args.steps)
   opt = optax.chain(optax.clip_by_global_norm(1.0),
-                    optax.adamw(schedule, b2=args.b2, weight_decay=0.01))
+                    optax.adamw(schedule, b2=args.b2, weight_decay=0.01),
+                    scale_blocks_by_depth(args.layer_lr_decay, model.config.num_layers))
   loss_fn = lambda p, x, y: optax.softmax_cross_entropy_with_integer_labels(
       lm_forward(model, p, x).astype(jnp.float32), y).mean()
   if row == "bp":
