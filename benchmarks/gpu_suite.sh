@@ -11,7 +11,9 @@
 #   tests.json             pytest on tests/core, tests/models, tests/thirdparty: its summary
 #                          line, failures and exit code (--quick: tests/core -m "not slow")
 #   step_mlp.json          DFA vs backprop step time, 4x1024 tanh MLP (benchmarks/step_time.py)
-#   step_gpt2_small.json   DFA (macro_out preset) vs backprop step time, GPT-2-small-size LM
+#   step_gpt2_small.json   DFA (macro_out preset) vs backprop step time, GPT-2-small-size LM;
+#                          the gradients also with the 12 blocks unrolled (scan_unroll), with
+#                          the dot operations of each unrolled compiled gradient
 #   layer_parallel.json    vmapped vs reverse-scan DFA backward (benchmarks/layer_parallel.py)
 #   opu_projector.json     simulated-OPU vs digital projector time (benchmarks/opu_projector.py)
 #   pipeline.json          pipelines on the devices present + 1.14B model (benchmarks/pipeline.py)
@@ -87,8 +89,8 @@ fi
 
 run_part step_mlp 60 python benchmarks/step_time.py --model mlp $MLP_ARGS --json "$OUT/step_mlp.json"
 
-run_part step_gpt2_small 170 python - "$LM" "$OUT/step_gpt2_small.json" <<'EOF'
-import json, statistics, sys
+run_part step_gpt2_small 300 python - "$LM" "$OUT/step_gpt2_small.json" <<'EOF'
+import dataclasses, functools, json, statistics, sys
 import jax
 sys.path.insert(0, "benchmarks")
 import step_time as st
@@ -110,11 +112,20 @@ x, y = tokens[:, :-1], tokens[:, 1:]
 params = jax.jit(model.init)(jax.random.key(2), x)
 steps = st.make_steps(model, params, x, y, presets.macro_out())
 steps = {k: steps[k] for k in ("forward", "bp", "dfa", "bp_grad", "dfa_grad")}
+# Unrolled, XLA drops the input cotangents that macro_out's cuts discard (docs/depth.md).
+unrolled = st.gradient_fns(
+    TransformerLM(dataclasses.replace(cfg, scan_unroll=cfg.num_layers)), presets.macro_out())
+unrolled = {k: unrolled[k] for k in ("bp_grad", "dfa_grad")}
+steps |= {f"{k}_unrolled": functools.partial(fn, params, x, y) for k, fn in unrolled.items()}
 samples = interleaved_samples(steps, repeats=repeats)
 res = {"size": size, "batch": batch, "seq": seq, "device": jax.devices()[0].device_kind,
        "ms": {k: 1e3 * statistics.median(v) for k, v in samples.items()},
        "dfa_over_bp": median_ratio(samples, "dfa", "bp"),
-       "dfa_over_bp_gradient_only": median_ratio(samples, "dfa_grad", "bp_grad")}
+       "dfa_over_bp_gradient_only": median_ratio(samples, "dfa_grad", "bp_grad"),
+       "dfa_over_bp_gradient_only_unrolled":
+           median_ratio(samples, "dfa_grad_unrolled", "bp_grad_unrolled"),
+       "unrolled_over_rolled": {k: median_ratio(samples, f"{k}_unrolled", k) for k in unrolled},
+       "dots_unrolled": {k: st.compiled_dots(fn, params, x, y) for k, fn in unrolled.items()}}
 print(json.dumps(res, indent=1))
 json.dump(res, open(out, "w"), indent=2)
 EOF

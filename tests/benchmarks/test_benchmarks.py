@@ -271,6 +271,10 @@ def test_gpu_suite_quick_runs_every_benchmark_part(tmp_path):
           out)
   gpt2 = json.loads((out / "step_gpt2_small.json").read_text())
   assert gpt2["size"] == "tiny" and _positive(gpt2["dfa_over_bp"]), gpt2
+  assert _positive(gpt2["dfa_over_bp_gradient_only_unrolled"]), gpt2
+  assert all(_positive(r) for r in gpt2["unrolled_over_rolled"].values()), gpt2
+  dots = gpt2["dots_unrolled"]
+  assert 0 < dots["dfa_grad"] < dots["bp_grad"], gpt2  # the dropped cotangents are gone
   assert not (out / "tests.json").exists()
 
 
