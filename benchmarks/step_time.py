@@ -415,14 +415,17 @@ def compiled_dots(fn, *args) -> int:
   A loop body counts once, so only a fully unrolled stack (``scan_unroll`` >=
   the number of layers) shows every layer's dots; XLA's dead-code elimination
   has run, so a cotangent that is computed and then dropped is gone only where
-  XLA could see that it is dropped.
+  XLA could see that it is dropped. A ``jax.jit`` function is lowered as it is,
+  so one already called with these arguments is not compiled again; a new one
+  (as ``gradient_fns`` returns) is compiled afresh.
 
   Examples:
     >>> import jax.numpy as jnp
     >>> compiled_dots(lambda a, b: (a @ b) @ b, jnp.ones((2, 2)), jnp.ones((2, 2)))
     2
   """
-  return len(re.findall(r"\bdot\(", jax.jit(fn).lower(*args).compile().as_text()))
+  jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
+  return len(re.findall(r"\bdot\(", jitted.lower(*args).compile().as_text()))
 
 
 def make_steps(model, params, x, y, feedback, preset: str | None = None):
