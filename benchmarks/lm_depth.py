@@ -265,7 +265,8 @@ def scale_blocks_by_depth(decay: float, num_layers: int) -> optax.GradientTransf
   """Scales the stacked blocks' updates, block ``l`` by ``decay ** (num_layers - 1 - l)``.
 
   The blocks of the scanned LM stack their parameters on a leading layer axis
-  (``params["params"]["blocks"]``); every other parameter keeps its update.
+  (``params["params"]["blocks"]``); every other parameter keeps its update. A
+  decay of 1 adds nothing to the step.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -274,6 +275,8 @@ def scale_blocks_by_depth(decay: float, num_layers: int) -> optax.GradientTransf
     >>> scaled["params"]["blocks"]["w"][:, 0].tolist(), scaled["params"]["head"].tolist()
     ([0.25, 0.5, 1.0], [1.0, 1.0])
   """
+  if decay == 1.0:
+    return optax.identity()
   factors = decay ** jnp.arange(num_layers - 1, -1, -1, dtype=jnp.float32)
 
   def scale(updates, params=None):
