@@ -18,7 +18,10 @@ from typing import Callable
 # is compiled ("unroll"); every other argument (sizes, steps, seed, the method's settings)
 # must match for rows to be compared.
 NOT_THE_RUN = frozenset({"depths", "rows", "bp_blocks", "levers", "json", "plot", "plot_levers",
-                         "merge", "seeds", "quick", "unroll"})
+                         "merge", "seeds", "baseline", "quick", "unroll"})
+# What a backprop baseline must share with the runs it is the baseline of: the data, sizes and
+# budget. How it trains (norm, learning rate, schedule, initialisation) may differ.
+SIZES = frozenset({"steps", "d_model", "heads", "d_ff", "seq", "batch", "eval_batches", "dtype"})
 
 
 def differences(a: dict, b: dict, ignore: frozenset = frozenset()) -> list[str]:
@@ -109,12 +112,48 @@ def spread(by_seed: dict[int, float]) -> dict:
           "n": len(values), "seeds": list(by_seed), "values": values}
 
 
-def across_seeds(paths: list[str]) -> dict:
+def by_seed_merged(paths: list[str]) -> dict[int, dict]:
+  """The ``--json`` files' runs, those of one seed merged (``merge``), by seed."""
+  by_seed: dict[int, list[tuple[str, dict]]] = {}
+  for path in paths:
+    run = json.loads(pathlib.Path(path).read_text())
+    by_seed.setdefault(run["args"]["seed"], []).append((path, run))
+  return {seed: merge_runs(*map(list, zip(*group))) for seed, group in sorted(by_seed.items())}
+
+
+def against_baseline(run: dict, seed: int, baseline: dict | None) -> dict:
+  """``run`` with each depth's ``bp`` row taken from ``baseline`` (a run of the same seed).
+
+  Raises:
+    SystemExit: when there is no baseline of this seed, it differs in sizes or
+      steps, or it has no ``bp`` row at one of the run's depths.
+  """
+  if baseline is None:
+    raise SystemExit(f"lm_depth.py: no --baseline run of seed {seed}; give one per seed")
+  diff = sorted(k for k in SIZES if run["args"].get(k) != baseline["args"].get(k))
+  if diff:
+    raise SystemExit(f"lm_depth.py: the seed-{seed} --baseline run differs in {diff}; a "
+                     "baseline must train the same sizes for the same steps")
+  depths = {}
+  for depth, summary in run["depths"].items():
+    bp = baseline["depths"].get(depth, {"rows": {}})["rows"].get("bp")
+    if bp is None:
+      raise SystemExit(f"lm_depth.py: the seed-{seed} --baseline run has no bp row at depth "
+                       f"{depth}; run it with --rows bp --depths {depth}")
+    rows = {**summary["rows"], "bp": bp}
+    depths[depth] = {**summary, "rows": rows, **summarise(rows)}
+  return {**run, "depths": depths}
+
+
+def across_seeds(paths: list[str], baseline_paths: list[str] = ()) -> dict:
   """Each row's validation loss and each closure over seeds, from per-seed ``--json`` files.
 
   The files of one seed are merged first (``merge``: rows run in separate
   processes), so ``seed0.json levers0.json seed1.json ...`` is fine. A row or
-  closure counts over the seeds that have it.
+  closure counts over the seeds that have it. With ``baseline_paths``, each
+  seed's ``bp`` row comes from those files' run of that seed (backprop at its
+  own settings: its best learning rate, schedule or initialisation), and every
+  closure is against it.
 
   Returns:
     ``{"seeds": [...], "depths": {depth: {"rows": {row: spread}, "gap_closure": spread,
@@ -124,17 +163,18 @@ def across_seeds(paths: list[str]) -> dict:
   Raises:
     SystemExit: when the runs differ in anything but the seed (sizes, steps, settings).
   """
-  by_seed: dict[int, list[tuple[str, dict]]] = {}
-  for path in paths:
-    run = json.loads(pathlib.Path(path).read_text())
-    by_seed.setdefault(run["args"]["seed"], []).append((path, run))
-  runs = {seed: merge_runs(*map(list, zip(*group))) for seed, group in sorted(by_seed.items())}
+  runs = by_seed_merged(paths)
   first_seed, first = next(iter(runs.items()))
   for seed, run in runs.items():
     diff = differences(run["args"], first["args"], ignore=frozenset({"seed"}))
     if diff:
       raise SystemExit(f"lm_depth.py: the seed-{seed} runs differ from the seed-{first_seed} "
                        f"runs in {diff}; compare seeds of the same sizes, steps and settings")
+  baseline_args = None
+  if baseline_paths:
+    baselines = by_seed_merged(baseline_paths)
+    runs = {seed: against_baseline(run, seed, baselines.get(seed)) for seed, run in runs.items()}
+    baseline_args = baselines[first_seed]["args"]
   depths: dict[str, dict] = {}
   for seed, run in runs.items():
     for depth, summary in run["depths"].items():
@@ -148,6 +188,9 @@ def across_seeds(paths: list[str]) -> dict:
       for lever, closure in summary["levers"].items():
         into["levers"].setdefault(lever, {})[seed] = closure
   out = {"seeds": list(runs), "args": first["args"], "depths": {}}
+  if baseline_args is not None:
+    out["baseline"] = {"paths": list(baseline_paths), "args": baseline_args,
+                       "differs_in": differences(baseline_args, first["args"], {"seed"})}
   for depth, into in depths.items():
     out["depths"][depth] = {
         "rows": {row: spread(v) for row, v in into["rows"].items()},
@@ -165,6 +208,10 @@ def _pm(figure: dict, digits: int = 3) -> str:
 def print_seeds(out: dict) -> None:
   """``across_seeds``'s table: each row's loss and each closure as mean ± sample std."""
   print(f"seeds {out['seeds']}; mean ± sample standard deviation over the seeds that have it")
+  if "baseline" in out:
+    settings = ", ".join(f"{k}={out['baseline']['args'][k]}"
+                         for k in out["baseline"]["differs_in"]) or "the same settings"
+    print(f"bp: the --baseline runs' backprop ({settings})")
   for depth, summary in out["depths"].items():
     for row, figure in summary["rows"].items():
       print(f"{depth:>5} {row:>18} val loss {_pm(figure)}  per seed "

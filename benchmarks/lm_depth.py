@@ -186,8 +186,14 @@ def parse(argv=None) -> argparse.Namespace:
                        help="train nothing: each row's val loss and each closure over seeds "
                             "(mean, sample std) from these --json files, those of one seed "
                             "merged first; --json writes it")
+  p.add_argument("--baseline", nargs="+", metavar="JSON",
+                 help="with --seeds: each seed's bp row from these --json files instead "
+                      "(backprop at its own settings, e.g. another norm, learning rate or "
+                      "initialisation; the same sizes and steps), so every closure is against it")
   p.add_argument("--quick", action="store_true", help="tiny sizes, a few steps (tests)")
   args = p.parse_args(argv)
+  if args.baseline and not args.seeds:
+    p.error("--baseline goes with --seeds (it replaces the seeds' bp rows)")
   if args.quick:
     args.depths, args.steps, args.d_model, args.heads, args.d_ff = "2", 3, 16, 2, 32
     args.seq, args.batch, args.eval_batches, args.warmup = 16, 4, 2, 2
@@ -357,7 +363,7 @@ def with_lever(args: argparse.Namespace, name: str) -> argparse.Namespace:
 def main(argv=None) -> dict:
   args = parse(argv)
   if args.seeds:
-    out = across_seeds(args.seeds)
+    out = across_seeds(args.seeds, args.baseline or ())
     print_seeds(out)
     if args.json:
       pathlib.Path(args.json).write_text(json.dumps(out, indent=2))

@@ -167,6 +167,38 @@ def test_seeds_refuse_runs_of_other_sizes(lm_depth, tmp_path):
     lm_depth.main(["--seeds", a, b])
 
 
+def test_seeds_take_bp_from_the_baseline_runs_of_each_seed(lm_depth, tmp_path, capsys):
+  """A backprop run at its own settings (post-LN, another init) is each seed's baseline."""
+  paths = [_run(tmp_path, "s0.json", {"dfa": 2.5, "zero": 3.0, "bp": 2.2}, norm="post", lr=5e-3),
+           _run(tmp_path, "s1.json", {"dfa": 2.7, "zero": 3.2}, seed=1, norm="post", lr=5e-3)]
+  baselines = [_run(tmp_path, f"bp{seed}.json", {"bp": bp}, seed=seed, norm="pre", lr=3e-3)
+               for seed, bp in ((0, 2.0), (1, 1.7))]
+  out = lm_depth.main(["--seeds", *paths, "--baseline", *baselines])
+  summary = out["depths"]["8"]
+  assert summary["rows"]["bp"]["values"] == pytest.approx([2.0, 1.7])
+  assert summary["gap_closure"]["values"] == pytest.approx([0.5, 0.5 / 1.5])
+  assert out["baseline"]["differs_in"] == ["lr", "norm"]
+  assert "bp: the --baseline runs' backprop (lr=0.003, norm=pre)" in capsys.readouterr().out
+  # without the baseline, seed 0's own bp row counts and seed 1 has no closure
+  assert lm_depth.main(["--seeds", *paths])["depths"]["8"]["gap_closure"]["values"] == (
+      pytest.approx([0.5 / 0.8]))
+
+
+def test_seeds_refuse_a_baseline_of_other_sizes_or_missing_a_seed(lm_depth, tmp_path):
+  run = _run(tmp_path, "s0.json", {"dfa": 2.5, "zero": 3.0})
+  other_steps = _run(tmp_path, "bp_steps.json", {"bp": 2.0}, steps=20)
+  with pytest.raises(SystemExit, match=r"seed-0 --baseline run differs in \['steps'\]"):
+    lm_depth.main(["--seeds", run, "--baseline", other_steps])
+  seed1 = _run(tmp_path, "bp1.json", {"bp": 2.0}, seed=1)
+  with pytest.raises(SystemExit, match="no --baseline run of seed 0"):
+    lm_depth.main(["--seeds", run, "--baseline", seed1])
+  no_bp = _run(tmp_path, "bp_none.json", {"zero": 3.0})
+  with pytest.raises(SystemExit, match="no bp row at depth 8"):
+    lm_depth.main(["--seeds", run, "--baseline", no_bp])
+  with pytest.raises(SystemExit):  # argparse: --baseline needs --seeds
+    lm_depth.main(["--baseline", seed1])
+
+
 @pytest.mark.parametrize("name", ["lm_depth", "depth_report"])
 def test_the_benchmark_modules_examples_run(lm_depth, name):
   module = lm_depth if name == "lm_depth" else sys.modules["depth_report"]
