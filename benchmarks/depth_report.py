@@ -121,6 +121,16 @@ def by_seed_merged(paths: list[str]) -> dict[int, dict]:
   return {seed: merge_runs(*map(list, zip(*group))) for seed, group in sorted(by_seed.items())}
 
 
+def same_but_seed(runs: dict[int, dict], what: str) -> None:
+  """Refuses per-seed runs (``by_seed_merged``) that differ in anything but the seed."""
+  first_seed, first = next(iter(runs.items()))
+  for seed, run in runs.items():
+    diff = differences(run["args"], first["args"], ignore=frozenset({"seed"}))
+    if diff:
+      raise SystemExit(f"lm_depth.py: the seed-{seed} {what} differ from the seed-{first_seed} "
+                       f"{what} in {diff}; compare seeds of the same sizes, steps and settings")
+
+
 def against_baseline(run: dict, seed: int, baseline: dict | None) -> dict:
   """``run`` with each depth's ``bp`` row taken from ``baseline`` (a run of the same seed).
 
@@ -161,18 +171,16 @@ def across_seeds(paths: list[str], baseline_paths: list[str] = ()) -> dict:
     a figure no seed has is left out).
 
   Raises:
-    SystemExit: when the runs differ in anything but the seed (sizes, steps, settings).
+    SystemExit: when the runs, or the baseline runs, differ in anything but the seed
+      (sizes, steps, settings).
   """
   runs = by_seed_merged(paths)
+  same_but_seed(runs, "runs")
   first_seed, first = next(iter(runs.items()))
-  for seed, run in runs.items():
-    diff = differences(run["args"], first["args"], ignore=frozenset({"seed"}))
-    if diff:
-      raise SystemExit(f"lm_depth.py: the seed-{seed} runs differ from the seed-{first_seed} "
-                       f"runs in {diff}; compare seeds of the same sizes, steps and settings")
   baseline_args = None
   if baseline_paths:
     baselines = by_seed_merged(baseline_paths)
+    same_but_seed(baselines, "--baseline runs")
     runs = {seed: against_baseline(run, seed, baselines.get(seed)) for seed, run in runs.items()}
     baseline_args = baselines[first_seed]["args"]
   depths: dict[str, dict] = {}
@@ -190,7 +198,7 @@ def across_seeds(paths: list[str], baseline_paths: list[str] = ()) -> dict:
   out = {"seeds": list(runs), "args": first["args"], "depths": {}}
   if baseline_args is not None:
     out["baseline"] = {"paths": list(baseline_paths), "args": baseline_args,
-                       "differs_in": differences(baseline_args, first["args"], {"seed"})}
+                       "differs_in": differences(baseline_args, first["args"], frozenset({"seed"}))}
   for depth, into in depths.items():
     out["depths"][depth] = {
         "rows": {row: spread(v) for row, v in into["rows"].items()},

@@ -184,7 +184,7 @@ def test_seeds_take_bp_from_the_baseline_runs_of_each_seed(lm_depth, tmp_path, c
       pytest.approx([0.5 / 0.8]))
 
 
-def test_seeds_refuse_a_baseline_of_other_sizes_or_missing_a_seed(lm_depth, tmp_path):
+def test_seeds_refuse_a_baseline_of_other_sizes_mixed_settings_or_missing_a_seed(lm_depth, tmp_path):
   run = _run(tmp_path, "s0.json", {"dfa": 2.5, "zero": 3.0})
   other_steps = _run(tmp_path, "bp_steps.json", {"bp": 2.0}, steps=20)
   with pytest.raises(SystemExit, match=r"seed-0 --baseline run differs in \['steps'\]"):
@@ -195,6 +195,12 @@ def test_seeds_refuse_a_baseline_of_other_sizes_or_missing_a_seed(lm_depth, tmp_
   no_bp = _run(tmp_path, "bp_none.json", {"zero": 3.0})
   with pytest.raises(SystemExit, match="no bp row at depth 8"):
     lm_depth.main(["--seeds", run, "--baseline", no_bp])
+  mixed = [_run(tmp_path, "bp0_pre.json", {"bp": 2.0}, norm="pre"),
+           _run(tmp_path, "bp1_post.json", {"bp": 2.0}, seed=1, norm="post")]
+  both = [run, _run(tmp_path, "s1.json", {"dfa": 2.5, "zero": 3.0}, seed=1)]
+  with pytest.raises(SystemExit, match=r"seed-1 --baseline runs differ from the seed-0 "
+                                       r"--baseline runs in \['norm'\]"):
+    lm_depth.main(["--seeds", *both, "--baseline", *mixed])
   with pytest.raises(SystemExit):  # argparse: --baseline needs --seeds
     lm_depth.main(["--baseline", seed1])
 
