@@ -88,6 +88,7 @@ def merge_runs(paths: list[str], runs: list[dict]) -> dict:
 
 def print_summary(out: dict) -> None:
   """The rows and closures of every depth, as a table."""
+  print_baseline(out)
   print(f"{'depth':>5} {'row':>18} {'val loss':>9} {'closure':>8}")
   for depth, summary in out["depths"].items():
     for row, result in summary["rows"].items():
@@ -155,6 +156,36 @@ def against_baseline(run: dict, seed: int, baseline: dict | None) -> dict:
   return {**run, "depths": depths}
 
 
+def baselines_by_seed(baseline_paths: list[str]) -> dict[int, dict]:
+  """The ``--baseline`` files' runs by seed (``by_seed_merged``), checked alike but for the seed."""
+  baselines = by_seed_merged(baseline_paths)
+  same_but_seed(baselines, "--baseline runs")
+  return baselines
+
+
+def baseline_note(baseline_paths: list[str], baseline_args: dict, run_args: dict) -> dict:
+  """``out["baseline"]``: where the ``bp`` rows came from, and the settings they differ in."""
+  return {"paths": list(baseline_paths), "args": baseline_args,
+          "differs_in": differences(baseline_args, run_args, frozenset({"seed"}))}
+
+
+def merged_against_baseline(run: dict, baseline_paths: list[str]) -> dict:
+  """A ``merge``d run (one seed) with each depth's ``bp`` row from its seed's baseline run."""
+  baselines = baselines_by_seed(baseline_paths)
+  seed = run["args"]["seed"]
+  out = against_baseline(run, seed, baselines.get(seed))
+  out["baseline"] = baseline_note(baseline_paths, baselines[seed]["args"], run["args"])
+  return out
+
+
+def print_baseline(out: dict) -> None:
+  """One line naming the ``--baseline`` runs' settings, when ``out`` has a baseline."""
+  if "baseline" in out:
+    settings = ", ".join(f"{k}={out['baseline']['args'][k]}"
+                         for k in out["baseline"]["differs_in"]) or "the same settings"
+    print(f"bp: the --baseline runs' backprop ({settings})")
+
+
 def across_seeds(paths: list[str], baseline_paths: list[str] = ()) -> dict:
   """Each row's validation loss and each closure over seeds, from per-seed ``--json`` files.
 
@@ -179,8 +210,7 @@ def across_seeds(paths: list[str], baseline_paths: list[str] = ()) -> dict:
   first_seed, first = next(iter(runs.items()))
   baseline_args = None
   if baseline_paths:
-    baselines = by_seed_merged(baseline_paths)
-    same_but_seed(baselines, "--baseline runs")
+    baselines = baselines_by_seed(baseline_paths)
     runs = {seed: against_baseline(run, seed, baselines.get(seed)) for seed, run in runs.items()}
     baseline_args = baselines[first_seed]["args"]
   depths: dict[str, dict] = {}
@@ -197,8 +227,7 @@ def across_seeds(paths: list[str], baseline_paths: list[str] = ()) -> dict:
         into["levers"].setdefault(lever, {})[seed] = closure
   out = {"seeds": list(runs), "args": first["args"], "depths": {}}
   if baseline_args is not None:
-    out["baseline"] = {"paths": list(baseline_paths), "args": baseline_args,
-                       "differs_in": differences(baseline_args, first["args"], frozenset({"seed"}))}
+    out["baseline"] = baseline_note(baseline_paths, baseline_args, first["args"])
   for depth, into in depths.items():
     out["depths"][depth] = {
         "rows": {row: spread(v) for row, v in into["rows"].items()},
@@ -216,10 +245,7 @@ def _pm(figure: dict, digits: int = 3) -> str:
 def print_seeds(out: dict) -> None:
   """``across_seeds``'s table: each row's loss and each closure as mean ± sample std."""
   print(f"seeds {out['seeds']}; mean ± sample standard deviation over the seeds that have it")
-  if "baseline" in out:
-    settings = ", ".join(f"{k}={out['baseline']['args'][k]}"
-                         for k in out["baseline"]["differs_in"]) or "the same settings"
-    print(f"bp: the --baseline runs' backprop ({settings})")
+  print_baseline(out)
   for depth, summary in out["depths"].items():
     for row, figure in summary["rows"].items():
       print(f"{depth:>5} {row:>18} val loss {_pm(figure)}  per seed "
@@ -275,6 +301,10 @@ def plot_hybrid_curve(out: dict, path: str) -> None:
   drawn = {row for result in out["depths"].values() for row in result["rows"]}
   lines = [text for row, text in (("zero", "dotted: zero-feedback control"),
                                   ("last_block", "dashed: last-block control")) if row in drawn]
+  if "baseline" in out:
+    lines.append("K=all: backprop at " + (", ".join(
+        f"{k}={out['baseline']['args'][k]}" for k in out["baseline"]["differs_in"])
+        or "the same settings"))
   ax.set_title("Hybrid DFA/backprop; labels: backward FLOPs still by backprop"
                + ("\n" + ", ".join(lines) if lines else ""), fontsize=9)
   ax.legend()

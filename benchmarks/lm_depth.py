@@ -59,8 +59,8 @@ from dfax.data import load_shakespeare, sample_lm_batches
 from dfax.models import TransformerConfig, TransformerLM, lm_forward, presets
 
 sys.path.insert(0, os.path.dirname(__file__))
-from depth_report import (across_seeds, merge, plot_hybrid_curve, plot_levers,  # noqa: E402
-                          print_seeds, print_summary, summarise)
+from depth_report import (across_seeds, merge, merged_against_baseline,  # noqa: E402
+                          plot_hybrid_curve, plot_levers, print_seeds, print_summary, summarise)
 
 ROWS = ("dfa", "zero", "last_block", "bp")
 PROJECTORS = ("gaussian", "uniform", "shared", "hadamard", "opu")
@@ -187,13 +187,14 @@ def parse(argv=None) -> argparse.Namespace:
                             "(mean, sample std) from these --json files, those of one seed "
                             "merged first; --json writes it")
   p.add_argument("--baseline", nargs="+", metavar="JSON",
-                 help="with --seeds: each seed's bp row from these --json files instead "
-                      "(backprop at its own settings, e.g. another norm, learning rate or "
-                      "initialisation; the same sizes and steps), so every closure is against it")
+                 help="with --seeds or --merge: each seed's bp row from these --json files "
+                      "instead (backprop at its own settings, e.g. another norm, learning rate "
+                      "or initialisation; the same sizes and steps), so every closure, and "
+                      "--plot's K=depth point, is against it")
   p.add_argument("--quick", action="store_true", help="tiny sizes, a few steps (tests)")
   args = p.parse_args(argv)
-  if args.baseline and not args.seeds:
-    p.error("--baseline goes with --seeds (it replaces the seeds' bp rows)")
+  if args.baseline and not (args.seeds or args.merge):
+    p.error("--baseline goes with --seeds or --merge (it replaces their bp rows)")
   if args.quick:
     args.depths, args.steps, args.d_model, args.heads, args.d_ff = "2", 3, 16, 2, 32
     args.seq, args.batch, args.eval_batches, args.warmup = 16, 4, 2, 2
@@ -370,6 +371,8 @@ def main(argv=None) -> dict:
     return out
   if args.merge:
     out = merge(args.merge)
+    if args.baseline:
+      out = merged_against_baseline(out, args.baseline)
     print_summary(out)
     if args.json:
       pathlib.Path(args.json).write_text(json.dumps(out, indent=2))

@@ -201,8 +201,26 @@ def test_seeds_refuse_a_baseline_of_other_sizes_mixed_settings_or_missing_a_seed
   with pytest.raises(SystemExit, match=r"seed-1 --baseline runs differ from the seed-0 "
                                        r"--baseline runs in \['norm'\]"):
     lm_depth.main(["--seeds", *both, "--baseline", *mixed])
-  with pytest.raises(SystemExit):  # argparse: --baseline needs --seeds
+  with pytest.raises(SystemExit):  # argparse: --baseline needs --seeds or --merge
     lm_depth.main(["--baseline", seed1])
+
+
+def test_merge_takes_bp_from_the_baseline_run_of_its_seed(lm_depth, tmp_path, capsys):
+  """The hybrid curve's K=depth point and the closures come from the strongest backprop."""
+  a = _run(tmp_path, "a.json", {"dfa": 2.5, "zero": 3.0, "bp": 2.9}, seed=1, lr=5e-3)
+  b = _run(tmp_path, "b.json", {"hybrid_2": {"val_loss": 2.3, "digital": 0.25}}, seed=1,
+           lr=5e-3)
+  baselines = [_run(tmp_path, "bp0.json", {"bp": 1.5}, lr=3e-3),
+               _run(tmp_path, "bp1.json", {"bp": 2.0}, seed=1, lr=3e-3)]
+  png = tmp_path / "hybrid.png"
+  out = lm_depth.main(["--merge", a, b, "--baseline", *baselines, "--plot", str(png)])
+  rows = out["depths"]["8"]["rows"]
+  assert rows["bp"]["val_loss"] == 2.0 and out["depths"]["8"]["gap_closure"] == pytest.approx(0.5)
+  assert out["baseline"]["differs_in"] == ["lr"]
+  assert "bp: the --baseline runs' backprop (lr=0.003)" in capsys.readouterr().out
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  with pytest.raises(SystemExit, match="no --baseline run of seed 1"):
+    lm_depth.main(["--merge", a, "--baseline", baselines[0]])
 
 
 @pytest.mark.parametrize("name", ["lm_depth", "depth_report"])
