@@ -1,10 +1,10 @@
-"""The depth benchmark's reports: closures, merged runs, seeds, and figures.
+"""The depth benchmark's reports: closures, merged runs and seeds.
 
 ``lm_depth.py`` trains the rows; this module turns their ``--json`` results into
 what the depth page shows: the gap closure and DFA's lead of one depth
 (``summarise``), the rows of several processes of one seed joined
-(``merge``), each row's mean and spread over seeds (``across_seeds``), the
-hybrid curve and the levers' bars.
+(``merge``), each row's mean and spread over seeds (``across_seeds``), and the
+hybrid curve's points (``hybrid_curve``). ``depth_plots`` draws them.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import pathlib
 import statistics
-from typing import Callable
 
 # The arguments that only choose which rows run, where results go, or how the same function
 # is compiled ("unroll"); every other argument (sizes, steps, seed, the method's settings)
 # must match for rows to be compared.
 NOT_THE_RUN = frozenset({"depths", "rows", "bp_blocks", "levers", "json", "plot", "plot_levers",
-                         "merge", "seeds", "baseline", "quick", "unroll"})
+                         "plot_depths", "merge", "seeds", "baseline", "quick", "unroll"})
 # What a backprop baseline must share with the runs it is the baseline of: the data, sizes and
 # budget. How it trains (norm, learning rate, schedule, initialisation) may differ.
 SIZES = frozenset({"steps", "d_model", "heads", "d_ff", "seq", "batch", "eval_batches", "dtype"})
@@ -274,69 +273,3 @@ def hybrid_curve(rows: dict, depth: int) -> list[tuple[int, float, float]]:
   if "bp" in rows:
     points.append((depth, rows["bp"]["val_loss"], 1.0))
   return points
-
-
-def plot_hybrid_curve(out: dict, path: str) -> None:
-  """Validation loss against the number of blocks trained by backprop, per depth."""
-  import matplotlib  # noqa: PLC0415
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for depth, result in out["depths"].items():
-    curve = hybrid_curve(result["rows"], int(depth))
-    if not curve:
-      continue
-    ks, losses, _ = zip(*curve)
-    ax.plot(ks, losses, "o-", label=f"{depth} blocks")
-    for k, loss, share in curve:
-      ax.annotate(f"{share:.0%}", (k, loss), textcoords="offset points", xytext=(4, 4),
-                  fontsize=8)
-    if "zero" in result["rows"]:
-      ax.axhline(result["rows"]["zero"]["val_loss"], ls=":", c="gray")
-    if "last_block" in result["rows"]:
-      ax.axhline(result["rows"]["last_block"]["val_loss"], ls="--", c="gray")
-  ax.set_xlabel("K: last blocks trained by backprop (0: DFA, all: backprop)")
-  ax.set_ylabel("validation loss (nats/char)")
-  drawn = {row for result in out["depths"].values() for row in result["rows"]}
-  lines = [text for row, text in (("zero", "dotted: zero-feedback control"),
-                                  ("last_block", "dashed: last-block control")) if row in drawn]
-  if "baseline" in out:
-    lines.append("K=all: backprop at " + (", ".join(
-        f"{k}={out['baseline']['args'][k]}" for k in out["baseline"]["differs_in"])
-        or "the same settings"))
-  ax.set_title("Hybrid DFA/backprop; labels: backward FLOPs still by backprop"
-               + ("\n" + ", ".join(lines) if lines else ""), fontsize=9)
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-
-
-def plot_levers(out: dict, path: str,
-                through_opu: Callable[[str], bool] = lambda lever: False) -> None:
-  """Each lever's gap closure against the default DFA row's, one panel per depth.
-
-  ``through_opu(lever)`` says which bars to draw orange (the levers through the OPU).
-  """
-  import matplotlib  # noqa: PLC0415
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-
-  depths = [(d, r) for d, r in out["depths"].items() if r.get("levers")]
-  fig, axes = plt.subplots(1, max(len(depths), 1), figsize=(6 * max(len(depths), 1), 5),
-                           squeeze=False)
-  for ax, (depth, result) in zip(axes[0], depths):
-    levers = sorted(result["levers"].items(), key=lambda item: -item[1])  # best first
-    names = ["(default)"] + [name for name, _ in levers]
-    closures = [result["gap_closure"]] + [closure for _, closure in levers]
-    colors = ["tab:gray"] + ["tab:orange" if through_opu(name) else "tab:blue"
-                             for name, _ in levers]
-    ax.barh(names[::-1], closures[::-1], color=colors[::-1])
-    ax.axvline(result["gap_closure"], ls=":", c="gray")
-    ax.set_xlabel("gap closure (0: zero-feedback control, 1: backprop)")
-    ax.set_title(f"{depth} blocks: DFA with levers changed\n(orange: through the simulated OPU)",
-                 fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)

@@ -59,8 +59,9 @@ from dfax.data import load_shakespeare, sample_lm_batches
 from dfax.models import TransformerConfig, TransformerLM, lm_forward, presets
 
 sys.path.insert(0, os.path.dirname(__file__))
+from depth_plots import plot_depths, plot_hybrid_curve, plot_levers  # noqa: E402
 from depth_report import (across_seeds, merge, merged_against_baseline,  # noqa: E402
-                          plot_hybrid_curve, plot_levers, print_seeds, print_summary, summarise)
+                          print_seeds, print_summary, summarise)
 
 ROWS = ("dfa", "zero", "last_block", "bp")
 PROJECTORS = ("gaussian", "uniform", "shared", "hadamard", "opu")
@@ -176,6 +177,8 @@ def parse(argv=None) -> argparse.Namespace:
   p.add_argument("--plot", help="draw the validation loss against K (the hybrid curve) here, "
                                 "one line per depth, from the dfa (K=0), hybrid_K and bp rows")
   p.add_argument("--plot_levers", help="draw each lever's gap closure (a bar per lever) here")
+  p.add_argument("--plot_depths", help="with --seeds: draw each row's val loss against depth "
+                                       "(mean ± sample std over the seeds) here")
   reports = p.add_mutually_exclusive_group()
   reports.add_argument("--merge", nargs="+", metavar="JSON",
                        help="train nothing: merge the rows of these --json files (runs of the "
@@ -193,6 +196,8 @@ def parse(argv=None) -> argparse.Namespace:
                       "--plot's K=depth point, is against it")
   p.add_argument("--quick", action="store_true", help="tiny sizes, a few steps (tests)")
   args = p.parse_args(argv)
+  if args.plot_depths and not args.seeds:
+    p.error("--plot_depths goes with --seeds (it draws the rows' spread over seeds)")
   if args.baseline and not (args.seeds or args.merge):
     p.error("--baseline goes with --seeds or --merge (it replaces their bp rows)")
   if args.quick:
@@ -366,6 +371,8 @@ def main(argv=None) -> dict:
   if args.seeds:
     out = across_seeds(args.seeds, args.baseline or ())
     print_seeds(out)
+    if args.plot_depths:
+      plot_depths(out, args.plot_depths)
     if args.json:
       pathlib.Path(args.json).write_text(json.dumps(out, indent=2))
     return out

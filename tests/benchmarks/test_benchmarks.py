@@ -25,7 +25,7 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
-LIBRARIES = {"timing", "hlo_schedule", "depth_report"}  # benchmarks/*.py that are helper modules, not benchmarks
+LIBRARIES = {"timing", "hlo_schedule", "depth_report", "depth_plots"}  # benchmarks/*.py that are helper modules, not benchmarks
 TIMEOUT_S = 600  # per script; a quick run takes seconds to a minute on a busy 2-core CPU
 PNG = b"\x89PNG\r\n\x1a\n"
 

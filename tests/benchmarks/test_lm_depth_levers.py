@@ -98,11 +98,11 @@ def test_rms_normalised_feedback_has_unit_rms_per_token(lm_depth):
     np.testing.assert_allclose(jnp.sqrt(jnp.mean(c ** 2, axis=-1)), 1.0, rtol=1e-5)
 
 
-def _run(tmp_path, name, rows, **args):
+def _run(tmp_path, name, rows, depth="8", **args):
   base = {"steps": 10, "d_model": 8, "heads": 2, "d_ff": 16, "seq": 8, "batch": 2, "seed": 0,
           "norm": "pre", "eval_batches": 1, "warmup": 1}
   path = tmp_path / name
-  path.write_text(json.dumps({"args": {**base, **args}, "depths": {"8": {"rows": {
+  path.write_text(json.dumps({"args": {**base, **args}, "depths": {depth: {"rows": {
       row: r if isinstance(r, dict) else {"val_loss": r} for row, r in rows.items()}}}}))
   return str(path)
 
@@ -221,6 +221,26 @@ def test_merge_takes_bp_from_the_baseline_run_of_its_seed(lm_depth, tmp_path, ca
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   with pytest.raises(SystemExit, match="no --baseline run of seed 1"):
     lm_depth.main(["--merge", a, "--baseline", baselines[0]])
+
+
+def test_seeds_join_depths_run_apart_and_plot_each_row_against_depth(lm_depth, tmp_path):
+  """One file per depth and seed, as long rows are run: --seeds joins them into the depth table."""
+  paths, baselines = [], []
+  for seed in (0, 1):
+    for depth, dfa in (("2", 2.0), ("12", 2.4)):
+      paths.append(_run(tmp_path, f"d{depth}_s{seed}.json", {"dfa": dfa + seed / 10, "zero": 3.0,
+                                                              "last_block": 2.8},
+                        depth=depth, seed=seed, lr=5e-3))
+      baselines.append(_run(tmp_path, f"bp{depth}_s{seed}.json", {"bp": 1.0}, depth=depth,
+                            seed=seed, lr=3e-3))
+  png = tmp_path / "depths.png"
+  out = lm_depth.main(["--seeds", *paths, "--baseline", *baselines, "--plot_depths", str(png)])
+  assert sorted(out["depths"], key=int) == ["2", "12"]
+  assert out["depths"]["12"]["gap_closure"]["values"] == pytest.approx([0.3, 0.25])
+  assert out["depths"]["2"]["dfa_lead_over_last_block"]["values"] == pytest.approx([0.8, 0.7])
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  with pytest.raises(SystemExit):  # argparse: --plot_depths needs --seeds
+    lm_depth.main(["--merge", paths[0], "--plot_depths", str(png)])
 
 
 @pytest.mark.parametrize("name", ["lm_depth", "depth_report"])
