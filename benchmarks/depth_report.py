@@ -58,6 +58,19 @@ def summarise(rows: dict) -> dict:
           "dfa_lead_over_last_block": lead}
 
 
+def read_run(path: str) -> dict:
+  """One ``--json`` result; a missing or unreadable file is a one-line error naming it."""
+  try:
+    run = json.loads(pathlib.Path(path).read_text())
+  except (OSError, ValueError) as error:
+    raise SystemExit(f"lm_depth.py: cannot read {path} ({error.__class__.__name__}); give "
+                     "the --json files lm_depth.py wrote") from None
+  if not isinstance(run, dict) or not {"args", "depths"} <= run.keys():
+    raise SystemExit(f"lm_depth.py: {path} is not an lm_depth.py --json result (no args and "
+                     "depths); give the --json files lm_depth.py wrote")
+  return run
+
+
 def merge(paths: list[str]) -> dict:
   """The rows of several ``--json`` results, per depth, with the closures recomputed.
 
@@ -66,7 +79,7 @@ def merge(paths: list[str]) -> dict:
       that did not start from the same initialisation and batches, or that
       share a name but not a method, cannot be compared).
   """
-  return merge_runs(paths, [json.loads(pathlib.Path(p).read_text()) for p in paths])
+  return merge_runs(paths, [read_run(p) for p in paths])
 
 
 def merge_runs(paths: list[str], runs: list[dict]) -> dict:
@@ -116,7 +129,7 @@ def by_seed_merged(paths: list[str]) -> dict[int, dict]:
   """The ``--json`` files' runs, those of one seed merged (``merge``), by seed."""
   by_seed: dict[int, list[tuple[str, dict]]] = {}
   for path in paths:
-    run = json.loads(pathlib.Path(path).read_text())
+    run = read_run(path)
     by_seed.setdefault(run["args"]["seed"], []).append((path, run))
   return {seed: merge_runs(*map(list, zip(*group))) for seed, group in sorted(by_seed.items())}
 

@@ -137,6 +137,18 @@ def test_merge_refuses_rows_of_one_name_made_with_other_settings(lm_depth, tmp_p
   assert set(lm_depth.main(["--merge", a, c])["depths"]["8"]["rows"]) == {"dfa", "bp", "dfa:tied"}
 
 
+def test_merge_and_seeds_refuse_a_missing_or_foreign_file_in_one_line(lm_depth, tmp_path):
+  a = _run(tmp_path, "a.json", {"dfa": 2.5})
+  with pytest.raises(SystemExit, match=r"cannot read .*nope.json \(FileNotFoundError\)"):
+    lm_depth.main(["--merge", a, str(tmp_path / "nope.json")])
+  (tmp_path / "other.json").write_text('{"val_loss": 2.0}')
+  with pytest.raises(SystemExit, match="other.json is not an lm_depth.py --json result"):
+    lm_depth.main(["--seeds", a, str(tmp_path / "other.json")])
+  (tmp_path / "broken.json").write_text('{"args": ')
+  with pytest.raises(SystemExit, match=r"cannot read .*broken.json \(JSONDecodeError\)"):
+    lm_depth.main(["--seeds", a, "--baseline", str(tmp_path / "broken.json")])
+
+
 def test_seeds_merge_each_seeds_files_then_give_mean_and_sample_std(lm_depth, tmp_path, capsys):
   paths = [_run(tmp_path, "s0.json", {"dfa": 2.5, "zero": 3.0, "bp": 2.0}),
            _run(tmp_path, "s0_levers.json", {"dfa:tied": 2.4}),
