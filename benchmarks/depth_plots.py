@@ -60,8 +60,7 @@ def plot_depths(out: dict, path: str) -> None:
 def plot_hybrid_curve(out: dict, path: str) -> None:
   """Validation loss against the number of blocks trained by backprop, per depth."""
   plt = _pyplot()
-
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig, ax = plt.subplots(figsize=(6, 4.5))
   for depth, result in out["depths"].items():
     curve = hybrid_curve(result["rows"], int(depth))
     if not curve:
@@ -84,8 +83,8 @@ def plot_hybrid_curve(out: dict, path: str) -> None:
     lines.append("K=all: backprop at " + (", ".join(
         f"{k}={out['baseline']['args'][k]}" for k in out["baseline"]["differs_in"])
         or "the same settings"))
-  ax.set_title("Hybrid DFA/backprop; labels: backward FLOPs still by backprop"
-               + ("\n" + ", ".join(lines) if lines else ""), fontsize=9)
+  ax.set_title("\n".join(["Hybrid DFA/backprop; labels: backward FLOPs still by backprop",
+                          *lines]), fontsize=9)
   ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=120)
@@ -99,7 +98,6 @@ def plot_levers(out: dict, path: str,
   ``through_opu(lever)`` says which bars to draw orange (the levers through the OPU).
   """
   plt = _pyplot()
-
   depths = [(d, r) for d, r in out["depths"].items() if r.get("levers")]
   fig, axes = plt.subplots(1, max(len(depths), 1), figsize=(6 * max(len(depths), 1), 5),
                            squeeze=False)
