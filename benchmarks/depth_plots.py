@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from depth_report import hybrid_curve
+from depth_report import baseline_settings, hybrid_curve
 
 # The rows of the depth figure, drawn in this order, with their legend labels.
 DEPTH_ROWS = {"bp": "backprop", "dfa": "DFA", "last_block": "last-block control",
@@ -47,9 +47,7 @@ def plot_depths(out: dict, path: str) -> None:
   seeds = ", ".join(map(str, out["seeds"]))
   title = f"Loss against depth, mean ± std over seeds {seeds}"
   if "baseline" in out:
-    title += "\nbackprop at " + (", ".join(
-        f"{k}={out['baseline']['args'][k]}" for k in out["baseline"]["differs_in"])
-        or "the same settings")
+    title += "\nbackprop at " + baseline_settings(out)
   ax.set_title(title, fontsize=9)
   ax.legend(fontsize=8)
   fig.tight_layout()
@@ -80,9 +78,7 @@ def plot_hybrid_curve(out: dict, path: str) -> None:
   lines = [text for row, text in (("zero", "dotted: zero-feedback control"),
                                   ("last_block", "dashed: last-block control")) if row in drawn]
   if "baseline" in out:
-    lines.append("K=all: backprop at " + (", ".join(
-        f"{k}={out['baseline']['args'][k]}" for k in out["baseline"]["differs_in"])
-        or "the same settings"))
+    lines.append("K=all: backprop at " + baseline_settings(out))
   ax.set_title("\n".join(["Hybrid DFA/backprop; labels: backward FLOPs still by backprop",
                           *lines]), fontsize=9)
   ax.legend()

@@ -190,12 +190,22 @@ def merged_against_baseline(run: dict, baseline_paths: list[str]) -> dict:
   return out
 
 
+def baseline_settings(out: dict) -> str:
+  """The settings in which ``out``'s ``--baseline`` runs differ from its own runs.
+
+  Examples:
+    >>> baseline_settings({"baseline": {"args": {"lr": 0.003, "norm": "post"},
+    ...                                 "differs_in": ["lr"]}})
+    'lr=0.003'
+  """
+  return ", ".join(f"{k}={out['baseline']['args'][k]}"
+                   for k in out["baseline"]["differs_in"]) or "the same settings"
+
+
 def print_baseline(out: dict) -> None:
   """One line naming the ``--baseline`` runs' settings, when ``out`` has a baseline."""
   if "baseline" in out:
-    settings = ", ".join(f"{k}={out['baseline']['args'][k]}"
-                         for k in out["baseline"]["differs_in"]) or "the same settings"
-    print(f"bp: the --baseline runs' backprop ({settings})")
+    print(f"bp: the --baseline runs' backprop ({baseline_settings(out)})")
 
 
 def across_seeds(paths: list[str], baseline_paths: list[str] = ()) -> dict:
