@@ -6,6 +6,10 @@ vocabulary projection. Under this layout DFA trains every block; with pre-LN
 blocks or cuts in front of the blocks it stalls near the zero-feedback
 control. Pre-LN stacks learn better cut after every LayerNorm
 (``--config.dfa.feedback=after_ln``); docs/feedback_points.md has the numbers.
+Deeper stacks train better with a longer warm-up and a higher peak learning rate
+(``--config.model.num_layers=8 --config.warmup_steps=600 --config.learning_rate=5e-3``,
+docs/depth.md, the depth table); at these 4 blocks that schedule helps DFA and backprop
+alike, so the defaults keep 100 warm-up steps at 3e-3.
 ``--config.model.scan_unroll=4`` unrolls the blocks' loop: the same model, whose DFA
 gradient then skips every input cotangent it discards, and whose gradients (DFA and
 backprop alike) ran about 1.3x faster on a 2-core CPU (docs/depth.md, the step at its
