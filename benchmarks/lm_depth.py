@@ -383,10 +383,7 @@ def main(argv=None) -> dict:
     print_summary(out)
     if args.json:
       pathlib.Path(args.json).write_text(json.dumps(out, indent=2))
-    if args.plot:
-      plot_hybrid_curve(out, args.plot)
-    if args.plot_levers:
-      plot_levers(out, args.plot_levers, through_opu)
+    draw_figures(out, args)
     return out
   rows = [r for r in args.rows.split(",") if r]
   hybrids = [int(k) for k in args.bp_blocks.split(",") if k]
@@ -439,11 +436,16 @@ def main(argv=None) -> dict:
     if summary["dfa_lead_over_last_block"] is not None:
       print(f"{depth:>5} DFA's lead over the last-block control "
             f"{summary['dfa_lead_over_last_block']:+.4f} nats", flush=True)
+  draw_figures(out, args)
+  return out
+
+
+def draw_figures(out: dict, args: argparse.Namespace) -> None:
+  """The figures ``--plot`` and ``--plot_levers`` ask for, from one seed's rows (``out``)."""
   if args.plot:
     plot_hybrid_curve(out, args.plot)
   if args.plot_levers:
     plot_levers(out, args.plot_levers, through_opu)
-  return out
 
 
 def through_opu(lever: str) -> bool:
