@@ -55,6 +55,18 @@ def plot_depths(out: dict, path: str) -> None:
   plt.close(fig)
 
 
+def share_label(share: float | None) -> str:
+  """A hybrid point's label: its share of backward FLOPs still by backprop.
+
+  Examples:
+    >>> share_label(0.0063), share_label(0.2547), share_label(None)
+    ('0.6%', '25%', 'head only')
+  """
+  if share is None:
+    return "head only"
+  return f"{share:.1%}" if share < 0.1 else f"{share:.0%}"
+
+
 def plot_hybrid_curve(out: dict, path: str) -> None:
   """Validation loss against the number of blocks trained by backprop, per depth."""
   plt = _pyplot()
@@ -66,7 +78,7 @@ def plot_hybrid_curve(out: dict, path: str) -> None:
     ks, losses, _ = zip(*curve)
     ax.plot(ks, losses, "o-", label=f"{depth} blocks")
     for k, loss, share in curve:
-      ax.annotate(f"{share:.0%}", (k, loss), textcoords="offset points", xytext=(4, 4),
+      ax.annotate(share_label(share), (k, loss), textcoords="offset points", xytext=(4, 4),
                   fontsize=8)
     if "zero" in result["rows"]:
       ax.axhline(result["rows"]["zero"]["val_loss"], ls=":", c="gray")

@@ -284,13 +284,16 @@ def print_seeds(out: dict) -> None:
 def hybrid_curve(rows: dict, depth: int) -> list[tuple[int, float, float]]:
   """``(K, val loss, digital share)`` of one depth's rows: DFA is K=0, backprop K=depth.
 
+  DFA's share is the head's, which its row records; ``None`` for a row written
+  before it did (the figure then labels it "head only").
+
   Examples:
-    >>> rows = {"dfa": {"val_loss": 2.5}, "hybrid_2": {"val_loss": 2.2, "digital": 0.3},
-    ...         "bp": {"val_loss": 2.0}}
+    >>> rows = {"dfa": {"val_loss": 2.5, "digital": 0.006},
+    ...         "hybrid_2": {"val_loss": 2.2, "digital": 0.3}, "bp": {"val_loss": 2.0}}
     >>> hybrid_curve(rows, 8)
-    [(0, 2.5, 0.0), (2, 2.2, 0.3), (8, 2.0, 1.0)]
+    [(0, 2.5, 0.006), (2, 2.2, 0.3), (8, 2.0, 1.0)]
   """
-  points = [(0, rows["dfa"]["val_loss"], 0.0)] if "dfa" in rows else []
+  points = [(0, rows["dfa"]["val_loss"], rows["dfa"].get("digital"))] if "dfa" in rows else []
   points += sorted((int(name.split("_")[1]), r["val_loss"], r["digital"])
                    for name, r in rows.items() if name.startswith("hybrid_"))
   if "bp" in rows:

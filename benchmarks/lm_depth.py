@@ -59,64 +59,13 @@ from dfax.data import load_shakespeare, sample_lm_batches
 from dfax.models import TransformerConfig, TransformerLM, lm_forward, presets
 
 sys.path.insert(0, os.path.dirname(__file__))
+from depth_levers import LEVERS, through_opu, with_lever  # noqa: E402
 from depth_plots import plot_depths, plot_hybrid_curve, plot_levers  # noqa: E402
 from depth_report import (across_seeds, merge, merged_against_baseline,  # noqa: E402
                           print_seeds, print_summary, summarise)
 
 ROWS = ("dfa", "zero", "last_block", "bp")
 PROJECTORS = ("gaussian", "uniform", "shared", "hadamard", "opu")
-
-
-@dataclasses.dataclass(frozen=True)
-class Lever:
-  """One lever of the ablation study: a name, what it changes, and the arguments it sets."""
-  name: str
-  what: str
-  settings: dict
-
-
-LEVERS = {lever.name: lever for lever in (
-    Lever("lr_3e-4", "AdamW peak learning rate 3e-4 (default 1e-3)", {"lr": 3e-4}),
-    Lever("lr_2e-3", "AdamW peak learning rate 2e-3", {"lr": 2e-3}),
-    Lever("lr_3e-3", "AdamW peak learning rate 3e-3", {"lr": 3e-3}),
-    Lever("lr_4e-3", "AdamW peak learning rate 4e-3", {"lr": 4e-3}),
-    Lever("warmup_300", "300 warm-up steps (default 100)", {"warmup": 300}),
-    Lever("layer_lr_0.85", "block l's updates scaled 0.85^(L-1-l): lower blocks learn slower "
-          "(the first of 8 at 0.32 of the peak rate)", {"layer_lr_decay": 0.85}),
-    Lever("layer_lr_1.1", "block l's updates scaled 1.1^(L-1-l): lower blocks learn faster "
-          "(the first of 8 at 1.95 times the peak rate)", {"layer_lr_decay": 1.1}),
-    Lever("b2_0.95", "AdamW b2 0.95 (default 0.999)", {"b2": 0.95}),
-    Lever("scale_point", "feedback entries scaled 1/sqrt(point width), not 1/sqrt(n_out)",
-          {"scale": "point"}),
-    Lever("rms", "each point's feedback normalised to unit RMS per token", {"feedback_norm": "rms"}),
-    Lever("shared", "one shared Gaussian matrix for every point (sliced), not one per point",
-          {"projector": "shared"}),
-    Lever("tied", "the layers of the scan share one matrix per point (tie_copies): every block "
-          "pushes the residual stream the same way", {"tie_copies": True}),
-    Lever("reuse", "one shared matrix whose first d columns every point takes (TinyDFA): every "
-          "point of one width gets the same signal", {"projector": "shared", "reuse": True}),
-    Lever("opu", "the simulated OPU (ternarised error, 8-bit camera, noise)", {"projector": "opu"}),
-    Lever("opu_topk", "the simulated OPU, each error row ternarised keeping its largest 10% of "
-          "entries (topk) instead of those beyond one std", {"projector": "opu", "opu_topk": 0.1}),
-    Lever("opu_analog", "the simulated OPU with the error sent unternarised (camera and noise "
-          "kept): what ternarisation alone costs", {"projector": "opu", "opu_ternarize": False}),
-    Lever("opu_bits1", "the simulated OPU sending sign-separated 1-bit planes, each sign with "
-          "its own scale (two frames, as ternarisation)",
-          {"projector": "opu", "opu_input_bits": 1}),
-    Lever("opu_bits4", "the simulated OPU sending sign-separated 4-bit planes (eight frames)",
-          {"projector": "opu", "opu_input_bits": 4}),
-    Lever("opu_keep", "the simulated OPU reading only the half of its camera pixels with the "
-          "strongest anchor (anchor_keep 0.5)", {"projector": "opu", "opu_anchor_keep": 0.5}),
-    Lever("macro", "cuts in front of every block: feedback at block outputs, backprop inside",
-          {"preset": "macro"}),
-    Lever("sublayer", "cuts in front of every sublayer (attention, MLP)", {"preset": "sublayer"}),
-    Lever("residual_init", "residual-branch output kernels scaled 1/sqrt(2L) at initialisation",
-          {"residual_init": "depth"}),
-    Lever("error_hidden", "error taken before the head: on pre-LN blocks the residual stream "
-          "then also carries the exact gradient (not pure DFA)", {"error_at": "hidden"}),
-    Lever("post_ln", "post-LN blocks, feedback at block outputs (macro_out)",
-          {"norm": "post", "preset": "macro_out"}),
-)}
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -198,6 +147,9 @@ def parse(argv=None) -> argparse.Namespace:
   args = p.parse_args(argv)
   if args.plot_depths and not args.seeds:
     p.error("--plot_depths goes with --seeds (it draws the rows' spread over seeds)")
+  if args.seeds and (args.plot or args.plot_levers):
+    p.error("--plot and --plot_levers draw one seed's rows: give them with --merge, "
+            "and --plot_depths with --seeds")
   if args.baseline and not (args.seeds or args.merge):
     p.error("--baseline goes with --seeds or --merge (it replaces their bp rows)")
   if args.quick:
@@ -348,24 +300,6 @@ def config_for(args: argparse.Namespace, depth: int, vocab_size: int) -> Transfo
                            scan_unroll=depth if args.unroll else 1)
 
 
-def with_lever(args: argparse.Namespace, name: str) -> argparse.Namespace:
-  """``args`` with the lever's settings applied; ``a+b`` applies both levers (b's win).
-
-  Examples:
-    >>> args = parse(["--quick"])
-    >>> combined = with_lever(args, "post_ln+reuse")
-    >>> combined.norm, combined.preset, combined.reuse, args.reuse
-    ('post', 'macro_out', True, False)
-  """
-  settings = {}
-  for part in name.split("+"):
-    if part not in LEVERS:
-      raise SystemExit(f"lm_depth.py: unknown lever {part!r}; choose from {','.join(LEVERS)}, "
-                       "or join several with +")
-    settings.update(LEVERS[part].settings)
-  return argparse.Namespace(**{**vars(args), **settings})
-
-
 def main(argv=None) -> dict:
   args = parse(argv)
   if args.seeds:
@@ -415,7 +349,10 @@ def main(argv=None) -> dict:
           json.dump(out, f, indent=2)
 
     for row in rows:
-      record(row, train_row(row, model, params, args, corpus))
+      result = train_row(row, model, params, args, corpus)
+      if row == "dfa":  # the hybrid curve's K=0 point: only the head is back-propagated
+        result["digital"] = backward_share(config, 0, args.batch, args.seq)
+      record(row, result)
     for k in (k for k in hybrids if k <= depth):
       hybrid = TransformerLM(dataclasses.replace(config, bp_blocks=k))
       same_init = {"params": {**params["params"], "blocks": {"block": params["params"]["blocks"]}}}
@@ -446,12 +383,6 @@ def draw_figures(out: dict, args: argparse.Namespace) -> None:
     plot_hybrid_curve(out, args.plot)
   if args.plot_levers:
     plot_levers(out, args.plot_levers, through_opu)
-
-
-def through_opu(lever: str) -> bool:
-  """Whether a (possibly joined, ``a+b``) lever sends the feedback through the simulated OPU."""
-  return any(LEVERS[part].settings.get("projector") == "opu"
-             for part in lever.split("+") if part in LEVERS)
 
 
 if __name__ == "__main__":

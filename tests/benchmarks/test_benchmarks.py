@@ -25,7 +25,7 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
-LIBRARIES = {"timing", "hlo_schedule", "depth_report", "depth_plots"}  # benchmarks/*.py that are helper modules, not benchmarks
+LIBRARIES = {"timing", "hlo_schedule", "depth_report", "depth_plots", "depth_levers"}  # benchmarks/*.py that are helper modules, not benchmarks
 TIMEOUT_S = 600  # per script; a quick run takes seconds to a minute on a busy 2-core CPU
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -159,7 +159,7 @@ def check_lm_depth(tmp_path):
   assert rows["dfa:rms+residual_init"]["val_loss"] != rows["dfa"]["val_loss"]
   for row in rows.values():
     assert math.isfinite(row["val_loss"]) and _positive(row["seconds"]), row
-  assert 0 < rows["hybrid_1"]["digital"] < 1
+  assert 0 < rows["dfa"]["digital"] < rows["hybrid_1"]["digital"] < 1  # DFA: the head only
   _assert_png(tmp_path / "hybrid.png")
   zero, dfa, bp = (rows[k]["val_loss"] for k in ("zero", "dfa", "bp"))
   assert result["depths"]["2"]["gap_closure"] == pytest.approx((zero - dfa) / (zero - bp))

@@ -253,11 +253,14 @@ def test_seeds_join_depths_run_apart_and_plot_each_row_against_depth(lm_depth, t
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   with pytest.raises(SystemExit):  # argparse: --plot_depths needs --seeds
     lm_depth.main(["--merge", paths[0], "--plot_depths", str(png)])
+  for one_seed_figure in ("--plot", "--plot_levers"):  # not silently dropped by --seeds
+    with pytest.raises(SystemExit):
+      lm_depth.main(["--seeds", *paths, one_seed_figure, str(tmp_path / "x.png")])
 
 
-@pytest.mark.parametrize("name", ["lm_depth", "depth_report"])
+@pytest.mark.parametrize("name", ["lm_depth", "depth_report", "depth_levers", "depth_plots"])
 def test_the_benchmark_modules_examples_run(lm_depth, name):
-  module = lm_depth if name == "lm_depth" else sys.modules["depth_report"]
+  module = lm_depth if name == "lm_depth" else sys.modules[name]
   result = doctest.testmod(module)
   assert result.attempted > 0 and result.failed == 0, result
 
