@@ -25,7 +25,9 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
-LIBRARIES = {"timing", "hlo_schedule", "depth_report", "depth_plots", "depth_levers"}  # benchmarks/*.py that are helper modules, not benchmarks
+# benchmarks/*.py that are helper modules, not benchmarks
+LIBRARIES = {"timing", "hlo_schedule", "depth_report", "depth_plots", "depth_levers",
+             "handwritten_lm", "lm_flops"}
 TIMEOUT_S = 600  # per script; a quick run takes seconds to a minute on a busy 2-core CPU
 PNG = b"\x89PNG\r\n\x1a\n"
 
