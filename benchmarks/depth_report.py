@@ -202,10 +202,23 @@ def baseline_settings(out: dict) -> str:
                    for k in out["baseline"]["differs_in"]) or "the same settings"
 
 
+def own_bp_settings(args: dict) -> str:
+  """The bp row's own settings (``--bp_lr``, ``--bp_warmup``, ``--bp_residual_init``), if any.
+
+  Examples:
+    >>> own_bp_settings({"lr": 0.005, "bp_lr": 0.003, "bp_warmup": None})
+    'lr=0.003'
+  """
+  return ", ".join(f"{k[3:]}={args[k]}" for k in ("bp_lr", "bp_warmup", "bp_residual_init")
+                   if args.get(k) is not None)
+
+
 def print_baseline(out: dict) -> None:
-  """One line naming the ``--baseline`` runs' settings, when ``out`` has a baseline."""
+  """One line naming the backprop row's own settings: the ``--baseline`` runs', or ``--bp_*``."""
   if "baseline" in out:
     print(f"bp: the --baseline runs' backprop ({baseline_settings(out)})")
+  elif own_bp_settings(out.get("args", {})):
+    print(f"bp: backprop at its own {own_bp_settings(out['args'])}")
 
 
 def across_seeds(paths: list[str], baseline_paths: list[str] = ()) -> dict:

@@ -10,7 +10,10 @@ batches. The rows:
 * ``last_block``: cuts in front of every block with zero feedback (the
   ``macro`` preset): the last block and the head train by backprop, the rest
   stays frozen, the stronger control;
-* ``bp``: backprop;
+* ``bp``: backprop, at its own learning rate, warm-up and residual
+  initialisation where ``--bp_lr``, ``--bp_warmup``, ``--bp_residual_init``
+  say (the strongest backprop: post-LN blocks need the depth-scaled
+  initialisation to train at depth);
 * ``hybrid_K`` (``--bp_blocks K,...``): the hybrid method, the last K blocks
   and the head by exact backprop, the rest by DFA with the ``dfa`` row's cuts
   and projector (``TransformerConfig.bp_blocks``, ``--config.dfa.bp_blocks``
@@ -23,7 +26,9 @@ It prints, per depth, the validation loss of each row, the gap closure
 the wall-clock time of each row's steps after the first (which compiles), and
 writes them as JSON with ``--json``.
 
-  python benchmarks/lm_depth.py --depths 2,4,8 --steps 3000          # the CPU proxy
+  python benchmarks/lm_depth.py --depths 2,4,8 --steps 3000 --norm post --preset macro_out \
+      --lr 5e-3 --warmup 600 --bp_lr 3e-3 --bp_warmup 100 --bp_residual_init depth
+                                       # the CPU proxy at the depth table's settings
   python benchmarks/lm_depth.py --depths 12 --d_model 768 --heads 12 --d_ff 3072 \\
       --seq 256 --batch 32 --steps 2500 --dtype bfloat16             # GPT-2-small width, GPU
   python benchmarks/lm_depth.py --quick                              # seconds: checks it runs
@@ -62,7 +67,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from depth_levers import LEVERS, through_opu, with_lever  # noqa: E402
 from depth_plots import plot_depths, plot_hybrid_curve, plot_levers  # noqa: E402
 from depth_report import (across_seeds, merge, merged_against_baseline,  # noqa: E402
-                          print_seeds, print_summary, summarise)
+                          print_baseline, print_seeds, print_summary, summarise)
+from lm_flops import backward_share  # noqa: E402
 
 ROWS = ("dfa", "zero", "last_block", "bp")
 PROJECTORS = ("gaussian", "uniform", "shared", "hadamard", "opu")
@@ -94,6 +100,14 @@ def parse(argv=None) -> argparse.Namespace:
   p.add_argument("--residual_init", choices=("default", "depth"), default="default",
                  help="'depth': residual-branch output kernels scaled 1/sqrt(2L) (GPT-2)")
   p.add_argument("--norm", choices=("pre", "post"), default="pre")
+  p.add_argument("--bp_lr", type=float, default=None,
+                 help="the bp row's own AdamW peak learning rate (default: --lr), so backprop "
+                      "trains at its best settings beside the DFA rows")
+  p.add_argument("--bp_warmup", type=int, default=None,
+                 help="the bp row's own warm-up steps (default: --warmup)")
+  p.add_argument("--bp_residual_init", choices=("default", "depth"), default=None,
+                 help="the bp row's own residual initialisation (default: --residual_init), "
+                      "from the same initial parameters")
   p.add_argument("--error_at", choices=("logits", "hidden"), default="logits",
                  help="where DFA's error is taken (TransformerConfig.error_at). With 'hidden' "
                       "on pre-LN blocks the error is dL/dh at the raw residual stream, which no "
@@ -195,6 +209,24 @@ def rms_normalised(proj):
   return normalised
 
 
+def backprop_args(args: argparse.Namespace) -> argparse.Namespace:
+  """The bp row's arguments: ``args`` with its ``--bp_*`` settings where given.
+
+  Examples:
+    >>> args = parse(["--lr", "5e-3", "--warmup", "600", "--bp_lr", "3e-3"])
+    >>> bp = backprop_args(args)
+    >>> bp.lr, bp.warmup, bp.residual_init
+    (0.003, 600, 'default')
+  """
+  own = {"lr": args.bp_lr, "warmup": args.bp_warmup, "residual_init": args.bp_residual_init}
+  return argparse.Namespace(**{**vars(args), **{k: v for k, v in own.items() if v is not None}})
+
+
+def initialised(params: dict, residual_init: str, num_layers: int) -> dict:
+  """The model's initial ``params`` as a row with this ``--residual_init`` starts from."""
+  return depth_scaled(params, num_layers) if residual_init == "depth" else params
+
+
 def depth_scaled(params: dict, num_layers: int) -> dict:
   """GPT-2's residual initialisation: the residual branches' output kernels times 1/sqrt(2L)."""
   blocks = params["params"]["blocks"]
@@ -203,26 +235,6 @@ def depth_scaled(params: dict, num_layers: int) -> dict:
                                     "kernel": blocks["attn"]["out"]["kernel"] * factor}}
   fc2 = {**blocks["fc2"], "kernel": blocks["fc2"]["kernel"] * factor}
   return {"params": {**params["params"], "blocks": {**blocks, "attn": attn, "fc2": fc2}}}
-
-
-def backward_share(config: TransformerConfig, bp_blocks: int, batch: int, seq: int) -> float:
-  """Share of backprop's backward matmul FLOPs that a hybrid still computes by backprop.
-
-  Per block the forward matmuls cost ``2 B T (4 d^2 + 2 d d_ff) + 4 B T^2 d``
-  (projections, MLP, attention scores and mixing), the head ``2 B T d V``;
-  backprop's backward costs twice the forward. A hybrid back-propagates
-  through its last ``bp_blocks`` blocks and the head; the DFA blocks' weight
-  gradients and the projection are what a device can take over.
-
-  Examples:
-    >>> c = TransformerConfig(vocab_size=84, d_model=128, num_layers=8, d_ff=512)
-    >>> round(backward_share(c, 0, 32, 128), 3), backward_share(c, 8, 32, 128)
-    (0.006, 1.0)
-  """
-  b, t, d = batch, seq, config.d_model
-  block = 2 * b * t * (4 * d * d + 2 * d * config.d_ff) + 4 * b * t * t * d
-  head = 2 * b * t * d * config.vocab_size
-  return (bp_blocks * block + head) / (config.num_layers * block + head)
 
 
 def scale_blocks_by_depth(decay: float, num_layers: int) -> optax.GradientTransformation:
@@ -325,17 +337,18 @@ def main(argv=None) -> dict:
   if unknown:
     raise SystemExit(f"lm_depth.py: unknown rows {unknown}; choose from {','.join(ROWS)}")
   levers = {name: with_lever(args, name) for name in args.levers.split(",") if name}
+  bp_args = backprop_args(args)
   corpus = load_shakespeare()
   out = {"args": vars(args), "jax": jax.__version__, "backend": jax.default_backend(),
          "depths": {}}
+  print_baseline(out)
   print(f"{'depth':>5} {'row':>10} {'val loss':>9} {'seconds':>8}")
   for depth in (int(d) for d in args.depths.split(",")):
     config = config_for(args, depth, corpus.vocab_size)
     model = TransformerLM(config)
-    params = jax.jit(model.init)(jax.random.key(args.seed),
-                                 jnp.zeros((1, args.seq), jnp.int32))
-    if args.residual_init == "depth":
-      params = depth_scaled(params, depth)
+    raw_params = jax.jit(model.init)(jax.random.key(args.seed),
+                                     jnp.zeros((1, args.seq), jnp.int32))
+    params = initialised(raw_params, args.residual_init, depth)
     results = {}
     out["depths"][str(depth)] = summary = {"rows": results}
 
@@ -349,7 +362,11 @@ def main(argv=None) -> dict:
           json.dump(out, f, indent=2)
 
     for row in rows:
-      result = train_row(row, model, params, args, corpus)
+      if row == "bp":
+        result = train_row(row, model, initialised(raw_params, bp_args.residual_init, depth),
+                           bp_args, corpus)
+      else:
+        result = train_row(row, model, params, args, corpus)
       if row == "dfa":  # the hybrid curve's K=0 point: only the head is back-propagated
         result["digital"] = backward_share(config, 0, args.batch, args.seq)
       record(row, result)
@@ -361,8 +378,7 @@ def main(argv=None) -> dict:
                                          label=f"hybrid_{k}"), "digital": share},
              f"  digital {share:.2f}")
     for name, lever_args in levers.items():
-      lever_params = (depth_scaled(params, depth) if lever_args.residual_init == "depth"
-                      and args.residual_init != "depth" else params)
+      lever_params = initialised(raw_params, lever_args.residual_init, depth)
       lever_model = TransformerLM(config_for(lever_args, depth, corpus.vocab_size))
       record(f"dfa:{name}", train_row("dfa", lever_model, lever_params, lever_args, corpus,
                                       label=f"dfa:{name}"))

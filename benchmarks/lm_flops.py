@@ -3,7 +3,9 @@
 ``lm_flops`` counts, for the layouts ``handwritten_lm`` writes out, the forward
 matmuls, backprop's backward, and DFA's backward (the input cotangents it skips
 and the projections ``B_k e`` it adds); ``step_time.py --model transformer``
-prints the ratios beside the measured ones.
+prints the ratios beside the measured ones. ``backward_share`` is the share of
+backprop's backward matmuls a hybrid (the last K blocks by backprop) still
+computes by backprop, which ``lm_depth.py`` prints beside each hybrid row.
 """
 
 from __future__ import annotations
@@ -99,3 +101,23 @@ def lm_matmuls(config: TransformerConfig, batch: int, seq: int, preset: str):
 def lm_flops(config: TransformerConfig, batch: int, seq: int, preset: str) -> dict:
   """``flop_ratio`` of ``lm_matmuls``: the analytic DFA/BP floor of a layout."""
   return flop_ratio(*lm_matmuls(config, batch, seq, preset))
+
+
+def backward_share(config: TransformerConfig, bp_blocks: int, batch: int, seq: int) -> float:
+  """Share of backprop's backward matmul FLOPs that a hybrid still computes by backprop.
+
+  Per block the forward matmuls cost ``2 B T (4 d^2 + 2 d d_ff) + 4 B T^2 d``
+  (projections, MLP, attention scores and mixing), the head ``2 B T d V``;
+  backprop's backward costs twice the forward. A hybrid back-propagates
+  through its last ``bp_blocks`` blocks and the head; the DFA blocks' weight
+  gradients and the projection are what a device can take over.
+
+  Examples:
+    >>> c = TransformerConfig(vocab_size=84, d_model=128, num_layers=8, d_ff=512)
+    >>> round(backward_share(c, 0, 32, 128), 3), backward_share(c, 8, 32, 128)
+    (0.006, 1.0)
+  """
+  b, t, d = batch, seq, config.d_model
+  block = 2 * b * t * (4 * d * d + 2 * d * config.d_ff) + 4 * b * t * t * d
+  head = 2 * b * t * d * config.vocab_size
+  return (bp_blocks * block + head) / (config.num_layers * block + head)

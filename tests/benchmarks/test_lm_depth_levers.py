@@ -49,6 +49,21 @@ def test_unroll_compiles_each_depth_unrolled_and_still_merges_with_rolled_runs(l
   assert differences(rolled, vars(lm_depth.parse(["--norm", "post"]))) == ["norm"]
 
 
+def test_the_bp_row_trains_at_its_own_settings_as_a_separate_run_would(lm_depth, capsys):
+  """``--bp_lr/--bp_residual_init`` give the bp row exactly what a bp-only run at those
+  settings gets, and leave the DFA rows as they are without them."""
+  quick = ["--quick", "--rows"]
+  together = lm_depth.main([*quick, "dfa,bp", "--lr", "5e-3", "--bp_lr", "3e-3",
+                            "--bp_residual_init", "depth"])["depths"]["2"]["rows"]
+  assert "bp: backprop at its own lr=0.003, residual_init=depth" in capsys.readouterr().out
+  bp_alone = lm_depth.main([*quick, "bp", "--lr", "3e-3", "--residual_init", "depth"])
+  dfa_alone = lm_depth.main([*quick, "dfa", "--lr", "5e-3"])
+  bp_at_dfa_settings = lm_depth.main([*quick, "bp", "--lr", "5e-3"])
+  assert together["bp"]["val_loss"] == bp_alone["depths"]["2"]["rows"]["bp"]["val_loss"]
+  assert together["dfa"]["val_loss"] == dfa_alone["depths"]["2"]["rows"]["dfa"]["val_loss"]
+  assert together["bp"]["val_loss"] != bp_at_dfa_settings["depths"]["2"]["rows"]["bp"]["val_loss"]
+
+
 def test_an_unknown_lever_is_refused_naming_the_choices(lm_depth):
   with pytest.raises(SystemExit, match="unknown lever 'nope'; choose from .*macro"):
     lm_depth.with_lever(lm_depth.parse([]), "nope")
@@ -258,7 +273,8 @@ def test_seeds_join_depths_run_apart_and_plot_each_row_against_depth(lm_depth, t
       lm_depth.main(["--seeds", *paths, one_seed_figure, str(tmp_path / "x.png")])
 
 
-@pytest.mark.parametrize("name", ["lm_depth", "depth_report", "depth_levers", "depth_plots"])
+@pytest.mark.parametrize("name", ["lm_depth", "depth_report", "depth_levers", "depth_plots",
+                                  "lm_flops"])
 def test_the_benchmark_modules_examples_run(lm_depth, name):
   module = lm_depth if name == "lm_depth" else sys.modules[name]
   result = doctest.testmod(module)
