@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import time
 import zlib
 from typing import Any, Iterable
@@ -31,36 +30,13 @@ import optax
 from absl import logging
 from tqdm.auto import tqdm
 
-from dfax.train import (checkpoint, data_identity, distributed, lock, methods, metrics, optim,
-                        plots, progress_bar, registry, resume, run_log, validate)
+from dfax.train import (checkpoint, data_identity, distributed, interrupts, lock, methods,
+                        metrics, optim, plots, progress_bar, registry, resume, run_log,
+                        validate)
 from dfax.train import workdir as workdirs
 from dfax.train.errors import ConfigError, NonFiniteLossError, RunError, WriteFailedError
 from dfax.train.steps import (TrainState, describe_bad_batch, evaluate,  # noqa: F401
                               make_steps, model_logits, placers)
-
-
-class _Interrupt:
-  """SIGTERM/SIGINT set a flag (and remember which); the loop saves and stops."""
-
-  def __init__(self):
-    self.signum = 0
-    self._previous = {}
-
-  def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      try:
-        self._previous[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # not the main thread: signals stay with the caller
-        pass
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    self.signum = signum
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
 
 
 @dataclasses.dataclass
@@ -156,7 +132,7 @@ def train_and_evaluate(config, workdir: str, *, allow_changes: Iterable[str] = (
   """
   config, allow_changes = config.copy_and_resolve_references(), tuple(allow_changes)
   skips = set(skip_batches)
-  with _Interrupt() as interrupt:
+  with interrupts.Interrupt() as interrupt:
     workdir = workdirs.check_path(workdir)
     run = _build(config, skips)
     if interrupt.signum:
