@@ -362,11 +362,9 @@ def main(argv=None) -> dict:
           json.dump(out, f, indent=2)
 
     for row in rows:
-      if row == "bp":
-        result = train_row(row, model, initialised(raw_params, bp_args.residual_init, depth),
-                           bp_args, corpus)
-      else:
-        result = train_row(row, model, params, args, corpus)
+      row_args = bp_args if row == "bp" else args
+      result = train_row(row, model, initialised(raw_params, row_args.residual_init, depth),
+                         row_args, corpus)
       if row == "dfa":  # the hybrid curve's K=0 point: only the head is back-propagated
         result["digital"] = backward_share(config, 0, args.batch, args.seq)
       record(row, result)
