@@ -32,7 +32,8 @@ from dfax.core.points import IN_NNX_TRANSFORM
 from dfax.core.projector import Projector
 from dfax.core.cuts import cut_value
 from dfax.core.outputs import map_float_leaves
-from dfax.core.recorder import PointMeta, Recorder
+from dfax.core.candidates import PointMeta
+from dfax.core.recorder import Recorder
 from dfax.core.selection import Selector
 from dfax.core.transform import FrontEnd, value_and_grad_with
 

@@ -11,11 +11,12 @@ arguments.
 
 Flax lifted transforms (``nn.scan``, ``nn.remat``, ``nn.jit``, ``nn.vmap``,
 ``nn.fold_rngs``) trace their body in a separate JAX trace, so values
-remembered inside cannot be used outside. The recorder therefore opens a new frame for each lifted
-body and returns the body's candidates as extra outputs of the body;
-``nn.scan`` stacks them per layer like any other scanned output. Outside, the
-extra outputs are stripped again and become stacked candidates (see
-``lifted.py`` for how the outer call of a lifted class is reached). A lifted
+remembered inside cannot be used outside. The recorder therefore opens a new
+frame for each lifted body and returns the body's candidates as extra outputs
+of the body; ``nn.scan`` stacks them per layer like any other scanned output.
+Outside, the extra outputs are stripped again and become stacked candidates
+(``candidates.py`` packs and unpacks them; ``lifted.py`` reaches the outer
+call of a lifted class). A lifted
 *method* (``@nn.jit def __call__``) has no such outer call: points made inside
 one raise an error that names the transform instead of being lost.
 """
@@ -31,51 +32,12 @@ import jax.numpy as jnp
 from flax.core.scope import Scope
 
 from dfax.core import lifted
+from dfax.core.candidates import Frame, Lift, PointMeta, pack, unpack
 from dfax.core.outputs import OutputSelector, is_float_array, map_float_leaves, select_output
 from dfax.core.points import PointSpec
 from dfax.core.selection import Selection
 from dfax.core.cuts import _EXACT, cut_value, exact
 from dfax.core.tap import TapState, make_tap, value_vma
-
-
-@jax.tree_util.register_pytree_node_class
-class _WithPoints:
-  """A lifted body's output plus the candidate values recorded inside it."""
-
-  def __init__(self, output, values, meta):
-    self.output, self.values, self.meta = output, values, meta
-
-  def tree_flatten(self):
-    return (self.output, self.values), self.meta
-
-  @classmethod
-  def tree_unflatten(cls, meta, children):
-    return cls(children[0], children[1], meta)
-
-
-@dataclasses.dataclass(frozen=True)
-class PointMeta:
-  """What the recorder knows of a candidate value besides the value (for ``PointSpec``)."""
-  path: str  # the point's name
-  stack_ndim: int
-  owners: tuple[str, ...]  # the selected modules whose cut this value is
-  pooled: int = 0  # PointSpec.pooled: token dims not shared with the error (dfax.pooled)
-
-
-@dataclasses.dataclass
-class _Frame:
-  values: list = dataclasses.field(default_factory=list)
-  meta: list = dataclasses.field(default_factory=list)
-  cut_of: dict = dataclasses.field(default_factory=dict)  # id(x) -> (x, cut, index)
-  cut_ids: set = dataclasses.field(default_factory=set)
-  lifted: bool = False
-
-
-@dataclasses.dataclass
-class _Lift:
-  kind: str  # "scan", "vmap" or "other"
-  out_axes: Any
-  active: bool = False
 
 
 @dataclasses.dataclass
@@ -121,8 +83,8 @@ class Recorder:
     self.output = output
     self.multiple_outputs = multiple_outputs
     self.exact_ids: set[int] = set()  # outputs of dfax.exactly modules (not cut at their users)
-    self.frames: list[_Frame] = []
-    self.lifts: list[_Lift] = []
+    self.frames: list[Frame] = []
+    self.lifts: list[Lift] = []
     self.roots: list = []  # the top-level module and the lifted bodies dfax routed
     self.modules_seen: dict[str, int] = {}
     # module label -> (class name, entry indices, whether it had float values)
@@ -176,7 +138,7 @@ class Recorder:
       entry[1].update(ins + outs)
     call = _Call(module, path, ins, outs, top=not self.frames)
     if not self.frames:
-      frame = _Frame()
+      frame = Frame()
       out = self._with_root(module, self._run_in_frame, frame, next_fun, call, args, kwargs)
       return self._tap(out, frame, module, method)
     if self.lifts and not self.lifts[-1].active and body_root:
@@ -221,8 +183,8 @@ class Recorder:
       return frame.cut_of[id(x)][1]
     value = normalised(x)
     if when is True:
-      return self._add_point(frame, x, value, cut_value(x, name), PointMeta(name, 0, (name,)))
-    return self._add_point(frame, x, jnp.where(when, value, jax.lax.stop_gradient(value)),
+      return frame.add(x, value, cut_value(x, name), PointMeta(name, 0, (name,)))
+    return frame.add(x, jnp.where(when, value, jax.lax.stop_gradient(value)),
                            jnp.where(when, cut_value(x, name), x), PointMeta(name, 0, (name,)))
 
   def _with_root(self, module, run, *args):
@@ -251,7 +213,7 @@ class Recorder:
 
   def _run_lifted_body(self, next_fun, call, args, kwargs):
     lift = self.lifts[-1]
-    frame = _Frame(lifted=True)
+    frame = Frame(lifted=True)
     lift.active = True
     jit_on = lifted.jit_enabled() if lift.kind in lifted.CACHED_KINDS else (
         contextlib.nullcontext())
@@ -260,13 +222,7 @@ class Recorder:
         out = self._run_in_frame(frame, next_fun, call, args, kwargs)
     finally:
       lift.active = False
-    if not frame.values:
-      return out
-    meta = tuple(frame.meta)
-    if lift.kind == "scan":
-      carry, ys = out
-      return carry, _WithPoints(ys, tuple(frame.values), meta)
-    return _WithPoints(out, tuple(frame.values), meta)
+    return pack(out, lift.kind, frame)
 
   def _run_unrouted_body(self, next_fun, call, args, kwargs, method: str):
     """A lifted body that dfax did not route: fine unless points are made in it.
@@ -302,7 +258,7 @@ class Recorder:
     return self._lifted_call(call_fn, args, kwargs, kind, out_axes)
 
   def _lifted_call(self, call_fn, args, kwargs, kind: str, out_axes: Any):
-    lift = _Lift(kind=kind, out_axes=out_axes)
+    lift = Lift(kind=kind, out_axes=out_axes)
     self.lifts.append(lift)
     try:
       out = call_fn(*args, **kwargs)
@@ -310,28 +266,12 @@ class Recorder:
       self.lifts.pop()
     return self._strip_lifted(out, lift)
 
-  def _strip_lifted(self, out, lift: _Lift):
-    if lift.kind == "scan":
-      if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], _WithPoints)):
-        return out
-      carry, packed = out
-      stripped = (carry, packed.output)
-    elif isinstance(out, _WithPoints):
-      packed, stripped = out, out.output
-    else:
-      return out
-    extra = 1 if lift.kind in ("scan", "vmap") else 0
-    if extra and not isinstance(lift.out_axes, int):
-      raise NotImplementedError(
-          "dfax: feedback points inside nn.scan/nn.vmap need an integer "
-          f"out_axes (got {lift.out_axes!r}). Use out_axes=0, or select "
-          "points outside the transformed module.")
+  def _strip_lifted(self, out, lift: Lift):
+    stripped, points = unpack(out, lift)
     frame = self.frames[-1]
-    for value, meta in zip(packed.values, packed.meta):
-      if extra and lift.out_axes != 0:
-        value = jnp.moveaxis(value, lift.out_axes, 0)
+    for value, meta in points:
       frame.values.append(value)
-      frame.meta.append(dataclasses.replace(meta, stack_ndim=meta.stack_ndim + extra))
+      frame.meta.append(meta)
     return stripped
 
   # -- cuts ------------------------------------------------------------------
@@ -346,7 +286,7 @@ class Recorder:
       self.selected[label][2] = True
     return out
 
-  def _cut(self, frame: _Frame, x, name: str, owner: str, pooled: int = 0):
+  def _cut(self, frame: Frame, x, name: str, owner: str, pooled: int = 0):
     if id(x) in frame.cut_ids:  # already a cut value (e.g. one block's output
       return x                  # is the next block's input)
     if id(x) in frame.cut_of:
@@ -360,22 +300,13 @@ class Recorder:
     meta = PointMeta(name, 0, (owner,), pooled)
     gate = _EXACT.get()
     if gate is False:
-      return self._add_point(frame, x, x, cut_value(x, name), meta)
+      return frame.add(x, x, cut_value(x, name), meta)
     # exact where the (traced) gate is true: no feedback there, the exact cotangent
-    return self._add_point(frame, x, jnp.where(gate, jax.lax.stop_gradient(x), x),
+    return frame.add(x, jnp.where(gate, jax.lax.stop_gradient(x), x),
                            jnp.where(gate, x, cut_value(x, name)), meta)
 
-  @staticmethod
-  def _add_point(frame: _Frame, x, value, cut, meta: PointMeta):
-    """Records a point: ``value`` is what its feedback trains, ``cut`` replaces ``x``."""
-    frame.values.append(value)
-    frame.meta.append(meta)
-    frame.cut_of[id(x)] = (x, cut, len(frame.values) - 1)
-    frame.cut_ids.add(id(cut))
-    return cut
-
   # -- the tap ---------------------------------------------------------------
-  def _tap(self, out, frame: _Frame, module, method: str = "__call__"):
+  def _tap(self, out, frame: Frame, module, method: str = "__call__"):
     if self.extra_points is not None:
       for value, meta in self.extra_points():
         frame.values.append(value)
@@ -398,7 +329,7 @@ class Recorder:
     leaves[index] = tap(leaves[index], values)
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
-  def _drop_output_cut(self, frame: _Frame, leaf):
+  def _drop_output_cut(self, frame: Frame, leaf):
     """Leaves out a cut whose value is the output leaf itself; returns the leaf uncut.
 
     The error is taken at the output. A cut there (``dfax.after`` selecting
