@@ -21,6 +21,9 @@ NOT_THE_RUN = frozenset({"depths", "rows", "bp_blocks", "levers", "json", "plot"
 # What a backprop baseline must share with the runs it is the baseline of: the data, sizes and
 # budget. How it trains (norm, learning rate, schedule, initialisation) may differ.
 SIZES = frozenset({"steps", "d_model", "heads", "d_ff", "seq", "batch", "eval_batches", "dtype"})
+# The settings the bp row alone may train at (``--bp_<name>``); every other row trains at <name>.
+BP_OWN = ("lr", "warmup", "residual_init")
+_BP_FLAGS = frozenset(f"bp_{name}" for name in BP_OWN)
 
 
 def differences(a: dict, b: dict, ignore: frozenset = frozenset()) -> list[str]:
@@ -31,6 +34,37 @@ def differences(a: dict, b: dict, ignore: frozenset = frozenset()) -> list[str]:
     ['norm']
   """
   return sorted(k for k in a.keys() & b.keys() - NOT_THE_RUN - ignore if a[k] != b[k])
+
+
+def row_settings(args: dict, row: str) -> dict:
+  """The settings ``row`` trained at: ``args``, with the bp row's own ``--bp_*`` in place.
+
+  Examples:
+    >>> args = {"lr": 0.005, "warmup": 600, "bp_lr": 0.003, "bp_warmup": None}
+    >>> row_settings(args, "bp"), row_settings(args, "dfa")
+    ({'lr': 0.003, 'warmup': 600}, {'lr': 0.005, 'warmup': 600})
+  """
+  plain = {k: v for k, v in args.items() if k not in _BP_FLAGS}
+  if row != "bp":
+    return plain
+  return {**plain, **{k: args[f"bp_{k}"] for k in BP_OWN if args.get(f"bp_{k}") is not None}}
+
+
+def with_bp_settings(args: dict, bp: dict | None) -> dict:
+  """``args`` whose ``--bp_*`` say how the bp row trained (``bp``: its ``row_settings``).
+
+  Examples:
+    >>> with_bp_settings({"lr": 0.005, "warmup": 600}, {"lr": 0.003, "warmup": 600})
+    {'lr': 0.005, 'warmup': 600, 'bp_lr': 0.003, 'bp_warmup': None, 'bp_residual_init': None}
+  """
+  own = {f"bp_{k}": bp[k] if bp is not None and bp.get(k) != args.get(k) else None
+         for k in BP_OWN}
+  return {**{k: v for k, v in args.items() if k not in _BP_FLAGS}, **own}
+
+
+def rows_of(run: dict) -> set[str]:
+  """The names of the rows a run has, at any depth."""
+  return {row for result in run["depths"].values() for row in result["rows"]}
 
 
 def gap_closure(results: dict) -> float | None:
@@ -83,13 +117,27 @@ def merge(paths: list[str]) -> dict:
 
 
 def merge_runs(paths: list[str], runs: list[dict]) -> dict:
-  """``merge`` of results already read (``runs[i]`` from ``paths[i]``)."""
-  for path, run in zip(paths[1:], runs[1:]):
-    diff = differences(run["args"], runs[0]["args"])
-    if diff:
-      raise SystemExit(f"lm_depth.py: {path} differs from {paths[0]} in {diff}; merge only "
-                       "runs of the same sizes, steps, seed and settings (a lever is a row)")
-  out = {**runs[0], "merged_from": list(paths), "depths": {}}
+  """``merge`` of results already read (``runs[i]`` from ``paths[i]``).
+
+  Every row keeps the settings it trained at: the rows other than bp must
+  match the first file that has one, and the bp row its own file, except in
+  ``BP_OWN``, which the merged ``args`` record as ``--bp_*`` (as one process
+  run with those flags would).
+  """
+  plain_at = next((i for i, run in enumerate(runs) if rows_of(run) - {"bp"}), 0)
+  bp_at = next((i for i, run in enumerate(runs) if "bp" in rows_of(run)), None)
+  args = with_bp_settings(runs[plain_at]["args"],
+                          None if bp_at is None else row_settings(runs[bp_at]["args"], "bp"))
+  for path, run in zip(paths, runs):
+    for row in sorted(rows_of(run)):
+      diff = differences(row_settings(run["args"], row), row_settings(args, row))
+      if diff:
+        source = paths[bp_at if row == "bp" else plain_at]
+        raise SystemExit(
+            f"lm_depth.py: the {row} row of {path} differs from {source}'s in {diff}; merge "
+            "only rows of the same sizes, steps, seed and settings (a lever is a row; the bp "
+            f"row alone may train at its own {', '.join(BP_OWN)})")
+  out = {**runs[0], "args": args, "merged_from": list(paths), "depths": {}}
   for run in runs:
     for depth, result in run["depths"].items():
       out["depths"].setdefault(depth, {"rows": {}})["rows"].update(result["rows"])
@@ -138,7 +186,10 @@ def same_but_seed(runs: dict[int, dict], what: str) -> None:
   """Refuses per-seed runs (``by_seed_merged``) that differ in anything but the seed."""
   first_seed, first = next(iter(runs.items()))
   for seed, run in runs.items():
-    diff = differences(run["args"], first["args"], ignore=frozenset({"seed"}))
+    # the bp row's own settings count only where both seeds have one
+    both_bp = "bp" in rows_of(run) and "bp" in rows_of(first)
+    diff = differences(run["args"], first["args"],
+                       ignore=frozenset({"seed"}) | (frozenset() if both_bp else _BP_FLAGS))
     if diff:
       raise SystemExit(f"lm_depth.py: the seed-{seed} {what} differ from the seed-{first_seed} "
                        f"{what} in {diff}; compare seeds of the same sizes, steps and settings")
@@ -165,7 +216,7 @@ def against_baseline(run: dict, seed: int, baseline: dict | None) -> dict:
                        f"{depth}; run it with --rows bp --depths {depth}")
     rows = {**summary["rows"], "bp": bp}
     depths[depth] = {**summary, "rows": rows, **summarise(rows)}
-  return {**run, "depths": depths}
+  return {**run, "args": with_bp_settings(run["args"], None), "depths": depths}
 
 
 def baselines_by_seed(baseline_paths: list[str]) -> dict[int, dict]:

@@ -49,19 +49,51 @@ def test_unroll_compiles_each_depth_unrolled_and_still_merges_with_rolled_runs(l
   assert differences(rolled, vars(lm_depth.parse(["--norm", "post"]))) == ["norm"]
 
 
-def test_the_bp_row_trains_at_its_own_settings_as_a_separate_run_would(lm_depth, capsys):
+def test_the_bp_row_trains_at_its_own_settings_as_a_separate_run_would(lm_depth, capsys,
+                                                                     tmp_path):
   """``--bp_lr/--bp_residual_init`` give the bp row exactly what a bp-only run at those
-  settings gets, and leave the DFA rows as they are without them."""
+  settings gets, and leave the DFA rows as they are without them; merging the two
+  separate runs gives what the one process gives."""
   quick = ["--quick", "--rows"]
-  together = lm_depth.main([*quick, "dfa,bp", "--lr", "5e-3", "--bp_lr", "3e-3",
-                            "--bp_residual_init", "depth"])["depths"]["2"]["rows"]
+  one_process = lm_depth.main([*quick, "dfa,bp", "--lr", "5e-3", "--bp_lr", "3e-3",
+                               "--bp_residual_init", "depth"])
+  together = one_process["depths"]["2"]["rows"]
   assert "bp: backprop at its own lr=0.003, residual_init=depth" in capsys.readouterr().out
-  bp_alone = lm_depth.main([*quick, "bp", "--lr", "3e-3", "--residual_init", "depth"])
-  dfa_alone = lm_depth.main([*quick, "dfa", "--lr", "5e-3"])
+  bp_json, dfa_json = str(tmp_path / "bp.json"), str(tmp_path / "dfa.json")
+  bp_alone = lm_depth.main([*quick, "bp", "--lr", "3e-3", "--residual_init", "depth",
+                            "--json", bp_json])
+  dfa_alone = lm_depth.main([*quick, "dfa", "--lr", "5e-3", "--json", dfa_json])
   bp_at_dfa_settings = lm_depth.main([*quick, "bp", "--lr", "5e-3"])
   assert together["bp"]["val_loss"] == bp_alone["depths"]["2"]["rows"]["bp"]["val_loss"]
   assert together["dfa"]["val_loss"] == dfa_alone["depths"]["2"]["rows"]["dfa"]["val_loss"]
   assert together["bp"]["val_loss"] != bp_at_dfa_settings["depths"]["2"]["rows"]["bp"]["val_loss"]
+
+  merged = lm_depth.main(["--merge", bp_json, dfa_json])
+  assert "bp: backprop at its own lr=0.003, residual_init=depth" in capsys.readouterr().out
+  losses = lambda rows: {row: (r["val_loss"], r["train_loss"]) for row, r in rows.items()}
+  assert losses(merged["depths"]["2"]["rows"]) == losses(together)
+  run_defining = set(one_process["args"]) - sys.modules["depth_report"].NOT_THE_RUN
+  assert {k: merged["args"][k] for k in run_defining} == {
+      k: one_process["args"][k] for k in run_defining}
+
+
+def test_merge_lets_only_the_bp_row_differ_and_only_in_its_own_settings(lm_depth, tmp_path):
+  dfa = _run(tmp_path, "dfa.json", {"dfa": 2.5, "zero": 3.0}, lr=0.005, bp_lr=None)
+  bp = _run(tmp_path, "bp.json", {"bp": 2.0}, lr=0.003, bp_lr=None)
+  merged = lm_depth.main(["--merge", dfa, bp])
+  assert (merged["args"]["lr"], merged["args"]["bp_lr"]) == (0.005, 0.003)
+  assert merged["depths"]["8"]["gap_closure"] == pytest.approx(0.5)
+  other_steps = _run(tmp_path, "steps.json", {"bp": 2.0}, lr=0.003, steps=20)
+  with pytest.raises(SystemExit, match=r"the bp row of .*steps.json differs .* in \['steps'\]"):
+    lm_depth.main(["--merge", dfa, other_steps])
+  zero_at_bp_lr = _run(tmp_path, "zero.json", {"zero": 3.0}, lr=0.003)
+  with pytest.raises(SystemExit, match=r"the zero row of .*zero.json differs .* in \['lr'\]"):
+    lm_depth.main(["--merge", dfa, zero_at_bp_lr])
+  # a seed without a bp row compares with one whose bp row trained at its own settings
+  seed1 = _run(tmp_path, "s1.json", {"dfa": 2.6, "zero": 3.1}, lr=0.005, seed=1, bp_lr=0.003)
+  out = lm_depth.main(["--seeds", dfa, bp, seed1])
+  rows = out["depths"]["8"]["rows"]
+  assert rows["dfa"]["n"] == 2 and rows["bp"]["n"] == 1
 
 
 def test_an_unknown_lever_is_refused_naming_the_choices(lm_depth):
