@@ -16,9 +16,9 @@ frame for each lifted body and returns the body's candidates as extra outputs
 of the body; ``nn.scan`` stacks them per layer like any other scanned output.
 Outside, the extra outputs are stripped again and become stacked candidates
 (``candidates.py`` packs and unpacks them; ``lifted.py`` reaches the outer
-call of a lifted class). A lifted
-*method* (``@nn.jit def __call__``) has no such outer call: points made inside
-one raise an error that names the transform instead of being lost.
+call of a lifted class). A lifted *method* (``@nn.jit def __call__``) has no
+such outer call: points made inside one raise an error that names the
+transform instead of being lost.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ class Recorder:
     if when is True:
       return frame.add(x, value, cut_value(x, name), PointMeta(name, 0, (name,)))
     return frame.add(x, jnp.where(when, value, jax.lax.stop_gradient(value)),
-                           jnp.where(when, cut_value(x, name), x), PointMeta(name, 0, (name,)))
+                     jnp.where(when, cut_value(x, name), x), PointMeta(name, 0, (name,)))
 
   def _with_root(self, module, run, *args):
     """Runs ``run(*args)`` with ``module`` known as a root (its own methods are no lift)."""
@@ -269,9 +269,8 @@ class Recorder:
   def _strip_lifted(self, out, lift: Lift):
     stripped, points = unpack(out, lift)
     frame = self.frames[-1]
-    for value, meta in points:
-      frame.values.append(value)
-      frame.meta.append(meta)
+    frame.values.extend(value for value, _ in points)
+    frame.meta.extend(meta for _, meta in points)
     return stripped
 
   # -- cuts ------------------------------------------------------------------
@@ -303,7 +302,7 @@ class Recorder:
       return frame.add(x, x, cut_value(x, name), meta)
     # exact where the (traced) gate is true: no feedback there, the exact cotangent
     return frame.add(x, jnp.where(gate, jax.lax.stop_gradient(x), x),
-                           jnp.where(gate, x, cut_value(x, name)), meta)
+                     jnp.where(gate, x, cut_value(x, name)), meta)
 
   # -- the tap ---------------------------------------------------------------
   def _tap(self, out, frame: Frame, module, method: str = "__call__"):
