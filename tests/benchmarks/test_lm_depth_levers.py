@@ -317,16 +317,16 @@ def _documented_commands(text: str):
   """Each ``python benchmarks/lm_depth.py ...`` line of the fenced bash blocks, as argv.
 
   Continuation lines are joined, ``$B``-style variables assigned in the block are expanded
-  and a loop's ``$seed`` is 0.
+  and a loop's variable (``for seed in 0 1 2``) takes its first value.
   """
   for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
     joined = block.replace("\\\n", " ")
     variables = dict(re.findall(r'^(\w+)="([^"]*)"$', joined, flags=re.M))
-    variables["seed"] = "0"
+    variables.update(re.findall(r"\bfor (\w+) in (\S+)", joined))
     for line in joined.splitlines():
       line = line.split("#", 1)[0].strip()
       if line.startswith("python benchmarks/lm_depth.py"):
-        line = re.sub(r"\$(\w+)", lambda m: variables.get(m.group(1), m.group(0)), line)
+        line = re.sub(r"\$\{?(\w+)\}?", lambda m: variables.get(m.group(1), m.group(0)), line)
         yield shlex.split(line)[2:]
 
 
