@@ -104,7 +104,7 @@ def unpack(out: Any, lift: Lift) -> tuple[Any, list[tuple[jax.Array, PointMeta]]
   Returns:
     ``(output as the caller expects it, [(value, meta), ...])``.
 
-  Example:
+  Examples:
 
     >>> import jax
     >>> import jax.numpy as jnp
