@@ -105,7 +105,6 @@ def unpack(out: Any, lift: Lift) -> tuple[Any, list[tuple[jax.Array, PointMeta]]
     ``(output as the caller expects it, [(value, meta), ...])``.
 
   Examples:
-
     >>> import jax
     >>> import jax.numpy as jnp
     >>> from dfax.core.candidates import Frame, Lift, PointMeta, pack, unpack
