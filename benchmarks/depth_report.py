@@ -260,8 +260,7 @@ def own_bp_settings(args: dict) -> str:
     >>> own_bp_settings({"lr": 0.005, "bp_lr": 0.003, "bp_warmup": None})
     'lr=0.003'
   """
-  return ", ".join(f"{k[3:]}={args[k]}" for k in ("bp_lr", "bp_warmup", "bp_residual_init")
-                   if args.get(k) is not None)
+  return ", ".join(f"{k}={args[f'bp_{k}']}" for k in BP_OWN if args.get(f"bp_{k}") is not None)
 
 
 def print_baseline(out: dict) -> None:

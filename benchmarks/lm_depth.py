@@ -67,7 +67,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from depth_levers import LEVERS, through_opu, with_lever  # noqa: E402
 from depth_plots import plot_depths, plot_hybrid_curve, plot_levers  # noqa: E402
 from depth_report import (across_seeds, merge, merged_against_baseline,  # noqa: E402
-                          print_baseline, print_seeds, print_summary, summarise)
+                          print_baseline, print_seeds, print_summary, row_settings,
+                          summarise)
 from lm_flops import backward_share  # noqa: E402
 
 ROWS = ("dfa", "zero", "last_block", "bp")
@@ -219,8 +220,7 @@ def backprop_args(args: argparse.Namespace) -> argparse.Namespace:
     >>> bp.lr, bp.warmup, bp.residual_init
     (0.003, 600, 'default')
   """
-  own = {"lr": args.bp_lr, "warmup": args.bp_warmup, "residual_init": args.bp_residual_init}
-  return argparse.Namespace(**{**vars(args), **{k: v for k, v in own.items() if v is not None}})
+  return argparse.Namespace(**{**vars(args), **row_settings(vars(args), "bp")})
 
 
 def initialised(params: dict, residual_init: str, num_layers: int) -> dict:
