@@ -62,6 +62,7 @@ from tqdm.auto import tqdm
 import dfax
 from dfax.data import load_shakespeare, sample_lm_batches
 from dfax.models import TransformerConfig, TransformerLM, lm_forward, presets
+from dfax.models.transformer import RESIDUAL_INITS
 
 sys.path.insert(0, os.path.dirname(__file__))
 from depth_levers import LEVERS, through_opu, with_lever  # noqa: E402
@@ -98,15 +99,16 @@ def parse(argv=None) -> argparse.Namespace:
                  help="shared projector: every point takes the first columns (TinyDFA)")
   p.add_argument("--feedback_norm", choices=("none", "rms"), default="none",
                  help="'rms': each point's feedback rescaled to unit RMS per token")
-  p.add_argument("--residual_init", choices=("default", "depth"), default="default",
-                 help="'depth': residual-branch output kernels scaled 1/sqrt(2L) (GPT-2)")
+  p.add_argument("--residual_init", choices=RESIDUAL_INITS, default="default",
+                 help="TransformerConfig.residual_init; 'depth': the kernels that write into "
+                      "the residual stream scaled 1/sqrt(2L) (GPT-2)")
   p.add_argument("--norm", choices=("pre", "post"), default="pre")
   p.add_argument("--bp_lr", type=float, default=None,
                  help="the bp row's own AdamW peak learning rate (default: --lr), so backprop "
                       "trains at its best settings beside the DFA rows")
   p.add_argument("--bp_warmup", type=int, default=None,
                  help="the bp row's own warm-up steps (default: --warmup)")
-  p.add_argument("--bp_residual_init", choices=("default", "depth"), default=None,
+  p.add_argument("--bp_residual_init", choices=RESIDUAL_INITS, default=None,
                  help="the bp row's own residual initialisation (default: --residual_init), "
                       "from the same initial parameters")
   p.add_argument("--error_at", choices=("logits", "hidden"), default="logits",
@@ -223,19 +225,10 @@ def backprop_args(args: argparse.Namespace) -> argparse.Namespace:
   return argparse.Namespace(**{**vars(args), **row_settings(vars(args), "bp")})
 
 
-def initialised(params: dict, residual_init: str, num_layers: int) -> dict:
-  """The model's initial ``params`` as a row with this ``--residual_init`` starts from."""
-  return depth_scaled(params, num_layers) if residual_init == "depth" else params
-
-
-def depth_scaled(params: dict, num_layers: int) -> dict:
-  """GPT-2's residual initialisation: the residual branches' output kernels times 1/sqrt(2L)."""
-  blocks = params["params"]["blocks"]
-  factor = (2 * num_layers) ** -0.5
-  attn = {**blocks["attn"], "out": {**blocks["attn"]["out"],
-                                    "kernel": blocks["attn"]["out"]["kernel"] * factor}}
-  fc2 = {**blocks["fc2"], "kernel": blocks["fc2"]["kernel"] * factor}
-  return {"params": {**params["params"], "blocks": {**blocks, "attn": attn, "fc2": fc2}}}
+def initial_params(config: TransformerConfig, args: argparse.Namespace) -> dict:
+  """The LM's initial parameters: ``--seed``'s, with ``config.residual_init``'s kernels."""
+  return jax.jit(TransformerLM(config).init)(jax.random.key(args.seed),
+                                             jnp.zeros((1, args.seq), jnp.int32))
 
 
 def scale_blocks_by_depth(decay: float, num_layers: int) -> optax.GradientTransformation:
@@ -310,7 +303,8 @@ def config_for(args: argparse.Namespace, depth: int, vocab_size: int) -> Transfo
                            num_layers=depth, d_ff=args.d_ff, max_len=args.seq,
                            dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32,
                            norm=args.norm, error_at=args.error_at,
-                           scan_unroll=depth if args.unroll else 1)
+                           scan_unroll=depth if args.unroll else 1,
+                           residual_init=args.residual_init)
 
 
 def main(argv=None) -> dict:
@@ -346,10 +340,7 @@ def main(argv=None) -> dict:
   print(f"{'depth':>5} {'row':>10} {'val loss':>9} {'seconds':>8}")
   for depth in (int(d) for d in args.depths.split(",")):
     config = config_for(args, depth, corpus.vocab_size)
-    model = TransformerLM(config)
-    raw_params = jax.jit(model.init)(jax.random.key(args.seed),
-                                     jnp.zeros((1, args.seq), jnp.int32))
-    params = initialised(raw_params, args.residual_init, depth)
+    params = initial_params(config, args)
     results = {}
     out["depths"][str(depth)] = summary = {"rows": results}
 
@@ -364,8 +355,9 @@ def main(argv=None) -> dict:
 
     for row in rows:
       row_args = bp_args if row == "bp" else args
-      result = train_row(row, model, initialised(raw_params, row_args.residual_init, depth),
-                         row_args, corpus)
+      row_config = config_for(row_args, depth, corpus.vocab_size)
+      row_params = params if row_config == config else initial_params(row_config, row_args)
+      result = train_row(row, TransformerLM(row_config), row_params, row_args, corpus)
       if row == "dfa":  # the hybrid curve's K=0 point: only the head is back-propagated
         result["digital"] = backward_share(config, 0, args.batch, args.seq)
       record(row, result)
@@ -377,10 +369,10 @@ def main(argv=None) -> dict:
                                          label=f"hybrid_{k}"), "digital": share},
              f"  digital {share:.2f}")
     for name, lever_args in levers.items():
-      lever_params = initialised(raw_params, lever_args.residual_init, depth)
-      lever_model = TransformerLM(config_for(lever_args, depth, corpus.vocab_size))
-      record(f"dfa:{name}", train_row("dfa", lever_model, lever_params, lever_args, corpus,
-                                      label=f"dfa:{name}"))
+      lever_config = config_for(lever_args, depth, corpus.vocab_size)
+      record(f"dfa:{name}", train_row("dfa", TransformerLM(lever_config),
+                                      initial_params(lever_config, lever_args), lever_args,
+                                      corpus, label=f"dfa:{name}"))
     if summary["gap_closure"] is not None:
       print(f"{depth:>5} gap closure {summary['gap_closure']:.3f}", flush=True)
     for name, closure in summary["levers"].items():

@@ -10,6 +10,8 @@ Deeper stacks train better with a longer warm-up and a higher peak learning rate
 (``--config.model.num_layers=8 --config.warmup_steps=600 --config.learning_rate=5e-3``,
 docs/depth.md, the depth table); at these 4 blocks that schedule helps DFA and backprop
 alike, so the defaults keep 100 warm-up steps at 3e-3.
+At 8 post-LN blocks backprop trains at 3e-3 only with GPT-2's residual initialisation
+(``--config.model.residual_init=depth``, docs/depth.md, the post-LN baseline).
 ``--config.model.scan_unroll=4`` unrolls the blocks' loop: the same model, whose DFA
 gradient then skips every input cotangent it discards, and whose gradients (DFA and
 backprop alike) ran about 1.3x faster on a 2-core CPU (docs/depth.md, the step at its

@@ -30,7 +30,7 @@ MNIST_FILES = {
     "y_test": "t10k-labels-idx1-ubyte.gz",
 }
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-_SOURCES = ("auto", "local", "download", "tfds")
+SOURCES = ("auto", "local", "download", "tfds")
 
 EMBEDDED_DIR = pathlib.Path(__file__).resolve().parent / "mnist_idx"
 """The copy of the four files shipped inside the package."""
@@ -324,8 +324,8 @@ def load_mnist(data_dir: str | os.PathLike | None = None, source: str = "auto") 
     >>> ds.x_train.shape, ds.y_train[:3].tolist()
     ((60000, 28, 28, 1), [5, 0, 4])
   """
-  if source not in _SOURCES:
-    raise ValueError(f"source must be one of {_SOURCES}, got {source!r}")
+  if source not in SOURCES:
+    raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
   if source == "tfds":
     return _from_tfds(data_dir)
   if source == "download":

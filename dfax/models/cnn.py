@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from dfax.models.mlp import get_activation
 
-_POOLS = {"max": nn.max_pool, "avg": nn.avg_pool}
+POOLS = {"max": nn.max_pool, "avg": nn.avg_pool}
 
 
 class CNN(nn.Module):
@@ -46,9 +46,9 @@ class CNN(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     act = get_activation(self.activation)
-    if self.pool not in _POOLS:
-      raise ValueError(f"unknown pool {self.pool!r}; valid: {', '.join(sorted(_POOLS))}")
-    pool = _POOLS[self.pool]
+    if self.pool not in POOLS:
+      raise ValueError(f"unknown pool {self.pool!r}; valid: {', '.join(sorted(POOLS))}")
+    pool = POOLS[self.pool]
     if x.ndim == 3:  # (N, H, W): add the channel axis
       x = x[..., None]
     for i, channels in enumerate(self.features):

@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from dfax.core.cuts import exact, exact_boundary
@@ -19,6 +20,7 @@ from dfax.core.selection import FeedbackPoint
 
 NORMS = ("pre", "post")  # TransformerConfig.norm: where each block's LayerNorms sit
 ERROR_AT = ("hidden", "logits")  # TransformerConfig.error_at: where DFA's error is taken
+RESIDUAL_INITS = ("default", "depth")  # TransformerConfig.residual_init
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,13 @@ class TransformerConfig:
   block's input cotangent except the first block's, but inside one loop body
   XLA cannot drop it: unrolled, it does (see docs/depth.md, the step at its
   floor), at the cost of compiling every unrolled block.
+
+  ``residual_init``: "default" (Flax's LeCun-normal kernels) or "depth" (GPT-2's
+  residual initialisation: the kernels that write into the residual stream,
+  attention's output projection and the MLP's second layer, scaled by
+  ``1/sqrt(2 * num_layers)``). Post-LN stacks need it to train by backprop at
+  8 blocks and more (docs/depth.md, the post-LN baseline). Only the initial
+  parameters change.
   """
   vocab_size: int = 96
   d_model: int = 128
@@ -59,12 +68,16 @@ class TransformerConfig:
   norm: str = "pre"
   bp_blocks: int = 0
   scan_unroll: int = 1
+  residual_init: str = "default"
 
   def __post_init__(self):
     if self.norm not in NORMS:
       raise ValueError(f"norm must be 'pre' or 'post', got {self.norm!r}.")
     if self.error_at not in ERROR_AT:
       raise ValueError(f"error_at must be 'hidden' or 'logits', got {self.error_at!r}.")
+    if self.residual_init not in RESIDUAL_INITS:
+      raise ValueError(f"residual_init must be 'default' or 'depth', got "
+                       f"{self.residual_init!r}.")
     if not 0 <= self.bp_blocks <= self.num_layers:
       raise ValueError(f"bp_blocks must be in 0..num_layers={self.num_layers}, got "
                        f"{self.bp_blocks}.")
@@ -72,6 +85,29 @@ class TransformerConfig:
     if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
       raise ValueError(f"scan_unroll must be an integer >= 1 (blocks per loop iteration; "
                        f"num_layers unrolls the stack), got {unroll!r}.")
+
+
+def residual_output_init(config: TransformerConfig) -> nn.initializers.Initializer:
+  """The initialiser of the kernels that write into the residual stream (``residual_init``).
+
+  Examples:
+    >>> import jax
+    >>> deep = residual_output_init(TransformerConfig(num_layers=8, residual_init="depth"))
+    >>> plain = residual_output_init(TransformerConfig(num_layers=8))
+    >>> key = jax.random.key(0)
+    >>> bool(jnp.allclose(deep(key, (4, 4)), plain(key, (4, 4)) / 4))   # 1/sqrt(2 * 8)
+    True
+  """
+  base = nn.initializers.lecun_normal()  # Flax's Dense default, named so it cannot drift
+  if config.residual_init == "default":
+    return base
+  factor = (2 * config.num_layers) ** -0.5
+
+  def depth_scaled(key, shape, dtype=jnp.float32):
+    # the barrier keeps XLA from folding the factor into the initialiser's own scale, so
+    # the kernel is the default kernel times the factor to the bit, under jit or not
+    return jax.lax.optimization_barrier(base(key, shape, dtype)) * factor
+  return depth_scaled
 
 
 class Block(nn.Module):
@@ -86,13 +122,14 @@ class Block(nn.Module):
     ln_attn = nn.LayerNorm(dtype=c.dtype, name="ln_attn")
     ln_mlp = nn.LayerNorm(dtype=c.dtype, name="ln_mlp")
     h = ln_attn(x) if pre else x
-    h = nn.MultiHeadDotProductAttention(num_heads=c.num_heads, dtype=c.dtype,
-                                        deterministic=True, name="attn")(h, h, mask=mask)
+    to_residual = residual_output_init(c)
+    h = nn.MultiHeadDotProductAttention(num_heads=c.num_heads, dtype=c.dtype, deterministic=True,
+                                        out_kernel_init=to_residual, name="attn")(h, h, mask=mask)
     x = FeedbackPoint(name="attn_res")(x + h if pre else ln_attn(x + h))
     h = ln_mlp(x) if pre else x
     h = nn.gelu(nn.Dense(c.d_ff, dtype=c.dtype, name="fc1")(h))
     h = FeedbackPoint(name="mlp_hidden")(h)
-    h = nn.Dense(c.d_model, dtype=c.dtype, name="fc2")(h)
+    h = nn.Dense(c.d_model, dtype=c.dtype, kernel_init=to_residual, name="fc2")(h)
     return FeedbackPoint(name="out")(x + h if pre else ln_mlp(x + h)), None
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from dfax import data as dfax_data
 from dfax.data import identity
 from dfax.data.cifar10 import load_cifar10
+from dfax.data.mnist import SOURCES
 from dfax.train.field import Field, section
 
 
@@ -134,9 +135,9 @@ def shakespeare(config) -> TaskData:
                   train_size=windows, eval_size=len(x_eval))
 
 
-_SOURCE = "auto | local | download | tfds: where the data comes from (dfax.data.load_mnist)"
+_SOURCE = " | ".join(SOURCES) + ": where the data comes from (dfax.data.load_mnist)"
 IMAGE_FIELDS = (
-    Field("source", "auto", _SOURCE),
+    Field("source", "auto", _SOURCE, choices=SOURCES),
     Field("train_limit", 0, "use only the first N training examples; 0: all"),
     Field("eval_limit", 0, "evaluate on only the first N test examples; 0: all"),
     Field("augment_shift", 0, "random translation of training images, in pixels"),

@@ -76,3 +76,20 @@ def interrupt_exit_code(signum: int) -> int:
     (143, 130)
   """
   return 128 + int(signum)
+
+
+def refused(error: BaseException, what: str, fix: str = "") -> ConfigError:
+  """``error`` as a one-line :class:`ConfigError`: ``dfax.train: <what>: <its message>. <fix>``.
+
+  A message that is already the trainer's own (it starts with ``dfax.train:``)
+  is kept as it is.
+
+  Examples:
+    >>> str(refused(ValueError("norm must be 'pre' or 'post', got 'x'."),
+    ...             "config.model cannot build model 'transformer_lm'"))
+    "dfax.train: config.model cannot build model 'transformer_lm': norm must be 'pre' or 'post', got 'x'."
+  """
+  message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+  if message.startswith("dfax.train:"):
+    return ConfigError(message)
+  return ConfigError(f"dfax.train: {what}: {message.rstrip('.')}." + (f" {fix}" if fix else ""))

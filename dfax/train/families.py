@@ -25,6 +25,8 @@ import jax
 
 from dfax import models
 from dfax.models import presets
+from dfax.models.cnn import POOLS
+from dfax.models.transformer import ERROR_AT, NORMS, RESIDUAL_INITS
 from dfax.train.field import Field, dataclass_default, section
 
 Forward = Callable[[Any, Any, Any], jax.Array]  # (model, params, x) -> logits
@@ -73,10 +75,18 @@ class ModelFamily:
     return section(self.name, self.fields, changes, "model family")
 
 
-def _fields(cls: type, helps: dict[str, str], **defaults: Any) -> tuple[Field, ...]:
-  """Fields named by ``helps``; defaults from ``cls`` unless given in ``defaults``."""
+def _fields(cls: type, helps: dict[str, str], choices: dict[str, tuple] | None = None,
+            **defaults: Any) -> tuple[Field, ...]:
+  """Fields named by ``helps``; defaults from ``cls`` unless given in ``defaults``.
+
+  A field in ``choices`` takes only those values; its help starts with them.
+  """
+  choices = choices or {}
+
+  def text(name: str) -> str:
+    return (" | ".join(choices[name]) + ": " if name in choices else "") + helps[name]
   return tuple(Field(name, defaults[name] if name in defaults else dataclass_default(cls, name),
-                     text) for name, text in helps.items())
+                     text(name), choices=tuple(choices.get(name, ()))) for name in helps)
 
 
 def _mlp(config, num_classes: int) -> Any:
@@ -100,7 +110,7 @@ def _transformer_lm(config, num_classes: int) -> Any:
       vocab_size=num_classes, d_model=m.d_model, num_heads=m.num_heads,
       num_layers=m.num_layers, d_ff=m.d_ff, max_len=config.dataset.seq_len, remat=m.remat,
       error_at=m.error_at, norm=m.norm, bp_blocks=config.dfa.bp_blocks,
-      scan_unroll=m.scan_unroll))
+      scan_unroll=m.scan_unroll, residual_init=m.residual_init))
 
 
 def _vit(config, num_classes: int) -> Any:
@@ -127,12 +137,18 @@ def _stack_parts(model) -> Any:
   return pipeline_parts(model.config)
 
 
+def _stack_cuts() -> tuple[str, ...]:
+  from dfax.models.stack import CUTS  # noqa: PLC0415
+  return CUTS
+
+
 def _stack_config() -> type:
   from dfax.models.stack import StackConfig  # noqa: PLC0415
   return StackConfig
 
 
-_ACTIVATION = "hidden activation (dfax.models.ACTIVATIONS)"
+_ACTIVATION = "hidden activation"
+_BLOCK_CHOICES = {"norm": NORMS}
 _BLOCKS = {
     "d_model": "width of the residual stream",
     "num_heads": "attention heads (must divide d_model)",
@@ -142,13 +158,14 @@ _BLOCKS = {
     "scan_unroll": "blocks per iteration of the nn.scan loop; num_layers unrolls it, so that "
                    "XLA drops the input cotangents DFA discards under macro_out (longer compile)",
 }
-_NORM = "pre | post: LayerNorm in front of each sublayer or after each residual add"
+_NORM = "LayerNorm in front of each sublayer or after each residual add"
 
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
     ModelFamily(
         "mlp", _mlp, _fields(models.MLP, {
             "features": "widths of the hidden layers",
-            "activation": _ACTIVATION}, features=(800, 800)),
+            "activation": _ACTIVATION}, {"activation": tuple(models.ACTIVATIONS)},
+            features=(800, 800)),
         "mnist_mlp.py", "multilayer perceptron (Nøkland 2016's MNIST setups)"),
     ModelFamily(
         "cnn", _cnn, _fields(models.CNN, {
@@ -156,14 +173,20 @@ FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
             "dense": "widths of the hidden Dense layers after the convs",
             "activation": _ACTIVATION,
             "kernel_size": "side of the square conv window",
-            "pool": "max | avg: the pooling after each conv"},
+            "pool": "the pooling after each conv"},
+            {"activation": tuple(models.ACTIVATIONS), "pool": tuple(POOLS)},
             kernel_size=dataclass_default(models.CNN, "kernel_size")[0]),
         "mnist_cnn.py", "conv net: conv + pool layers, then Dense layers"),
     ModelFamily(
         "transformer_lm", _transformer_lm, _fields(models.TransformerConfig, {
             **_BLOCKS,
-            "error_at": "hidden | logits: DFA's error before or after the vocabulary projection",
-            "norm": _NORM}),
+            "error_at": "DFA's error before or after the vocabulary projection",
+            "norm": _NORM,
+            "residual_init": "depth scales the kernels that write into the residual stream by "
+                             "1/sqrt(2 num_layers) (GPT-2), so that post-LN stacks train by "
+                             "backprop at depth"},
+            {**_BLOCK_CHOICES, "error_at": ERROR_AT,
+             "residual_init": RESIDUAL_INITS}),
         "shakespeare_lm.py", "decoder-only Transformer LM (scanned blocks)",
         presets=tuple(presets.PRESETS), forward=models.lm_forward, hybrid=True),
     ModelFamily(
@@ -171,7 +194,8 @@ FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
             "patch": "side of the square patches",
             **_BLOCKS,
             "norm": _NORM,
-            "pre_logits": "width of a tanh Dense between the final LayerNorm and the head; 0: none"}),
+            "pre_logits": "width of a tanh Dense between the final LayerNorm and the head; 0: none"},
+            _BLOCK_CHOICES),
         "vit_mnist.py", "Vision Transformer (scanned blocks, mean pooling)",
         presets=tuple(presets.PRESETS), hybrid=True),
     ModelFamily(
@@ -180,7 +204,8 @@ FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
             "d_ff": "hidden width of each residual block",
             "num_stages": "pipeline stages (a scan of stages)",
             "blocks_per_stage": "residual blocks per stage (a scan of blocks)",
-            "cut": "stage | block: a feedback marker after every stage or every block"}),
+            "cut": "a feedback marker after every stage or every block"},
+            {"cut": _stack_cuts()}),
         "mnist_pipeline.py", "residual MLP in stages that a pipeline can split",
         presets=("markers",), pipeline_parts=_stack_parts),
 )}

@@ -24,6 +24,8 @@ class Field:
     type: for a ``None`` default, the type a value set from the command line
       has (``--config.dfa.opu.topk=0.1``): the field is then an
       ``ml_collections`` placeholder of that type.
+    choices: the values the field may take, where they are a fixed set;
+      validation refuses any other before anything is built or written.
 
   Examples:
     >>> Field("seed", 0, "initialisation seed").default
@@ -36,6 +38,7 @@ class Field:
   default: Any
   help: str
   type: type | None = None
+  choices: tuple[Any, ...] = ()
 
   def config_value(self) -> Any:
     """What a fresh ConfigDict holds: the default, or a typed placeholder for ``None``."""

@@ -12,11 +12,27 @@ from typing import Any, Sequence
 import matplotlib
 import numpy as np
 
-from dfax.train import metrics
+from dfax.train import methods, metrics
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+
+def run_plot_names(config) -> list[str]:
+  """The PNGs a run of ``config`` writes into its workdir."""
+  return ["curves.png"] + (["alignment.png"] if methods.get(config.method).logs_alignment
+                           else [])
+
+
+def plot_run(rows: Sequence[dict[str, Any]], workdir: str, config) -> list[str]:
+  """Writes a run's plots (``run_plot_names``) from its metrics rows; returns their names."""
+  title = f"{config.name} ({config.method})"
+  plot_curves(rows, os.path.join(workdir, "curves.png"), title,
+              split=metrics.eval_split(config.dataset.name))
+  if methods.get(config.method).logs_alignment:
+    plot_alignment(rows, os.path.join(workdir, "alignment.png"), title)
+  return run_plot_names(config)
 
 
 def plot_curves(rows: Sequence[dict[str, Any]], path: str, title: str = "", *,

@@ -13,6 +13,31 @@ from dfax.train import datasets, families
 from dfax.train.datasets import TaskData
 
 
+def _check_names(config) -> None:
+  for kind, table, name in (("model", families.FAMILIES, config.model.name),
+                            ("dataset", datasets.DATASETS, config.dataset.name)):
+    if name not in table:
+      raise ValueError(f"dfax.train: unknown {kind} {name!r}; known: {sorted(table)}. "
+                       f"Set --config.{kind}.name to one of them, or add a record to "
+                       f"dfax/train/{'families' if kind == 'model' else 'datasets'}.py.")
+
+
+def load_task(config) -> TaskData:
+  """The task data of ``config.dataset.name``'s record.
+
+  Raises:
+    ValueError: for a model or data set name no record has, naming the known ones.
+  """
+  _check_names(config)
+  return datasets.DATASETS[config.dataset.name].load(config)
+
+
+def build_model(config, num_classes: int) -> Any:
+  """The model of ``config.model.name``'s record, with ``num_classes`` outputs."""
+  _check_names(config)
+  return families.FAMILIES[config.model.name].build(config, num_classes)
+
+
 def build(config) -> tuple[Any, TaskData]:
   """Builds (model, task data) from ``config.model.name`` and ``config.dataset.name``.
 
@@ -22,11 +47,5 @@ def build(config) -> tuple[Any, TaskData]:
   Raises:
     ValueError: for a name no record has, naming the known ones.
   """
-  for kind, table, name in (("model", families.FAMILIES, config.model.name),
-                            ("dataset", datasets.DATASETS, config.dataset.name)):
-    if name not in table:
-      raise ValueError(f"dfax.train: unknown {kind} {name!r}; known: {sorted(table)}. "
-                       f"Set --config.{kind}.name to one of them, or add a record to "
-                       f"dfax/train/{'families' if kind == 'model' else 'datasets'}.py.")
-  task = datasets.DATASETS[config.dataset.name].load(config)
-  return families.FAMILIES[config.model.name].build(config, task.num_classes), task
+  task = load_task(config)
+  return build_model(config, task.num_classes), task

@@ -34,7 +34,8 @@ from dfax.train import (checkpoint, data_identity, distributed, interrupts, lock
                         metrics, optim, plots, progress_bar, registry, resume, run_log,
                         validate)
 from dfax.train import workdir as workdirs
-from dfax.train.errors import ConfigError, NonFiniteLossError, RunError, WriteFailedError
+from dfax.train.errors import (ConfigError, NonFiniteLossError, RunError, WriteFailedError,
+                               refused)
 from dfax.train.steps import (TrainState, describe_bad_batch, evaluate,  # noqa: F401
                               make_steps, model_logits, placers)
 
@@ -54,26 +55,27 @@ class _Run:
   older_layout: Any = None  # the state as dfax laid it out before optim.clip_then
 
 
-def _load_data(config):
-  """``registry.build``, with a data set that cannot be read reported in one line."""
+def _load_data(config) -> registry.TaskData:
+  """``registry.load_task``, with a data set that cannot be read reported in one line."""
   data_identity.check_env()
   try:
-    return registry.build(config)
+    return registry.load_task(config)
   except RunError:
     raise
   except (OSError, ValueError, EOFError, zlib.error, KeyError, IndexError) as e:
-    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if message.startswith("dfax.train:"):
-      raise ConfigError(message) from None
-    raise ConfigError(f"dfax.train: cannot load the data set {config.dataset.name!r}: "
-                      f"{message}. Replace the damaged or missing files (or point "
-                      "--config.data_dir / DFAX_DATA_DIR at a good copy).") from None
+    raise refused(e, f"cannot load the data set {config.dataset.name!r}", "Replace the damaged "
+                  "or missing files (or point --config.data_dir / DFAX_DATA_DIR at a good "
+                  "copy).") from None
 
 
 def _build(config, skip_batches: Iterable[int]) -> _Run:
   """Checks the config, builds model, data, optimizer and the traced step; writes nothing."""
   validate.check_config(config)  # also sets mesh.data=0 to the devices in use
-  model, task = _load_data(config)
+  task = _load_data(config)
+  try:
+    model = registry.build_model(config, task.num_classes)
+  except (ValueError, TypeError) as e:
+    raise refused(e, f"config.model cannot build model {config.model.name!r}") from None
   total_steps = config.num_steps or config.num_epochs * task.steps_per_epoch
   validate.check_task(config, task, total_steps)
   bad = [s for s in skip_batches if not isinstance(s, int) or not 0 <= s < total_steps]
@@ -246,28 +248,15 @@ def _resume_and_train(run: _Run, workdir, allow_changes, skips, interrupt,
     log.close_events()
 
 
-def _plot(rows, workdir: str, config) -> list[str]:
-  """Writes curves.png (and alignment.png for a method that logs it); the names written."""
-  title = f"{config.name} ({config.method})"
-  plots.plot_curves(rows, os.path.join(workdir, "curves.png"), title,
-                    split=metrics.eval_split(config.dataset.name))
-  written = ["curves.png"]
-  if methods.get(config.method).logs_alignment:
-    plots.plot_alignment(rows, os.path.join(workdir, "alignment.png"), title)
-    written.append("alignment.png")
-  return written
-
-
 def _repair_plots(run: _Run, workdir: str) -> None:
   """A completed run lacking a plot (killed between results.json and it): plots it again."""
-  want = ["curves.png"] + (["alignment.png"] if methods.get(run.config.method).logs_alignment
-                           else [])
-  missing = [n for n in want if not os.path.exists(os.path.join(workdir, n))]
+  missing = [n for n in plots.run_plot_names(run.config)
+             if not os.path.exists(os.path.join(workdir, n))]
   path = os.path.join(workdir, "metrics.jsonl")
   if not missing or not os.path.exists(path):
     return
   try:
-    _plot(metrics.read_metrics(path), workdir, run.config)
+    plots.plot_run(metrics.read_metrics(path), workdir, run.config)
   except OSError as e:
     raise WriteFailedError(f"dfax.train: the completed run in {workdir} lacks {missing} and "
                            f"they could not be written: {checkpoint.write_failure_reason(e)}; "
@@ -362,7 +351,7 @@ def _loop(run: _Run, workdir, state, start, log, ckpts, skips, interrupt):
     if done:  # plots and TensorBoard are part of completion: written before results.json
       log.finish()
       what = "the plots"
-      _plot(metrics.read_metrics(log.writer.path), workdir, config)
+      plots.plot_run(metrics.read_metrics(log.writer.path), workdir, config)
       what = "the results"
     metrics.write_json(os.path.join(workdir, "results.json"), results)
   except WriteFailedError:

@@ -89,10 +89,18 @@ def _fields_match(config, section: str, record) -> None:
         f"than changing {section}.name alone.")
 
 
+def _choices(config, section: str, record) -> None:
+  """Each of the record's fields with fixed ``choices`` holds one of them."""
+  for field in record.fields:
+    if field.choices:
+      _one_of(config, f"{section}.{field.name}", field.choices)
+
+
 def _model_fields(config) -> None:
   model = config.model
   family = families.FAMILIES[model.name]
   _fields_match(config, "model", family)
+  _choices(config, "model", family)
   want = {f.name for f in family.fields}
   for key in ("features", "dense"):
     if key in want:
@@ -163,6 +171,7 @@ def check_config(config) -> None:
     _one_of(config, "dfa.feedback", presets.PRESETS)
   _model_fields(config)
   _fields_match(config, "dataset", datasets.DATASETS[config.dataset.name])
+  _choices(config, "dataset", datasets.DATASETS[config.dataset.name])
   try:
     methods.check_projector_options(config)
   except ValueError as e:

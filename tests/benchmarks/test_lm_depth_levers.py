@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import importlib.util
 import json
@@ -16,7 +17,6 @@ import numpy as np
 import pytest
 
 import dfax
-from dfax.models import TransformerConfig, TransformerLM
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
@@ -123,17 +123,19 @@ def test_the_opu_levers_change_how_the_error_is_encoded(lm_depth):
     assert not np.allclose(sent["opu"], sent[name]), name
 
 
-def test_depth_scaled_init_scales_only_the_residual_output_kernels(lm_depth):
-  model = TransformerLM(TransformerConfig(vocab_size=11, d_model=16, num_heads=2, num_layers=3,
-                                          d_ff=32, max_len=8))
-  params = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
-  scaled = lm_depth.depth_scaled(params, 3)
-  flat, flat_scaled = (dict(jax.tree_util.tree_leaves_with_path(p)) for p in (params, scaled))
-  residual_outputs = {"attn/out/kernel", "fc2/kernel"}
-  for path, leaf in flat.items():
-    name = "/".join(k.key for k in path[2:])
-    expected = leaf / np.sqrt(6) if name in residual_outputs else leaf
-    np.testing.assert_allclose(flat_scaled[path], expected, rtol=1e-6, err_msg=name)
+def test_rows_start_from_the_config_residual_init(lm_depth):
+  """``--residual_init depth`` reaches the model's config: the row's initial parameters are
+  ``TransformerConfig.residual_init``'s, from the same seed."""
+  args = lm_depth.parse(["--quick", "--residual_init", "depth"])
+  config = lm_depth.config_for(args, 2, 11)
+  assert config.residual_init == "depth"
+  deep = lm_depth.initial_params(config, args)
+  plain = lm_depth.initial_params(dataclasses.replace(config, residual_init="default"), args)
+  blocks = deep["params"]["blocks"]
+  np.testing.assert_array_equal(blocks["fc2"]["kernel"],
+                                plain["params"]["blocks"]["fc2"]["kernel"] * 0.5)
+  np.testing.assert_array_equal(blocks["fc1"]["kernel"],
+                                plain["params"]["blocks"]["fc1"]["kernel"])
 
 
 def test_rms_normalised_feedback_has_unit_rms_per_token(lm_depth):

@@ -225,6 +225,33 @@ def test_the_cli_builds_the_unroll_it_is_given(config_file, family):
   assert families.get(family).build(config, 10).config.scan_unroll == 2
 
 
+def test_depth_residual_init_scales_only_the_kernels_into_the_residual_stream():
+  """GPT-2's initialisation: attention's output and fc2 kernels times 1/sqrt(2L), to the bit
+  under jit; every other parameter, and the function, unchanged."""
+  deep = dataclasses.replace(CFG, residual_init="depth")
+  tokens = jnp.zeros((2, 8), jnp.int32)
+  plain_params, deep_params = (jax.jit(TransformerLM(c).init)(jax.random.key(0), tokens)
+                               for c in (CFG, deep))
+  flat_plain = dict(jax.tree_util.tree_leaves_with_path(plain_params))
+  into_residual = {"attn/out/kernel", "fc2/kernel"}
+  seen = set()
+  for path, leaf in jax.tree_util.tree_leaves_with_path(deep_params):
+    name = "/".join(k.key for k in path[2:])
+    expected = flat_plain[path]
+    if name in into_residual:
+      seen.add(name)
+      expected = expected * 6 ** -0.5
+    np.testing.assert_array_equal(leaf, expected, err_msg=name)
+  assert seen == into_residual
+  with pytest.raises(ValueError, match="residual_init must be 'default' or 'depth'"):
+    TransformerConfig(residual_init="gpt2")
+
+
+def test_the_cli_builds_the_residual_init_it_is_given():
+  config = load_config(REPO / "configs" / "shakespeare_lm.py", **{"model.residual_init": "depth"})
+  assert families.get("transformer_lm").build(config, 10).config.residual_init == "depth"
+
+
 @pytest.mark.slow
 def test_vit_macro_points_and_training_step():
   model = ViT(ViTConfig(d_model=16, num_heads=2, num_layers=2, d_ff=32))

@@ -82,8 +82,9 @@ def test_other_sources_are_refused(fake_tfds, tmp_path):
     registry.build(config)
 
 
-@pytest.mark.parametrize("overrides, match", [({"model.kernel_size": 0}, "kernel_size"),
-                                              ({"model.pool": "median"}, "unknown pool")])
+@pytest.mark.parametrize("overrides, match", [
+    ({"model.kernel_size": 0}, "kernel_size"),
+    ({"model.pool": "median"}, "model.pool='median' is not one of 'avg', 'max'")])
 def test_bad_cnn_fields_are_refused_before_writing(fake_tfds, tmp_path, overrides, match):
   config = load_config(CONFIG, data_dir=str(tmp_path), batch_size=16, **overrides)
   with pytest.raises(ValueError, match=match):

@@ -308,6 +308,8 @@ def test_a_damaged_line_before_the_last_is_named(tmp_path):
     ({"model.name": "cnn"}, "model does not fit model 'cnn'"),
     ({"dfa.feedback": "macro-out"}, "dfa.feedback"), ({"method": "dfa-"}, "method"),
     ({"dataset.train_limit": 10**6}, "dataset.train_limit"),
+    ({"model.activation": "swish"}, "model.activation='swish' is not one of"),
+    ({"dataset.source": "web"}, "dataset.source='web' is not one of"),
 ])
 def test_bad_values_are_refused_before_writing(tmp_path, overrides, key):
   workdir = tmp_path / "run"
@@ -318,12 +320,30 @@ def test_bad_values_are_refused_before_writing(tmp_path, overrides, key):
 
 @pytest.mark.parametrize("config_file, key, value", [
     ("vit_mnist.py", "model.pre_logits", -1), ("vit_mnist.py", "model.scan_unroll", 0),
-    ("shakespeare_lm.py", "model.scan_unroll", True)])
+    ("shakespeare_lm.py", "model.scan_unroll", True), ("shakespeare_lm.py", "model.norm", "mid"),
+    ("shakespeare_lm.py", "model.residual_init", "gpt2"),
+    ("shakespeare_lm.py", "model.error_at", "head"), ("vit_mnist.py", "model.norm", "mid")])
 def test_bad_transformer_fields_are_refused_before_writing(tmp_path, config_file, key, value):
   workdir = tmp_path / "run"
   config = load_config(REPO / "configs" / config_file, **{key: value})
-  with pytest.raises(ConfigError, match=f"config.{key}="):
+  with pytest.raises(ConfigError, match=f"config.{key}=") as refusal:
     train_and_evaluate(config, str(workdir))
+  assert "data set" not in str(refusal.value)
+  assert not workdir.exists()
+
+
+def test_a_model_that_cannot_be_built_is_named_not_blamed_on_the_data(tmp_path, monkeypatch):
+  from dfax.train import families  # noqa: PLC0415
+
+  def refuses(config, num_classes):
+    raise ValueError("width must be even, got 7.")
+  family = dataclasses.replace(families.FAMILIES["mlp"], build=refuses)
+  monkeypatch.setitem(families.FAMILIES, "mlp", family)
+  workdir = tmp_path / "run"
+  with pytest.raises(ConfigError) as refusal:
+    train_and_evaluate(_config(), str(workdir))
+  assert str(refusal.value) == ("dfax.train: config.model cannot build model 'mlp': width must "
+                                "be even, got 7.")
   assert not workdir.exists()
 
 
