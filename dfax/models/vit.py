@@ -51,6 +51,9 @@ class ViT(nn.Module):
     c = self.config
     if images.ndim == 3:
       images = images[..., None]
+    if images.shape[1] % c.patch or images.shape[2] % c.patch:
+      raise ValueError(f"ViT: {images.shape[1]}x{images.shape[2]} images do not tile into "
+                       f"{c.patch}x{c.patch} patches; choose a patch that divides both sides.")
     x = nn.Conv(c.d_model, (c.patch, c.patch), strides=(c.patch, c.patch),
                 name="patch_embed")(images)
     x = x.reshape(x.shape[0], -1, c.d_model)

@@ -191,7 +191,7 @@ FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
         presets=tuple(presets.PRESETS), forward=models.lm_forward, hybrid=True),
     ModelFamily(
         "vit", _vit, _fields(models.ViTConfig, {
-            "patch": "side of the square patches",
+            "patch": "side of the square patches; must divide the image sides",
             **_BLOCKS,
             "norm": _NORM,
             "pre_logits": "width of a tanh Dense between the final LayerNorm and the head; 0: none"},

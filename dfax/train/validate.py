@@ -115,7 +115,9 @@ def _model_fields(config) -> None:
   if "scan_unroll" in want:
     _int_at_least(config, "model.scan_unroll", 1, model.num_layers)
   if {"d_model", "num_heads"} <= want and model.d_model % model.num_heads:
-    _fail("model.num_heads", model.num_heads, f"must divide model.d_model={model.d_model}", 4)
+    divisor = max(h for h in range(1, model.num_heads + 1) if model.d_model % h == 0)
+    _fail("model.num_heads", model.num_heads, f"must divide model.d_model={model.d_model}",
+          divisor)
   _int_at_least(config, "dfa.bp_blocks", 0, 2)
   if config.dfa.bp_blocks:
     if not family.hybrid:
@@ -184,6 +186,9 @@ def check_config(config) -> None:
   for key in ("seed", "dfa.seed"):  # jax.random.key keeps 32 bits without x64: bounded
     if _has(config, key) and _get(config, key) > MAX_SEED:
       _fail(key, _get(config, key), f"must be at most {MAX_SEED} (2**31 - 1)", 0)
+  for key, example in (("dataset.seq_len", 128), ("dataset.eval_windows", 256)):
+    if _has(config, key):
+      _int_at_least(config, key, 1, example)
   _int_at_least(config, "mesh.data", 0, 0)  # 0: every device (dfax/train/devices.py)
   for key in ("batch_size", "eval_batch_size", "log_every", "eval_every", "checkpoint_every",
               "max_to_keep", "mesh.model"):
@@ -240,5 +245,12 @@ def check_task(config, task: datasets.TaskData, total_steps: int) -> None:
   if shift and shift >= min(task.input_shape[:2]):
     _fail("dataset.augment_shift", shift, f"must be smaller than the {task.input_shape[:2]} "
           "image", 2)
+  patch = config.model.get("patch")
+  if patch and any(side % patch for side in task.input_shape[:2]):
+    sides = task.input_shape[:2]
+    divisor = max(p for p in range(1, min(patch, *sides) + 1)
+                  if all(side % p == 0 for side in sides))
+    _fail("model.patch", patch, f"does not tile the {sides[0]}x{sides[1]} images into whole "
+          "patches", divisor)
   if total_steps < 1:
     _fail("num_steps", config.num_steps, "gives a run of 0 steps", 1000)

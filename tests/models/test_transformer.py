@@ -267,6 +267,12 @@ def test_vit_macro_points_and_training_step():
   assert all(bool(jnp.isfinite(a).all()) for a in jax.tree.leaves(g))
 
 
+def test_vit_refuses_images_its_patches_do_not_tile():
+  model = ViT(ViTConfig(patch=5, d_model=16, num_heads=2, num_layers=1, d_ff=32))
+  with pytest.raises(ValueError, match="28x28 images do not tile into 5x5 patches"):
+    model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+
+
 def test_vit_norm_reaches_its_blocks():
   images = jax.random.uniform(jax.random.key(0), (2, 28, 28, 1))
   cfg = ViTConfig(d_model=16, num_heads=2, num_layers=2, d_ff=32)

@@ -322,7 +322,9 @@ def test_bad_values_are_refused_before_writing(tmp_path, overrides, key):
     ("vit_mnist.py", "model.pre_logits", -1), ("vit_mnist.py", "model.scan_unroll", 0),
     ("shakespeare_lm.py", "model.scan_unroll", True), ("shakespeare_lm.py", "model.norm", "mid"),
     ("shakespeare_lm.py", "model.residual_init", "gpt2"),
-    ("shakespeare_lm.py", "model.error_at", "head"), ("vit_mnist.py", "model.norm", "mid")])
+    ("shakespeare_lm.py", "model.error_at", "head"), ("vit_mnist.py", "model.norm", "mid"),
+    ("vit_mnist.py", "model.patch", 5), ("shakespeare_lm.py", "dataset.seq_len", 0),
+    ("shakespeare_lm.py", "dataset.eval_windows", 0)])
 def test_bad_transformer_fields_are_refused_before_writing(tmp_path, config_file, key, value):
   workdir = tmp_path / "run"
   config = load_config(REPO / "configs" / config_file, **{key: value})
@@ -330,6 +332,13 @@ def test_bad_transformer_fields_are_refused_before_writing(tmp_path, config_file
     train_and_evaluate(config, str(workdir))
   assert "data set" not in str(refusal.value)
   assert not workdir.exists()
+
+
+def test_the_suggested_value_is_a_valid_one(tmp_path):
+  """A refusal's ``set e.g.`` names a value that passes (num_heads must divide d_model)."""
+  config = load_config(REPO / "configs" / "shakespeare_lm.py", **{"model.d_model": 130})
+  with pytest.raises(ConfigError, match=r"set e.g. --config.model.num_heads=2\.$"):
+    train_and_evaluate(config, str(tmp_path / "run"))
 
 
 def test_a_model_that_cannot_be_built_is_named_not_blamed_on_the_data(tmp_path, monkeypatch):
