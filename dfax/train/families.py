@@ -183,8 +183,8 @@ FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
             "error_at": "DFA's error before or after the vocabulary projection",
             "norm": _NORM,
             "residual_init": "depth scales the kernels that write into the residual stream by "
-                             "1/sqrt(2 num_layers) (GPT-2), so that post-LN stacks train by "
-                             "backprop at depth"},
+                             "1/sqrt(2 num_layers) (GPT-2): deep post-LN stacks then train by "
+                             "backprop at higher learning rates"},
             {**_BLOCK_CHOICES, "error_at": ERROR_AT,
              "residual_init": RESIDUAL_INITS}),
         "shakespeare_lm.py", "decoder-only Transformer LM (scanned blocks)",
