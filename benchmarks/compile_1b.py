@@ -55,7 +55,8 @@ def build_model(config, vocab_size: int, dtype=jnp.bfloat16):
   return model.clone(config=dataclasses.replace(model.config, dtype=dtype))
 
 
-def main(argv=None):
+def parse(argv=None) -> argparse.Namespace:
+  """The command line's arguments."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--method", choices=["dfa", "bp"], default=None,
                       help="training method (default: the config's)")
@@ -69,7 +70,11 @@ def main(argv=None):
   parser.add_argument("--quick", action="store_true",
                       help="a tiny model through the same path: checks that it runs")
   parser.add_argument("--json", default=None, help="also write the figures here")
-  args = parser.parse_args(argv)
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse(argv)
   overrides = {k: v for k, v in (("method", args.method), ("dfa.feedback", args.preset),
                                  ("model.norm", args.norm)) if v is not None}
   c = load_config(args.config, **(QUICK if args.quick else {}), **overrides)

@@ -23,7 +23,8 @@ from timing import interleaved_medians  # noqa: E402
 import dfax  # noqa: E402
 
 
-def main(argv=None):
+def parse(argv=None) -> argparse.Namespace:
+  """The command line's arguments."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--size", type=int, default=None, help="n (default 16384; 1024 quick)")
   parser.add_argument("--batch", type=int, default=None, help="error vectors (default 64; 8 quick)")
@@ -31,7 +32,11 @@ def main(argv=None):
   parser.add_argument("--quick", action="store_true",
                       help="small sizes, 3 rounds: checks that it runs (no figures)")
   parser.add_argument("--json", default=None, help="also write the figures here")
-  args = parser.parse_args(argv)
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse(argv)
   args.size = args.size or (1024 if args.quick else 16384)
   args.batch = args.batch or (8 if args.quick else 64)
   args.repeats = args.repeats or (3 if args.quick else 5)

@@ -93,13 +93,18 @@ def figure(rows: list[dict], path: str) -> None:
   fig.savefig(path, dpi=120)
 
 
-def main(argv=None):
+def parse(argv=None) -> argparse.Namespace:
+  """The command line's arguments."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--repeats", type=int, default=15)
   parser.add_argument("--json", default=None)
   parser.add_argument("--figures", default=None, help="write pipeline_layer_parallel.png here")
-  args = parser.parse_args(argv)
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse(argv)
   if args.quick:
     rows = run((4,), (8,), (64,), repeats=3)
   else:

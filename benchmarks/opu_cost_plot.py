@@ -19,12 +19,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 from dfax import opu  # noqa: E402
 
 
-def main(argv=None):
+def parse(argv=None) -> argparse.Namespace:
+  """The command line's arguments."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default="opu_cost.png", help="the figure's path (a PNG)")
   parser.add_argument("--quick", action="store_true",
                       help="plot every 4th width (2^8, 2^12, ..., 2^20): checks that it runs")
-  args = parser.parse_args(argv)
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse(argv)
   sizes = [2 ** k for k in range(8, 21, 4 if args.quick else 1)]
   fig, ax = plt.subplots(figsize=(6.5, 4.2))
   for batch, color in ((1, "C0"), (32, "C1"), (512, "C2")):

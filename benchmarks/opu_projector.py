@@ -33,7 +33,8 @@ from dfax import opu
 from dfax.opu import device
 
 
-def main(argv=None):
+def parse(argv=None) -> argparse.Namespace:
+  """The command line's arguments."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=None, help="default 128 (16 with --quick)")
   parser.add_argument("--n-out", type=int, default=10)
@@ -43,7 +44,11 @@ def main(argv=None):
   parser.add_argument("--quick", action="store_true",
                       help="small sizes, 3 rounds: checks that it runs (no figures)")
   parser.add_argument("--json", default=None, help="also write the figures here")
-  args = parser.parse_args(argv)
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse(argv)
   args.batch = args.batch or (16 if args.quick else 128)
   args.widths = args.widths or ("64,64" if args.quick else "800,800")
   args.repeats = args.repeats or (3 if args.quick else 30)

@@ -190,7 +190,8 @@ def figures(rows: list[dict], model_rows: list[dict], out_dir: str) -> None:
     fig.savefig(os.path.join(out_dir, "pipeline_1b_model.png"), dpi=120)
 
 
-def main(argv=None):
+def parse(argv=None) -> argparse.Namespace:
+  """The command line's arguments."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true",
                       help="a small run that checks it all works (table: S=2, M=4 only; "
@@ -203,7 +204,11 @@ def main(argv=None):
   parser.add_argument("--skip", default="", help="comma list of parts to skip: table,timing,1b")
   parser.add_argument("--json", default=None)
   parser.add_argument("--figures", default=None, help="write pipeline_*.png here")
-  args = parser.parse_args(argv)
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse(argv)
   skip = set(filter(None, args.skip.split(",")))
   n = jax.device_count()
   stage_list = [s for s in ((2,) if args.quick else (2, 4, 8)) if s <= n]

@@ -195,7 +195,8 @@ def make_steps(model, params, x, y, feedback, preset: str | None = None):
   }
 
 
-def main(argv=None):
+def parse(argv=None) -> argparse.Namespace:
+  """The command line's arguments."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", choices=["mlp", "transformer"], default="mlp")
   parser.add_argument("--batch", type=int, default=None)
@@ -219,7 +220,11 @@ def main(argv=None):
   parser.add_argument("--quick", action="store_true",
                       help="small model and batch, 3 rounds: checks that it runs (no figures)")
   parser.add_argument("--json", default=None, help="also write the figures here")
-  args = parser.parse_args(argv)
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse(argv)
   args.repeats = args.repeats or (3 if args.quick else 30)
   if args.model == "mlp":
     batch = args.batch or (16 if args.quick else 512)

@@ -24,7 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from dfax.train.metrics import eval_values, final_eval, read_metrics  # noqa: E402
 
 
-def main(argv=None):
+def parse(argv=None) -> argparse.Namespace:
+  """The command line's arguments."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("workdirs", nargs="+")
   parser.add_argument("--out", default="comparison.png")
@@ -33,7 +34,11 @@ def main(argv=None):
                       help="the evaluation metric to plot, on each run's evaluation split "
                       "(test, or val for Shakespeare); eval_accuracy and eval_loss are older "
                       "names of the same")
-  args = parser.parse_args(argv)
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse(argv)
   metric = args.metric.removeprefix("eval_")
   fig, ax = plt.subplots(figsize=(6.5, 4))
   table, splits = [], set()

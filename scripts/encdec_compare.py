@@ -238,7 +238,8 @@ def plot(rows: list[dict], out: str) -> None:
   fig.savefig(out, dpi=110)
 
 
-def main(argv=None) -> list[dict]:
+def parse(argv=None) -> argparse.Namespace:
+  """The command line's arguments."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--models", default="t5,bart,llama")
   parser.add_argument("--methods", default="bp,dfa,dfa_flat,control,last_block")
@@ -253,7 +254,11 @@ def main(argv=None) -> list[dict]:
   parser.add_argument("--results", default=None, help="append JSON lines here")
   parser.add_argument("--plot", default=None, help="PNG of every run in --results")
   parser.add_argument("--quick", action="store_true", help="a few steps, tiny: a smoke run")
-  args = parser.parse_args(argv)
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> list[dict]:
+  args = parse(argv)
   if args.quick:
     args.steps, args.eval_every, args.batch, args.width, args.layers = 3, 3, 4, 16, 1
   rows = []

@@ -26,12 +26,17 @@ SETTINGS = [{"bits": 2}, {"bits": 4}, {"bits": 6}, {"bits": 8}, {"bits": None},
             {"threshold": 0.25}, {"threshold": 0.5}, {"threshold": 2.0}, {"topk": 0.1}]
 
 
-def main(argv=None):
+def parse(argv=None) -> argparse.Namespace:
+  """The command line's arguments."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=128)
   parser.add_argument("--n-out", type=int, default=32)
   parser.add_argument("--width", type=int, default=1024)
-  args = parser.parse_args(argv)
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse(argv)
   import lightonml
 
   points = [dfax.PointSpec("p/in", (args.batch, args.width), jnp.float32)]

@@ -65,7 +65,8 @@ def train(projector, ds, args, noise_base=None) -> dict:
   return {"loss": losses, "test_accuracy": correct / len(ds.x_test), "seconds": seconds}
 
 
-def main(argv=None):
+def parse(argv=None) -> argparse.Namespace:
+  """The command line's arguments."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default="opu_lightonml_mnist.png")
   parser.add_argument("--steps", type=int, default=468)  # one epoch of batch 128
@@ -73,7 +74,11 @@ def main(argv=None):
   parser.add_argument("--bits", type=int, default=8)
   parser.add_argument("--threshold", type=float, default=1.0)
   parser.add_argument("--lr", type=float, default=1e-3)
-  args = parser.parse_args(argv)
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse(argv)
   args.features = [int(f) for f in args.features.split(",")]
   import lightonml
 

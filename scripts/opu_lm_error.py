@@ -70,7 +70,8 @@ def fidelity(changes: dict, tokens: int = 1024, vocab: int = 65, points: int = 1
           "peak_ratio": float(jnp.abs(got).max() / jnp.abs(ideal).max())}
 
 
-def main(argv=None) -> dict[str, dict]:
+def parse(argv=None) -> argparse.Namespace:
+  """The command line's arguments."""
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--settings", default=",".join(SETTINGS),
                  help="comma-separated, of: " + "; ".join(
@@ -79,7 +80,11 @@ def main(argv=None) -> dict[str, dict]:
   p.add_argument("--vocab", type=int, default=65)
   p.add_argument("--points", type=int, default=16)
   p.add_argument("--width", type=int, default=128)
-  args = p.parse_args(argv)
+  return p.parse_args(argv)
+
+
+def main(argv=None) -> dict[str, dict]:
+  args = parse(argv)
   names = [n for n in args.settings.split(",") if n]
   unknown = sorted(set(names) - set(SETTINGS))
   if unknown:

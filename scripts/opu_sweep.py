@@ -38,12 +38,17 @@ def run(overrides: dict, args) -> float:
     return train_and_evaluate(config, workdir)["test_accuracy"]
 
 
-def main(argv=None):
+def parse(argv=None) -> argparse.Namespace:
+  """The command line's arguments."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default="opu_sweep.png")
   parser.add_argument("--epochs", type=int, default=1)
   parser.add_argument("--features", default="128,128")
-  args = parser.parse_args(argv)
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse(argv)
   args.features = [int(f) for f in args.features.split(",")]
   results = {"digital": run({"dfa.projector": "gaussian"}, args)}
   print(f"digital projection: {100 * results['digital']:.2f}%", flush=True)

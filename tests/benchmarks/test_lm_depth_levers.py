@@ -7,8 +7,6 @@ import doctest
 import importlib.util
 import json
 import pathlib
-import re
-import shlex
 import sys
 
 import jax
@@ -313,33 +311,3 @@ def test_the_benchmark_modules_examples_run(lm_depth, name):
   module = lm_depth if name == "lm_depth" else sys.modules[name]
   result = doctest.testmod(module)
   assert result.attempted > 0 and result.failed == 0, result
-
-
-def _documented_commands(text: str):
-  """Each ``python benchmarks/lm_depth.py ...`` line of the fenced bash blocks, as argv.
-
-  Continuation lines are joined, ``$B``-style variables assigned in the block are expanded
-  and a loop's variable (``for seed in 0 1 2``) takes its first value.
-  """
-  for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-    joined = block.replace("\\\n", " ")
-    variables = dict(re.findall(r'^(\w+)="([^"]*)"$', joined, flags=re.M))
-    variables.update(re.findall(r"\bfor (\w+) in (\S+)", joined))
-    for line in joined.splitlines():
-      line = line.split("#", 1)[0].strip()
-      if line.startswith("python benchmarks/lm_depth.py"):
-        line = re.sub(r"\$\{?(\w+)\}?", lambda m: variables.get(m.group(1), m.group(0)), line)
-        yield shlex.split(line)[2:]
-
-
-def test_every_command_the_docs_give_is_one_the_benchmark_takes(lm_depth):
-  pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-  commands = [(page.name, argv) for page in pages
-              for argv in _documented_commands(page.read_text())]
-  assert len([1 for name, _ in commands if name == "depth.md"]) >= 10
-  for name, argv in commands:
-    assert not any("$" in arg for arg in argv), (name, argv)
-    args = lm_depth.parse(argv)  # argparse: SystemExit on an unknown flag or value
-    assert set(filter(None, args.rows.split(","))) <= set(lm_depth.ROWS), (name, argv)
-    for lever in filter(None, args.levers.split(",")):
-      lm_depth.with_lever(args, lever)  # SystemExit on an unknown lever
