@@ -313,7 +313,7 @@ def across_seeds(paths: list[str], baseline_paths: list[str] = ()) -> dict:
   out = {"seeds": list(runs), "args": first["args"], "depths": {}}
   if baseline_args is not None:
     out["baseline"] = baseline_note(baseline_paths, baseline_args, first["args"])
-  for depth, into in depths.items():
+  for depth, into in sorted(depths.items(), key=lambda item: int(item[0])):
     out["depths"][depth] = {
         "rows": {row: spread(v) for row, v in into["rows"].items()},
         "levers": {lever: spread(v) for lever, v in into["levers"].items()},
