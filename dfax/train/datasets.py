@@ -23,7 +23,7 @@ from dfax import data as dfax_data
 from dfax.data import identity
 from dfax.data.cifar10 import load_cifar10
 from dfax.data.mnist import SOURCES
-from dfax.train.field import Field, section
+from dfax.train.field import Field, with_choices, section
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +135,7 @@ def shakespeare(config) -> TaskData:
                   train_size=windows, eval_size=len(x_eval))
 
 
-_SOURCE = " | ".join(SOURCES) + ": where the data comes from (dfax.data.load_mnist)"
+_SOURCE = with_choices(SOURCES, "where the data comes from (dfax.data.load_mnist)")
 IMAGE_FIELDS = (
     Field("source", "auto", _SOURCE, choices=SOURCES),
     Field("train_limit", 0, "use only the first N training examples; 0: all"),

@@ -27,7 +27,7 @@ from dfax import models
 from dfax.models import presets
 from dfax.models.cnn import POOLS
 from dfax.models.transformer import ERROR_AT, NORMS, RESIDUAL_INITS
-from dfax.train.field import Field, dataclass_default, section
+from dfax.train.field import Field, with_choices, dataclass_default, section
 
 Forward = Callable[[Any, Any, Any], jax.Array]  # (model, params, x) -> logits
 
@@ -84,7 +84,7 @@ def _fields(cls: type, helps: dict[str, str], choices: dict[str, tuple] | None =
   choices = choices or {}
 
   def text(name: str) -> str:
-    return (" | ".join(choices[name]) + ": " if name in choices else "") + helps[name]
+    return with_choices(choices[name], helps[name]) if name in choices else helps[name]
   return tuple(Field(name, defaults[name] if name in defaults else dataclass_default(cls, name),
                      text(name), choices=tuple(choices.get(name, ()))) for name in helps)
 

@@ -48,6 +48,16 @@ class Field:
     return self.default
 
 
+def with_choices(choices: tuple[Any, ...], text: str) -> str:
+  """A field's help led by its allowed values, as ``--help`` and docs/config.md show them.
+
+  Examples:
+    >>> with_choices(("max", "avg"), "the pooling after each conv")
+    'max | avg: the pooling after each conv'
+  """
+  return " | ".join(map(str, choices)) + ": " + text
+
+
 def dataclass_default(cls: type, name: str) -> Any:
   """The default of field ``name`` of dataclass ``cls`` (a linen Module or a config).
 

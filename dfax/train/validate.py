@@ -53,6 +53,11 @@ def _is_int(v) -> bool:
   return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _largest_divisor(limit: int, *numbers: int) -> int:
+  """The largest integer up to ``limit`` that divides every one of ``numbers``: a valid example."""
+  return max(d for d in range(1, limit + 1) if all(n % d == 0 for n in numbers))
+
+
 def _int_at_least(config, key: str, low: int, example: Any) -> None:
   v = _get(config, key)
   if not _is_int(v) or v < low:
@@ -115,9 +120,8 @@ def _model_fields(config) -> None:
   if "scan_unroll" in want:
     _int_at_least(config, "model.scan_unroll", 1, model.num_layers)
   if {"d_model", "num_heads"} <= want and model.d_model % model.num_heads:
-    divisor = max(h for h in range(1, model.num_heads + 1) if model.d_model % h == 0)
     _fail("model.num_heads", model.num_heads, f"must divide model.d_model={model.d_model}",
-          divisor)
+          _largest_divisor(model.num_heads, model.d_model))
   _int_at_least(config, "dfa.bp_blocks", 0, 2)
   if config.dfa.bp_blocks:
     if not family.hybrid:
@@ -248,9 +252,7 @@ def check_task(config, task: datasets.TaskData, total_steps: int) -> None:
   patch = config.model.get("patch")
   if patch and any(side % patch for side in task.input_shape[:2]):
     sides = task.input_shape[:2]
-    divisor = max(p for p in range(1, min(patch, *sides) + 1)
-                  if all(side % p == 0 for side in sides))
     _fail("model.patch", patch, f"does not tile the {sides[0]}x{sides[1]} images into whole "
-          "patches", divisor)
+          "patches", _largest_divisor(patch, *sides))
   if total_steps < 1:
     _fail("num_steps", config.num_steps, "gives a run of 0 steps", 1000)
