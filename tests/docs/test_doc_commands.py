@@ -78,10 +78,10 @@ def documented_commands(program: str) -> list[tuple[str, list[str]]]:
   for page in PAGES:
     blocks, prose = _fenced(page.read_text())
     for line in [*_bash_lines(blocks), *_inline_commands(prose)]:
-      start = line.find(f"python {program} ")
-      if start < 0 and not line.rstrip().endswith(f"python {program}"):
+      found = re.search(rf"python {re.escape(program)}(\s|$)", line)
+      if found is None:
         continue
-      command = line[max(start, line.find(f"python {program}")):].split("&&")[0]
+      command = line[found.start():].split("&&")[0]
       argv = shlex.split(re.sub(r"<[^>]+>", "X", command), comments=True)[1 + len(
           program.split()):]
       commands.append((page.name, [a for a in argv if a != "&"]))
