@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from depth_report import baseline_settings, hybrid_curve
+from depth_report import baseline_settings, hybrid_curve, loss_and_std
 
 # The rows of the depth figure, drawn in this order, with their legend labels.
 DEPTH_ROWS = {"bp": "backprop", "dfa": "DFA", "last_block": "last-block control",
@@ -68,27 +68,36 @@ def share_label(share: float | None) -> str:
 
 
 def plot_hybrid_curve(out: dict, path: str) -> None:
-  """Validation loss against the number of blocks trained by backprop, per depth."""
+  """Validation loss against the number of blocks trained by backprop, per depth.
+
+  Args:
+    out: one seed's rows (a run or ``--merge``), or ``across_seeds``'s result
+      (``--seeds``): then each point is the mean over seeds, with the sample std as
+      its error bar, and the controls' lines are their means.
+    path: where the PNG goes.
+  """
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6, 4.5))
   for depth, result in out["depths"].items():
     curve = hybrid_curve(result["rows"], int(depth))
     if not curve:
       continue
-    ks, losses, _ = zip(*curve)
-    ax.plot(ks, losses, "o-", label=f"{depth} blocks")
-    for k, loss, share in curve:
+    ks, losses, stds, _ = zip(*curve)
+    ax.errorbar(ks, losses, yerr=[std or 0.0 for std in stds], fmt="o-", capsize=3,
+                label=f"{depth} blocks")
+    for k, loss, _, share in curve:
       ax.annotate(share_label(share), (k, loss), textcoords="offset points", xytext=(4, 4),
                   fontsize=8)
-    if "zero" in result["rows"]:
-      ax.axhline(result["rows"]["zero"]["val_loss"], ls=":", c="gray")
-    if "last_block" in result["rows"]:
-      ax.axhline(result["rows"]["last_block"]["val_loss"], ls="--", c="gray")
+    for row, style in (("zero", ":"), ("last_block", "--")):
+      if row in result["rows"]:
+        ax.axhline(loss_and_std(result["rows"][row])[0], ls=style, c="gray")
   ax.set_xlabel("K: last blocks trained by backprop (0: DFA, all: backprop)")
   ax.set_ylabel("validation loss (nats/char)")
   drawn = {row for result in out["depths"].values() for row in result["rows"]}
   lines = [text for row, text in (("zero", "dotted: zero-feedback control"),
                                   ("last_block", "dashed: last-block control")) if row in drawn]
+  if "seeds" in out:
+    lines.append("mean ± sample std over seeds " + ", ".join(map(str, out["seeds"])))
   if "baseline" in out:
     lines.append("K=all: backprop at " + baseline_settings(out))
   ax.set_title("\n".join(["Hybrid DFA/backprop; labels: backward FLOPs still by backprop",

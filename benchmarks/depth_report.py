@@ -284,7 +284,8 @@ def across_seeds(paths: list[str], baseline_paths: list[str] = ()) -> dict:
   Returns:
     ``{"seeds": [...], "depths": {depth: {"rows": {row: spread}, "gap_closure": spread,
     "levers": {lever: spread}, "dfa_lead_over_last_block": spread}}}`` (see ``spread``;
-    a figure no seed has is left out).
+    a figure no seed has is left out). A row that records its ``digital`` share (the
+    hybrid rows, DFA) keeps it beside its spread.
 
   Raises:
     SystemExit: when the runs, or the baseline runs, differ in anything but the seed
@@ -302,9 +303,11 @@ def across_seeds(paths: list[str], baseline_paths: list[str] = ()) -> dict:
   for seed, run in runs.items():
     for depth, summary in run["depths"].items():
       into = depths.setdefault(depth, {"rows": {}, "gap_closure": {}, "levers": {},
-                                       "dfa_lead_over_last_block": {}})
+                                       "dfa_lead_over_last_block": {}, "digital": {}})
       for row, result in summary["rows"].items():
         into["rows"].setdefault(row, {})[seed] = result["val_loss"]
+        if "digital" in result:  # a FLOP share: the same at every seed of one size
+          into["digital"][row] = result["digital"]
       for key in ("gap_closure", "dfa_lead_over_last_block"):
         if summary[key] is not None:
           into[key][seed] = summary[key]
@@ -315,7 +318,9 @@ def across_seeds(paths: list[str], baseline_paths: list[str] = ()) -> dict:
     out["baseline"] = baseline_note(baseline_paths, baseline_args, first["args"])
   for depth, into in sorted(depths.items(), key=lambda item: int(item[0])):
     out["depths"][depth] = {
-        "rows": {row: spread(v) for row, v in into["rows"].items()},
+        "rows": {row: {**spread(v), **({"digital": into["digital"][row]}
+                                       if row in into["digital"] else {})}
+                 for row, v in into["rows"].items()},
         "levers": {lever: spread(v) for lever, v in into["levers"].items()},
         **{key: spread(into[key]) for key in ("gap_closure", "dfa_lead_over_last_block")
            if into[key]}}
@@ -344,21 +349,34 @@ def print_seeds(out: dict) -> None:
             f"{_pm(summary['dfa_lead_over_last_block'])} nats")
 
 
-def hybrid_curve(rows: dict, depth: int) -> list[tuple[int, float, float]]:
-  """``(K, val loss, digital share)`` of one depth's rows: DFA is K=0, backprop K=depth.
+def loss_and_std(row: dict) -> tuple[float, float | None]:
+  """A row's validation loss and its spread: one run's (std None), or the mean over seeds.
 
-  DFA's share is the head's, which its row records; ``None`` for a row written
-  before it did (the figure then labels it "head only").
+  Examples:
+    >>> loss_and_std({"val_loss": 2.5}), loss_and_std(spread({0: 2.0, 1: 3.0}))
+    ((2.5, None), (2.5, 0.7071067811865476))
+  """
+  if "val_loss" in row:
+    return row["val_loss"], None
+  return row["mean"], row["std"]
+
+
+def hybrid_curve(rows: dict, depth: int) -> list[tuple[int, float, float | None, float | None]]:
+  """``(K, val loss, std, digital share)`` of one depth's rows: DFA is K=0, backprop K=depth.
+
+  ``rows`` are one run's (``--merge``; std None) or ``across_seeds``'s (the mean
+  and sample std over seeds). DFA's share is the head's, which its row records;
+  ``None`` for a row written before it did (the figure then labels it "head only").
 
   Examples:
     >>> rows = {"dfa": {"val_loss": 2.5, "digital": 0.006},
     ...         "hybrid_2": {"val_loss": 2.2, "digital": 0.3}, "bp": {"val_loss": 2.0}}
     >>> hybrid_curve(rows, 8)
-    [(0, 2.5, 0.006), (2, 2.2, 0.3), (8, 2.0, 1.0)]
+    [(0, 2.5, None, 0.006), (2, 2.2, None, 0.3), (8, 2.0, None, 1.0)]
   """
-  points = [(0, rows["dfa"]["val_loss"], rows["dfa"].get("digital"))] if "dfa" in rows else []
-  points += sorted((int(name.split("_")[1]), r["val_loss"], r["digital"])
+  points = [(0, *loss_and_std(rows["dfa"]), rows["dfa"].get("digital"))] if "dfa" in rows else []
+  points += sorted((int(name.split("_")[1]), *loss_and_std(r), r["digital"])
                    for name, r in rows.items() if name.startswith("hybrid_"))
   if "bp" in rows:
-    points.append((depth, rows["bp"]["val_loss"], 1.0))
+    points.append((depth, *loss_and_std(rows["bp"]), 1.0))
   return points

@@ -141,7 +141,8 @@ def parse(argv=None) -> argparse.Namespace:
   p.add_argument("--eval_batches", type=int, default=16)
   p.add_argument("--json", help="write the results here")
   p.add_argument("--plot", help="draw the validation loss against K (the hybrid curve) here, "
-                                "one line per depth, from the dfa (K=0), hybrid_K and bp rows")
+                                "one line per depth, from the dfa (K=0), hybrid_K and bp rows "
+                                "(with --seeds: their means, the sample std as error bars)")
   p.add_argument("--plot_levers", help="draw each lever's gap closure (a bar per lever) here")
   p.add_argument("--plot_depths", help="with --seeds: draw each row's val loss against depth "
                                        "(mean ± sample std over the seeds) here")
@@ -164,9 +165,9 @@ def parse(argv=None) -> argparse.Namespace:
   args = p.parse_args(argv)
   if args.plot_depths and not args.seeds:
     p.error("--plot_depths goes with --seeds (it draws the rows' spread over seeds)")
-  if args.seeds and (args.plot or args.plot_levers):
-    p.error("--plot and --plot_levers draw one seed's rows: give them with --merge, "
-            "and --plot_depths with --seeds")
+  if args.seeds and args.plot_levers:
+    p.error("--plot_levers draws one seed's rows: give it with --merge (--plot and "
+            "--plot_depths draw the spread over --seeds)")
   if args.baseline and not (args.seeds or args.merge):
     p.error("--baseline goes with --seeds or --merge (it replaces their bp rows)")
   if args.quick:
@@ -314,6 +315,8 @@ def main(argv=None) -> dict:
     print_seeds(out)
     if args.plot_depths:
       plot_depths(out, args.plot_depths)
+    if args.plot:
+      plot_hybrid_curve(out, args.plot)
     if args.json:
       pathlib.Path(args.json).write_text(json.dumps(out, indent=2))
     return out

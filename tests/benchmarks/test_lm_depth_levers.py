@@ -301,9 +301,28 @@ def test_seeds_join_depths_run_apart_and_plot_each_row_against_depth(lm_depth, t
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   with pytest.raises(SystemExit):  # argparse: --plot_depths needs --seeds
     lm_depth.main(["--merge", paths[0], "--plot_depths", str(png)])
-  for one_seed_figure in ("--plot", "--plot_levers"):  # not silently dropped by --seeds
-    with pytest.raises(SystemExit):
-      lm_depth.main(["--seeds", *paths, one_seed_figure, str(tmp_path / "x.png")])
+  with pytest.raises(SystemExit):  # one seed's figure, not silently dropped by --seeds
+    lm_depth.main(["--seeds", *paths, "--plot_levers", str(tmp_path / "x.png")])
+
+
+def test_seeds_draw_the_hybrid_curve_as_means_with_their_spread(lm_depth, tmp_path):
+  """The hybrid rows of each seed, with backprop from the baseline runs: K's mean and std."""
+  paths, baselines = [], []
+  for seed, (dfa, hybrid) in enumerate(((2.5, 2.3), (2.7, 2.4))):
+    paths.append(_run(tmp_path, f"s{seed}.json", {"dfa": {"val_loss": dfa, "digital": 0.01},
+                                                  "zero": 3.0, "last_block": 2.8}, seed=seed))
+    paths.append(_run(tmp_path, f"h{seed}.json", {"hybrid_2": {"val_loss": hybrid,
+                                                               "digital": 0.25}}, seed=seed))
+    baselines.append(_run(tmp_path, f"bp{seed}.json", {"bp": 2.0 + seed / 10}, seed=seed,
+                          lr=3e-3))
+  png = tmp_path / "hybrid.png"
+  out = lm_depth.main(["--seeds", *paths, "--baseline", *baselines, "--plot", str(png)])
+  curve = sys.modules["depth_report"].hybrid_curve(out["depths"]["8"]["rows"], 8)
+  assert [(k, share) for k, _, _, share in curve] == [(0, 0.01), (2, 0.25), (8, 1.0)]
+  assert [loss for _, loss, _, _ in curve] == pytest.approx([2.6, 2.35, 2.05])
+  assert [std for _, _, std, _ in curve] == pytest.approx([0.1 * 2 ** 0.5, 0.05 * 2 ** 0.5,
+                                                           0.05 * 2 ** 0.5])
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("name", ["lm_depth", "depth_report", "depth_levers", "depth_plots",
