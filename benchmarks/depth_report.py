@@ -317,10 +317,11 @@ def across_seeds(paths: list[str], baseline_paths: list[str] = ()) -> dict:
   if baseline_args is not None:
     out["baseline"] = baseline_note(baseline_paths, baseline_args, first["args"])
   for depth, into in sorted(depths.items(), key=lambda item: int(item[0])):
+    rows = {row: spread(v) for row, v in into["rows"].items()}
+    for row, share in into["digital"].items():
+      rows[row]["digital"] = share
     out["depths"][depth] = {
-        "rows": {row: {**spread(v), **({"digital": into["digital"][row]}
-                                       if row in into["digital"] else {})}
-                 for row, v in into["rows"].items()},
+        "rows": rows,
         "levers": {lever: spread(v) for lever, v in into["levers"].items()},
         **{key: spread(into[key]) for key in ("gap_closure", "dfa_lead_over_last_block")
            if into[key]}}

@@ -313,12 +313,9 @@ def main(argv=None) -> dict:
   if args.seeds:
     out = across_seeds(args.seeds, args.baseline or ())
     print_seeds(out)
-    if args.plot_depths:
-      plot_depths(out, args.plot_depths)
-    if args.plot:
-      plot_hybrid_curve(out, args.plot)
     if args.json:
       pathlib.Path(args.json).write_text(json.dumps(out, indent=2))
+    draw_figures(out, args)
     return out
   if args.merge:
     out = merge(args.merge)
@@ -388,11 +385,14 @@ def main(argv=None) -> dict:
 
 
 def draw_figures(out: dict, args: argparse.Namespace) -> None:
-  """The figures ``--plot`` and ``--plot_levers`` ask for, from one seed's rows (``out``)."""
+  """The figures ``--plot``, ``--plot_levers`` and ``--plot_depths`` ask for, from ``out``:
+  one seed's rows, or ``--seeds``' spread (``parse`` pairs each figure with the one it needs)."""
   if args.plot:
     plot_hybrid_curve(out, args.plot)
   if args.plot_levers:
     plot_levers(out, args.plot_levers, through_opu)
+  if args.plot_depths:
+    plot_depths(out, args.plot_depths)
 
 
 if __name__ == "__main__":
